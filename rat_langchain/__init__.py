@@ -1,0 +1,1 @@
+"""rat_langchain."""

@@ -1,0 +1,170 @@
+"""One pooled HTTP client per event loop, behind a single client object that any loop can use.
+
+Why: an async HTTP client is bound to the loop that first used it. langchain-openai caches one per
+process, so code that calls ``asyncio.run`` twice gets "Event loop is closed" (langchain issue
+35783). Here the object handed to the openai SDK is loop-agnostic; each ``send`` goes to the inner
+pooled client of the running loop, created on first use there and closed when that loop shuts down
+(``asyncio.run`` and ``asyncio.Runner`` call ``loop.shutdown_asyncgens()``, which runs the ``finally``
+of a generator we park on the loop for exactly this).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import httpx2
+import openai
+
+from rat_langchain.errors import PoolClosedError
+
+Transport = Literal["sdk", "aiohttp", "httpx"]
+# Measured in benchmarks/bench_transport.py (docs/benchmarks.md): see `pick_transport`.
+DEFAULT_TRANSPORT: Transport = "sdk"
+
+
+@dataclass
+class _LoopEntry:
+    client: Any
+    closer: AsyncIterator[None]
+    started: bool = False
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Connection limits and timeouts of one pool."""
+
+    transport: Transport
+    max_connections: int
+    max_keepalive: int
+    keepalive_expiry_s: float
+    connect_timeout_s: float
+    request_timeout_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def timeout(self) -> httpx2.Timeout:
+        return httpx2.Timeout(self.request_timeout_s, connect=self.connect_timeout_s)
+
+    def limits(self) -> httpx2.Limits:
+        return httpx2.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_keepalive,
+            keepalive_expiry=self.keepalive_expiry_s,
+        )
+
+
+def _inner_client(settings: HttpSettings) -> httpx2.AsyncClient | httpx.AsyncClient:
+    if settings.transport == "aiohttp":
+        return openai.DefaultAioHttpClient(timeout=settings.timeout(), limits=settings.limits())
+    if settings.transport == "httpx":
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=settings.max_keepalive,
+                keepalive_expiry=settings.keepalive_expiry_s,
+            ),
+            follow_redirects=True,
+        )
+    return openai.DefaultAsyncHttpx2Client(timeout=settings.timeout(), limits=settings.limits())
+
+
+class _PerLoop:
+    """Inner clients keyed by event loop; the loop-agnostic facade delegates ``send`` here."""
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopEntry] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.closed = False
+        self.created = 0
+
+    async def current(self) -> Any:
+        loop = asyncio.get_running_loop()
+        entry = self._by_loop.get(loop)
+        if entry is None:
+            if self.closed:
+                raise PoolClosedError("this HTTP client pool is closed; create a new ClientPool")
+            client = self._factory()
+            entry = _LoopEntry(client, self._close_with_loop(client))
+            self._by_loop[loop] = entry
+            self.created += 1
+        if not entry.started:
+            entry.started = True
+            await anext(entry.closer)  # parks the generator on this loop: see the module docstring
+        return entry.client
+
+    async def _close_with_loop(self, client: Any) -> AsyncIterator[None]:
+        # Holds no reference to its loop, so the WeakKeyDictionary can still let the loop go.
+        try:
+            yield
+        finally:
+            loop = asyncio.get_running_loop()
+            if (entry := self._by_loop.get(loop)) is not None and entry.client is client:
+                del self._by_loop[loop]
+            await client.aclose()
+
+    @property
+    def loops(self) -> int:
+        return len(self._by_loop)
+
+    async def aclose(self) -> None:
+        """Close this loop's client now; clients of other loops close with their loops."""
+        self.closed = True
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for loop, entry in list(self._by_loop.items()):
+            if loop is running and entry.started:
+                await entry.closer.aclose()
+            elif loop.is_running() and entry.started:
+                future = asyncio.run_coroutine_threadsafe(entry.closer.aclose(), loop)
+                await asyncio.wrap_future(future)
+            self._by_loop.pop(loop, None)
+
+
+class _PerLoopMixin:
+    _per_loop: _PerLoop
+
+    async def send(self, request: Any, **kwargs: Any) -> Any:
+        inner = await self._per_loop.current()
+        return await inner.send(request, **kwargs)
+
+    async def aclose(self) -> None:
+        await self._per_loop.aclose()
+        await super().aclose()  # type: ignore[misc]
+
+
+class PerLoopHttpx2Client(_PerLoopMixin, httpx2.AsyncClient):
+    """An ``httpx2.AsyncClient`` that routes each request to the running loop's pooled client."""
+
+    def __init__(self, settings: HttpSettings) -> None:
+        super().__init__(timeout=settings.timeout())
+        self._per_loop = _PerLoop(lambda: _inner_client(settings))
+
+
+class PerLoopHttpxClient(_PerLoopMixin, httpx.AsyncClient):
+    """The same over plain ``httpx``, kept so the transports can be compared side by side."""
+
+    def __init__(self, settings: HttpSettings) -> None:
+        super().__init__(
+            timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s)
+        )
+        self._per_loop = _PerLoop(lambda: _inner_client(settings))
+
+
+def per_loop_client(settings: HttpSettings) -> PerLoopHttpx2Client | PerLoopHttpxClient:
+    if settings.transport == "httpx":
+        return PerLoopHttpxClient(settings)
+    return PerLoopHttpx2Client(settings)
+
+
+def sync_client(settings: HttpSettings) -> httpx2.Client:
+    """Sync clients are thread-safe and loop-free: one per pool is enough."""
+    return openai.DefaultHttpx2Client(timeout=settings.timeout(), limits=settings.limits())

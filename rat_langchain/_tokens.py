@@ -1,0 +1,63 @@
+"""Offline token counting.
+
+tiktoken downloads its encodings on first use, which fails without internet; ``bpe-openai`` ships the
+cl100k/o200k encodings with a tiktoken-compatible API, so counting always works offline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from typing import Any
+
+import bpe_openai
+
+# Per-message framing the chat API adds around each message (OpenAI cookbook figures).
+_TOKENS_PER_MESSAGE = 3
+_TOKENS_PER_REPLY = 3
+_DEFAULT_ENCODING = "o200k_base"
+
+
+@lru_cache(maxsize=32)
+def _encoding(model: str | None) -> bpe_openai.Encoding:
+    name = _DEFAULT_ENCODING
+    if model:
+        try:
+            name = bpe_openai.encoding_name_for_model(model)
+        except (KeyError, ValueError):
+            name = _DEFAULT_ENCODING  # unknown or self-hosted model: o200k is the modern default
+    return bpe_openai.get_encoding(name)
+
+
+def count_tokens(text: str, model: str | None = None) -> int:
+    """Tokens in ``text`` for ``model``; special-token text is counted as plain text."""
+    if not text:
+        return 0
+    return len(_encoding(model).encode(text, disallowed_special=()))
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Iterable) and not isinstance(content, bytes | Mapping):
+        return " ".join(_content_text(part) for part in content)
+    if isinstance(content, Mapping):
+        return str(content.get("text") or content.get("content") or "")
+    return str(content)
+
+
+def count_message_tokens(messages: Iterable[Mapping[str, Any]], model: str | None = None) -> int:
+    """Prompt tokens of OpenAI-shaped chat messages, including the per-message framing."""
+    total = _TOKENS_PER_REPLY
+    for message in messages:
+        total += _TOKENS_PER_MESSAGE
+        total += count_tokens(_content_text(message.get("content")), model)
+        if name := message.get("name"):
+            total += count_tokens(str(name), model)
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") or {}
+            total += count_tokens(str(function.get("name", "")), model)
+            total += count_tokens(str(function.get("arguments", "")), model)
+    return total

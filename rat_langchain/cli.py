@@ -1,0 +1,103 @@
+"""``rat-langchain`` (also ``python -m rat_langchain``): ``sim`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from collections.abc import Sequence
+
+from rat_langchain.sim import SimConfig, Simulator
+from rat_langchain.sim._runners import READY_PREFIX
+
+
+def _sim_config(args: argparse.Namespace) -> SimConfig:
+    base = json.loads(args.config_json) if args.config_json else {}
+    flags = {
+        "rpm": args.rpm,
+        "tpm": args.tpm,
+        "latency_ms": args.latency_ms,
+        "jitter_ms": args.jitter_ms,
+        "per_token_ms": args.per_token_ms,
+        "error_rate": args.error_rate,
+        "unavailable_rate": args.unavailable_rate,
+        "hang_rate": args.hang_rate,
+        "reset_rate": args.reset_rate,
+        "malformed_rate": args.malformed_rate,
+        "seed": args.seed,
+        "api_key": args.api_key,
+    }
+    return SimConfig.model_validate({**base, **{k: v for k, v in flags.items() if v is not None}})
+
+
+async def _serve(config: SimConfig, host: str, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with Simulator(config, host=host, port=port) as sim:
+        # The first line is machine-read by SimulatorProcess; keep its shape.
+        print(f"{READY_PREFIX}{sim.base_url}", flush=True)
+        await stop.wait()
+
+
+def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("sim", help="run the OpenAI-compatible simulator until interrupted")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--rpm", type=int, help="requests per minute (default: unlimited)")
+    p.add_argument("--tpm", type=int, help="tokens per minute (default: unlimited)")
+    p.add_argument("--latency-ms", type=float)
+    p.add_argument("--jitter-ms", type=float)
+    p.add_argument("--per-token-ms", type=float)
+    p.add_argument("--error-rate", type=float, help="share of requests answered 500")
+    p.add_argument("--unavailable-rate", type=float, help="share answered 503")
+    p.add_argument("--hang-rate", type=float, help="share that never answer")
+    p.add_argument("--reset-rate", type=float, help="share whose connection is reset")
+    p.add_argument("--malformed-rate", type=float, help="share answered with broken JSON")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--api-key", help="require exactly this bearer key")
+    p.add_argument("--config-json", help="SimConfig fields as JSON (flags win)")
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="pooled vs default ChatOpenAI on the simulator (or --real)")
+    p.add_argument("--real", action="store_true", help="use OPENAI_API_KEY / OPENAI_BASE_URL")
+    p.add_argument("--config", help="path to config.yaml (default: built-in defaults)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=[5, 50, 500],
+        help="requests in flight per round (default: 5 50 500)",
+    )
+    p.add_argument("--latency-ms", type=float, default=100.0, help="simulator latency")
+    p.add_argument("--model", default=None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rat-langchain", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_sim(sub)
+    _add_demo(sub)
+    args = parser.parse_args(argv)
+    if args.command == "sim":
+        try:
+            config = _sim_config(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+        asyncio.run(_serve(config, args.host, args.port))
+        return 0
+    if args.command == "demo":
+        from rat_langchain._demo import run_demo
+
+        return run_demo(args)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

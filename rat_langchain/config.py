@@ -1,0 +1,278 @@
+"""RatConfig: the ``performance:`` section of ``config.yaml`` (one block per optimisation) plus the
+endpoint, as a validated pydantic model.
+
+Why pydantic with ``extra="forbid"``: a misspelt key in YAML is otherwise silently ignored and the
+optimisation the user thinks they tuned runs with its default. Every error names its key path.
+
+Precedence, lowest first: defaults, the file or dict, then ``RAT_…`` environment variables, where
+``__`` separates levels: ``RAT_PERFORMANCE__RATE_LIMITING__RPM_LIMIT=600``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from rat_langchain.errors import ConfigError
+
+__all__ = [
+    "BackgroundTasksConfig",
+    "BatchEmbeddingsConfig",
+    "CachingConfig",
+    "CircuitBreakerConfig",
+    "ConnectionPoolingConfig",
+    "EndpointConfig",
+    "ModelRateLimit",
+    "ParallelExecutionConfig",
+    "PerformanceConfig",
+    "RatConfig",
+    "RateLimitingConfig",
+    "RetriesConfig",
+]
+
+ENV_PREFIX = "RAT_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ConnectionPoolingConfig(_Section):
+    """One pooled HTTP transport per endpoint and event loop, shared by every model object."""
+
+    enabled: bool = Field(True, description="Share one pooled client per endpoint.")
+    transport: Literal["auto", "sdk", "aiohttp", "httpx"] = Field(
+        "auto",
+        description="HTTP transport under the openai SDK. auto = the fastest measured here "
+        "(see docs/benchmarks.md); sdk = openai's own httpx2 transport; aiohttp; httpx = "
+        "a plain httpx.AsyncClient (measured slowest, kept for comparison).",
+    )
+    max_connections: int = Field(100, gt=0, description="Most TCP connections per endpoint.")
+    max_keepalive_connections: int | None = Field(
+        None,
+        gt=0,
+        description="Idle connections kept open. None = max_connections: a smaller value closes "
+        "and reopens sockets under load, which defeats the pool.",
+    )
+    keepalive_expiry_s: float = Field(60.0, gt=0, description="Idle time before a socket closes.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="TCP + TLS connect timeout.")
+    request_timeout_s: float = Field(
+        120.0, gt=0, description="Timeout of one HTTP request (never None: a hung call must end)."
+    )
+
+    @model_validator(mode="after")
+    def _keepalive_fits(self) -> Self:
+        if (
+            self.max_keepalive_connections is not None
+            and self.max_keepalive_connections > self.max_connections
+        ):
+            raise ValueError(
+                "max_keepalive_connections must not exceed max_connections "
+                f"({self.max_keepalive_connections} > {self.max_connections})"
+            )
+        return self
+
+    @property
+    def keepalive(self) -> int:
+        return self.max_keepalive_connections or self.max_connections
+
+
+class ModelRateLimit(_Section):
+    """Limits for one model, overriding the defaults of its API."""
+
+    rpm_limit: int | None = Field(None, gt=0, description="Requests per minute.")
+    tpm_limit: int | None = Field(None, gt=0, description="Tokens per minute.")
+
+
+class RateLimitingConfig(_Section):
+    """Client-side token buckets, so requests wait locally instead of being answered 429."""
+
+    enabled: bool = Field(True, description="Throttle requests before they are sent.")
+    rpm_limit: int = Field(500, gt=0, description="Requests per minute per API and model.")
+    tpm_limit: int = Field(200_000, gt=0, description="Tokens per minute per API and model.")
+    safety_margin: float = Field(
+        0.9, gt=0, le=1, description="Share of the limits actually used, to absorb clock skew."
+    )
+    per_model: dict[str, ModelRateLimit] = Field(
+        default_factory=dict, description="Overrides by model name."
+    )
+
+
+class CircuitBreakerConfig(_Section):
+    """Fail fast while an endpoint is unhealthy (Resilience4j's contract)."""
+
+    enabled: bool = Field(True, description="Guard calls with a circuit breaker.")
+    window_size: int = Field(20, gt=0, description="Calls in the sliding window.")
+    minimum_calls: int = Field(10, gt=0, description="Calls before the failure rate counts.")
+    failure_rate_threshold: float = Field(
+        0.5, gt=0, le=1, description="Failure share that opens the circuit."
+    )
+    slow_call_rate_threshold: float = Field(
+        1.0, gt=0, le=1, description="Slow-call share that opens the circuit."
+    )
+    slow_call_duration_s: float = Field(60.0, gt=0, description="A call slower than this is slow.")
+    consecutive_failures: int = Field(
+        5, gt=0, description="This many failures in a row open the circuit."
+    )
+    wait_s: float = Field(5.0, gt=0, description="Open time before the first probe.")
+    max_wait_s: float = Field(60.0, gt=0, description="Cap on the open time as it grows.")
+    half_open_permits: int = Field(2, gt=0, description="Probe calls allowed while half-open.")
+
+
+class RetriesConfig(_Section):
+    """Retries of transient failures (429, 408, 5xx, timeouts, connection errors)."""
+
+    enabled: bool = Field(True, description="Retry transient failures.")
+    max_attempts: int = Field(4, gt=0, description="Attempts in all, the first included.")
+    initial_backoff_s: float = Field(0.5, gt=0, description="First backoff (full jitter).")
+    max_backoff_s: float = Field(20.0, gt=0, description="Cap on one backoff.")
+
+
+class ParallelExecutionConfig(_Section):
+    """Run independent plan steps and LLM calls concurrently."""
+
+    enabled: bool = Field(True, description="Run independent plan steps concurrently.")
+    max_parallel_steps: int = Field(8, gt=0, description="Plan steps running at once.")
+    max_parallel_llm_calls: int = Field(16, gt=0, description="LLM calls in flight at once.")
+    dependency_analysis: bool = Field(
+        True, description="Infer dependencies from $stepN references in step arguments."
+    )
+
+
+class BatchEmbeddingsConfig(_Section):
+    """Embed many texts per request and several requests at once."""
+
+    enabled: bool = Field(True, description="Batch embedding requests.")
+    batch_size: int = Field(100, gt=0, le=2048, description="Texts per request (API max 2048).")
+    max_concurrent_batches: int = Field(4, gt=0, description="Embedding requests in flight.")
+
+
+class CachingConfig(_Section):
+    """Caches of work that does not change between calls."""
+
+    tool_catalog: bool = Field(True, description="Render tool descriptions once per tool set.")
+    prompt_templates: bool = Field(True, description="Reuse compiled prompt templates.")
+
+
+class BackgroundTasksConfig(_Section):
+    """Work moved off the critical path (always awaited before results return)."""
+
+    verification: bool = Field(True, description="Verify step results in the background.")
+    memory_updates: bool = Field(True, description="Write memories in the background.")
+
+
+class PerformanceConfig(_Section):
+    """One block per optimisation; each can be switched off on its own to measure it."""
+
+    connection_pooling: ConnectionPoolingConfig = Field(default_factory=ConnectionPoolingConfig)
+    rate_limiting: RateLimitingConfig = Field(default_factory=RateLimitingConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    parallel_execution: ParallelExecutionConfig = Field(default_factory=ParallelExecutionConfig)
+    batch_embeddings: BatchEmbeddingsConfig = Field(default_factory=BatchEmbeddingsConfig)
+    caching: CachingConfig = Field(default_factory=CachingConfig)
+    background_tasks: BackgroundTasksConfig = Field(default_factory=BackgroundTasksConfig)
+
+
+class EndpointConfig(_Section):
+    """Where requests go. Unset values fall back to OPENAI_BASE_URL / OPENAI_API_KEY."""
+
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL, ending in /v1.")
+    api_key: SecretStr | None = Field(
+        None, description="API key; prefer the OPENAI_API_KEY environment variable."
+    )
+    organization: str | None = Field(None, description="OpenAI organization id.")
+    chat_model: str = Field("gpt-4o-mini", description="Default chat model.")
+    embedding_model: str = Field("text-embedding-3-small", description="Default embedding model.")
+
+
+class RatConfig(_Section):
+    """Everything rat_langchain reads from ``config.yaml``.
+
+    Example::
+
+        config = RatConfig.load("config.yaml")         # file + RAT_… environment overrides
+        config = RatConfig.from_dict({"performance": {"rate_limiting": {"rpm_limit": 600}}})
+        config.performance.rate_limiting.rpm_limit     # 600
+    """
+
+    endpoint: EndpointConfig = Field(default_factory=EndpointConfig)
+    performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
+
+    @classmethod
+    def from_dict(
+        cls, data: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None
+    ) -> RatConfig:
+        """Validate ``data`` (then apply ``RAT_…`` variables from ``env``, os.environ by default)."""
+        merged = _merge(dict(data or {}), _env_overrides(os.environ if env is None else env))
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(_key_errors(exc)) from None
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+    ) -> RatConfig:
+        """Read a YAML file (or nothing, for the defaults) and apply environment overrides."""
+        if path is None:
+            return cls.from_dict({}, env=env)
+        file = Path(path)
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError([(str(file), "file not found")], source="configuration path") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([(str(file), f"not valid YAML: {exc}")]) from None
+        if not isinstance(data, dict):
+            raise ConfigError([(str(file), "the top level must be a mapping")])
+        try:
+            return cls.from_dict(data, env=env)
+        except ConfigError as exc:
+            raise ConfigError(exc.errors, source=f"configuration in {file}") from None
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """Nested dict from ``RAT_A__B__C=value``; values stay strings for pydantic to coerce."""
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        node = out
+        *parents, leaf = name[len(ENV_PREFIX) :].lower().split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[leaf] = None if value.lower() in ("null", "none") else value
+    return out
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            base[key] = _merge(dict(base[key]), value)
+        else:
+            base[key] = value
+    return base
+
+
+def _key_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    errors = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling against config.yaml)"
+        else:
+            message = error["msg"]
+            secret = "api_key" in path  # never echo a secret back, not even a malformed one
+            if "input" in error and not isinstance(error["input"], dict) and not secret:
+                message += f" (got {error['input']!r})"
+        errors.append((path, message))
+    return errors

@@ -1,0 +1,20 @@
+"""An OpenAI-compatible simulator: real HTTP on loopback, latency, RPM/TPM limits, faults, counters."""
+
+from __future__ import annotations
+
+from rat_langchain.sim._limits import format_reset
+from rat_langchain.sim._model import Reply, SimConfig, SimStats, ToolCallReply
+from rat_langchain.sim._runners import SimulatorProcess, SimulatorThread
+from rat_langchain.sim._server import MAX_EMBEDDING_INPUTS, Simulator
+
+__all__ = [
+    "MAX_EMBEDDING_INPUTS",
+    "Reply",
+    "SimConfig",
+    "SimStats",
+    "Simulator",
+    "SimulatorProcess",
+    "SimulatorThread",
+    "ToolCallReply",
+    "format_reset",
+]

@@ -1,0 +1,135 @@
+"""Deterministic content: chat answers, JSON that fits a schema, and embeddings in which texts that
+share words are close (a signed, hashed bag of words, L2-normalised)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+import numpy as np
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_MAX_DEPTH = 8
+
+
+def embed(text: str, dimensions: int) -> np.ndarray:
+    """A unit vector for ``text``: each word adds ±1 at a hashed position."""
+    vector = np.zeros(dimensions, dtype=np.float32)
+    words = _WORD.findall(text.lower()) or [text]
+    for word in words:
+        digest = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+        vector[digest % dimensions] += 1.0 if (digest >> 63) & 1 else -1.0
+    norm = float(np.linalg.norm(vector))
+    if norm == 0.0:  # words cancelled out: fall back to a fixed direction so the vector is valid
+        vector[0] = 1.0
+        norm = 1.0
+    return vector / norm
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, list):
+                return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+            return str(content or "")
+    return ""
+
+
+def default_answer(messages: list[dict[str, Any]], words: int) -> str:
+    """``words`` words that start with 'Simulated answer' and echo the user's last message."""
+    echo = _WORD.findall(last_user_text(messages)) or ["nothing"]
+    out = ["Simulated", "answer"]
+    i = 0
+    while len(out) < words:
+        out.append(echo[i % len(echo)])
+        i += 1
+    return " ".join(out[:words]) + "."
+
+
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        node: Any = root
+        for part in ref[2:].split("/"):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        return _resolve(node, root) if isinstance(node, dict) else {}
+    return schema
+
+
+def json_from_schema(
+    schema: dict[str, Any], *, text: str = "example", root: dict[str, Any] | None = None, depth: int = 0
+) -> Any:
+    """A value valid against ``schema`` (the subset OpenAI's structured outputs accept)."""
+    root = root if root is not None else schema
+    schema = _resolve(schema, root)
+    if depth > _MAX_DEPTH:
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "default" in schema and schema["default"] is not None:
+        return schema["default"]
+    for key in ("anyOf", "oneOf"):
+        options = [s for s in schema.get(key, []) if _resolve(s, root).get("type") != "null"]
+        if options or schema.get(key):
+            chosen = options[0] if options else schema[key][0]
+            return json_from_schema(chosen, text=text, root=root, depth=depth + 1)
+    if "allOf" in schema:
+        merged: dict[str, Any] = {}
+        for part in schema["allOf"]:
+            merged.update(_resolve(part, root))
+        return json_from_schema(merged, text=text, root=root, depth=depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        props: dict[str, Any] = schema.get("properties", {})
+        return {
+            name: json_from_schema(sub, text=text, root=root, depth=depth + 1)
+            for name, sub in props.items()
+        }
+    if kind == "array":
+        count = max(1, int(schema.get("minItems", 1)))
+        item = schema.get("items", {})
+        return [json_from_schema(item, text=text, root=root, depth=depth + 1) for _ in range(count)]
+    if kind == "integer":
+        return int(schema.get("minimum", 1))
+    if kind == "number":
+        return float(schema.get("minimum", 1.0))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return text
+
+
+def structured_content(response_format: dict[str, Any], text: str) -> str | None:
+    """JSON text for a ``response_format`` request, or None when plain text was asked for."""
+    kind = response_format.get("type")
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return json.dumps(json_from_schema(schema, text=text))
+    if kind == "json_object":
+        return json.dumps({"answer": text})
+    return None
+
+
+def chosen_tool(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The function a default answer calls: the forced one, else the first while no tool has answered."""
+    tools = [t.get("function", {}) for t in request.get("tools") or [] if t.get("type") == "function"]
+    if not tools:
+        return None
+    choice = request.get("tool_choice", "auto")
+    if choice == "none":
+        return None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        return next((t for t in tools if t.get("name") == name), None)
+    messages = request.get("messages") or []
+    if choice == "auto" and messages and messages[-1].get("role") == "tool":
+        return None
+    return tools[0]

@@ -1,0 +1,102 @@
+"""RPM/TPM enforcement as OpenAI does it: buckets that refill continuously to their per-minute limit.
+
+The clock is a parameter so tests drive time by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+def format_reset(seconds: float) -> str:
+    """Format a duration the way OpenAI's ``x-ratelimit-reset-*`` headers do: ``20ms``, ``1.5s``, ``6m0s``."""
+    seconds = max(0.0, seconds)
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{int(rest)}s"
+
+
+class _Bucket:
+    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._level = float(limit)
+        self._stamp = clock()
+
+    @property
+    def _rate(self) -> float:
+        return self.limit / 60.0
+
+    def level(self) -> float:
+        now = self._clock()
+        self._level = min(self.limit, self._level + (now - self._stamp) * self._rate)
+        self._stamp = now
+        return self._level
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until ``amount`` fits (0 if it does now)."""
+        missing = amount - self.level()
+        return 0.0 if missing <= 0 else missing / self._rate
+
+    def take(self, amount: float) -> None:
+        self._level = self.level() - amount
+
+    def until_full(self) -> float:
+        return (self.limit - self.level()) / self._rate
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Outcome of one admission check: allowed or not, and the headers to send either way."""
+
+    allowed: bool
+    headers: dict[str, str]
+    limited_by: str | None = None
+    retry_after_s: float = 0.0
+    too_large: bool = False
+
+
+class RateLimits:
+    """Admits a request only if both the request and the token bucket can pay; charges both or none."""
+
+    def __init__(self, rpm: int | None, tpm: int | None, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self.requests = _Bucket(rpm, clock) if rpm else None
+        self.tokens = _Bucket(tpm, clock) if tpm else None
+
+    def admit(self, tokens: int) -> Decision:
+        waits: dict[str, float] = {}
+        too_large = self.tokens is not None and tokens > self.tokens.limit
+        if self.requests is not None:
+            waits["requests"] = self.requests.wait_for(1)
+        if self.tokens is not None:
+            waits["tokens"] = 0.0 if too_large else self.tokens.wait_for(tokens)
+        blocked = {name: wait for name, wait in waits.items() if wait > 0}
+        if too_large:
+            return Decision(False, self._headers(), "tokens", 0.0, too_large=True)
+        if blocked:
+            name, wait = max(blocked.items(), key=lambda item: item[1])
+            headers = self._headers()
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+            headers["retry-after-ms"] = str(math.ceil(wait * 1000))
+            return Decision(False, headers, name, wait)
+        if self.requests is not None:
+            self.requests.take(1)
+        if self.tokens is not None:
+            self.tokens.take(tokens)
+        return Decision(True, self._headers())
+
+    def _headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for name, bucket in (("requests", self.requests), ("tokens", self.tokens)):
+            if bucket is None:
+                continue
+            headers[f"x-ratelimit-limit-{name}"] = str(bucket.limit)
+            headers[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(bucket.level())))
+            headers[f"x-ratelimit-reset-{name}"] = format_reset(bucket.until_full())
+        return headers

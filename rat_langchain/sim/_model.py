@@ -1,0 +1,110 @@
+"""The simulator's settings and counters, as plain pydantic data so they cross process boundaries."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SimConfig(BaseModel):
+    """How the simulated endpoint behaves. Every field can be changed while it runs."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    latency_ms: float = Field(0.0, ge=0, description="Base latency added to every response.")
+    jitter_ms: float = Field(0.0, ge=0, description="Uniform random extra latency, 0..jitter_ms.")
+    per_token_ms: float = Field(0.0, ge=0, description="Extra latency per completion token.")
+    rpm: int | None = Field(None, gt=0, description="Requests per minute; None is unlimited.")
+    tpm: int | None = Field(None, gt=0, description="Tokens per minute; None is unlimited.")
+    error_rate: float = Field(0.0, ge=0, le=1, description="Share of requests answered 500.")
+    unavailable_rate: float = Field(0.0, ge=0, le=1, description="Share answered 503.")
+    hang_rate: float = Field(0.0, ge=0, le=1, description="Share that never answer.")
+    reset_rate: float = Field(0.0, ge=0, le=1, description="Share whose connection is reset.")
+    malformed_rate: float = Field(0.0, ge=0, le=1, description="Share answered 200 with bad JSON.")
+    hang_s: float = Field(600.0, gt=0, description="How long a hanging request waits at most.")
+    completion_tokens: int = Field(
+        24, ge=1, description="Length of the default chat answer when max_tokens allows it."
+    )
+    embedding_dimensions: int = Field(1536, ge=1, description="Vector size when not requested.")
+    api_key: str | None = Field(
+        None, description="If set, requests must carry exactly this bearer key (else 401)."
+    )
+    seed: int | None = Field(None, description="Seeds the fault and jitter draws.")
+
+    @model_validator(mode="after")
+    def _rates_fit(self) -> SimConfig:
+        total = (
+            self.error_rate
+            + self.unavailable_rate
+            + self.hang_rate
+            + self.reset_rate
+            + self.malformed_rate
+        )
+        if total > 1.0:
+            raise ValueError(f"the fault rates add up to {total:g}; their sum must be at most 1")
+        return self
+
+
+class SimStats(BaseModel):
+    """Exact counters of what the simulator saw. ``requests`` is keyed by endpoint then status."""
+
+    requests: dict[str, dict[str, int]] = Field(default_factory=dict)
+    connections_opened: int = 0
+    connections_open: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    embedding_inputs: int = 0
+    faults: dict[str, int] = Field(default_factory=dict)
+
+    def count(self, endpoint: str | None = None, status: int | None = None) -> int:
+        """Requests answered, optionally only for one endpoint and/or one status code."""
+        total = 0
+        for name, by_status in self.requests.items():
+            if endpoint is not None and name != endpoint:
+                continue
+            for code, n in by_status.items():
+                if status is None or code == str(status):
+                    total += n
+        return total
+
+    @property
+    def total_requests(self) -> int:
+        return self.count()
+
+    @property
+    def connection_reuse(self) -> float:
+        """1 - connections opened / requests sent: the share of requests that rode a warm socket."""
+        total = self.total_requests
+        return 0.0 if total == 0 else max(0.0, 1.0 - self.connections_opened / total)
+
+
+class ToolCallReply(BaseModel):
+    """One tool call a scripted chat reply makes; ``arguments`` is sent JSON-encoded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    arguments: dict[str, object] = Field(default_factory=dict)
+
+
+class Reply(BaseModel):
+    """A scripted answer for the next request to an endpoint (see ``Simulator.push``).
+
+    Leave everything unset for the default answer; set ``status`` for an error response, ``fault``
+    for a transport fault, ``content``/``tool_calls`` for a chat answer, ``vectors`` to make the
+    embeddings endpoint return exactly these (even invalid) vectors.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    content: str | None = None
+    tool_calls: list[ToolCallReply] | None = None
+    vectors: list[list[float | None]] | None = None
+    status: int | None = Field(None, ge=100, le=599)
+    error_type: str | None = None
+    error_code: str | None = None
+    message: str | None = None
+    fault: str | None = Field(None, pattern="^(hang|reset|malformed)$")
+    headers: dict[str, str] = Field(default_factory=dict)
+    latency_ms: float | None = Field(None, ge=0)

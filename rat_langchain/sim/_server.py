@@ -1,0 +1,597 @@
+"""The OpenAI-compatible simulator: a real aiohttp server on loopback.
+
+It is a product feature, not a test double: users benchmark their own chains against it. So it
+speaks the wire format the openai SDK and langchain-openai send, answers with real 429s and
+``x-ratelimit-*`` headers, injects faults at the transport level, and counts what it saw exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Self
+
+import numpy as np
+from aiohttp import web
+
+from rat_langchain._tokens import count_message_tokens, count_tokens
+from rat_langchain.sim import _content
+from rat_langchain.sim._limits import RateLimits
+from rat_langchain.sim._model import Reply, SimConfig, SimStats
+
+__all__ = ["Simulator"]
+
+MAX_EMBEDDING_INPUTS = 2048
+_NATIVE_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", *_NATIVE_DIMENSIONS]
+_ENDPOINTS = ("chat", "embeddings")
+
+
+class _ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+        self.headers = headers or {}
+
+
+class _Fault(Exception):
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class Simulator:
+    """An OpenAI-compatible server on ``127.0.0.1`` with latency, rate limits and faults.
+
+    Example::
+
+        async with Simulator(rpm=600, latency_ms=50) as sim:
+            client = openai.AsyncOpenAI(base_url=sim.base_url, api_key="sk-test")
+            await client.chat.completions.create(model="gpt-4o-mini", messages=[...])
+            assert sim.stats().count("chat", 200) == 1
+
+    It runs on the event loop that starts it; to keep it off the client's loop use
+    :class:`SimulatorThread` (tests, sync code) or :class:`SimulatorProcess` (benchmarks).
+    """
+
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        **settings: Any,
+    ) -> None:
+        base = config.model_dump() if config is not None else {}
+        self.config = SimConfig.model_validate({**base, **settings})
+        self._host = host
+        self._port = port
+        self._clock = clock
+        self._rng = random.Random(self.config.seed)
+        self._limits = RateLimits(self.config.rpm, self.config.tpm, clock)
+        self._scripts: dict[str, deque[Reply]] = {name: deque() for name in _ENDPOINTS}
+        self._stats = SimStats()
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+        self._closing = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the simulator is not running; use `async with Simulator()`")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What to pass as ``base_url`` to the openai SDK or ``ChatOpenAI``."""
+        return f"{self.url}/v1"
+
+    async def start(self) -> None:
+        self._closing = asyncio.Event()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/_sim/stats", self._control_stats)
+        app.router.add_post("/_sim/reset", self._control_reset)
+        app.router.add_post("/_sim/config", self._control_config)
+        app.router.add_post("/_sim/push", self._control_push)
+        # handler_cancellation: a hanging handler ends when its client gives up and disconnects.
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5
+        )
+        await self._runner.setup()
+        server = self._runner.server
+        assert server is not None
+
+        def protocol_factory() -> Any:
+            self._stats.connections_opened += 1
+            return server()
+
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            protocol_factory, self._host, self._port, reuse_address=True, backlog=2048
+        )
+
+    async def stop(self) -> None:
+        self._closing.set()
+        if self._server is not None:
+            self._server.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self._server = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- control -------------------------------------------------------------------------------
+
+    def stats(self) -> SimStats:
+        """A snapshot of the counters (a copy: later requests do not change it)."""
+        snapshot = self._stats.model_copy(deep=True)
+        if self._runner is not None and self._runner.server is not None:
+            snapshot.connections_open = len(self._runner.server.connections)
+        return snapshot
+
+    def reset_stats(self) -> None:
+        """Zero every counter and forget scripted replies; rate buckets start full again."""
+        self._stats = SimStats()
+        for script in self._scripts.values():
+            script.clear()
+        self._limits = RateLimits(self.config.rpm, self.config.tpm, self._clock)
+
+    def configure(self, **changes: Any) -> None:
+        """Change settings while running, e.g. ``sim.configure(error_rate=0.5)``."""
+        self.config = SimConfig.model_validate({**self.config.model_dump(), **changes})
+        if {"rpm", "tpm"} & changes.keys():
+            self._limits = RateLimits(self.config.rpm, self.config.tpm, self._clock)
+        if "seed" in changes:
+            self._rng = random.Random(self.config.seed)
+
+    def push(self, *replies: Reply | dict[str, Any], endpoint: str = "chat") -> None:
+        """Script the next answers of ``endpoint`` ("chat" or "embeddings"), first in first out."""
+        if endpoint not in self._scripts:
+            raise ValueError(f"endpoint must be one of {_ENDPOINTS}, got {endpoint!r}")
+        for reply in replies:
+            self._scripts[endpoint].append(
+                reply if isinstance(reply, Reply) else Reply.model_validate(reply)
+            )
+
+    async def _control_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats().model_dump())
+
+    async def _control_reset(self, request: web.Request) -> web.Response:
+        self.reset_stats()
+        return web.json_response({"ok": True})
+
+    async def _control_config(self, request: web.Request) -> web.Response:
+        try:
+            self.configure(**await request.json())
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.config.model_dump())
+
+    async def _control_push(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        try:
+            self.push(*body.get("replies", []), endpoint=body.get("endpoint", "chat"))
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"ok": True})
+
+    # -- the request pipeline ------------------------------------------------------------------
+
+    def _record(self, endpoint: str, status: str) -> None:
+        by_status = self._stats.requests.setdefault(endpoint, {})
+        by_status[status] = by_status.get(status, 0) + 1
+
+    def _fault_count(self, kind: str) -> None:
+        self._stats.faults[kind] = self._stats.faults.get(kind, 0) + 1
+
+    async def _serve(
+        self,
+        request: web.Request,
+        endpoint: str,
+        cost: Callable[[dict[str, Any]], int],
+        answer: Callable[[web.Request, dict[str, Any], Reply | None, dict[str, str]], Awaitable[Any]],
+    ) -> web.StreamResponse:
+        stats = self._stats
+        stats.in_flight += 1
+        stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
+        status = "500"
+        try:
+            self._check_auth(request)
+            body = await self._json_body(request)
+            tokens = cost(body)  # validates the body too
+            scripted = self._scripts[endpoint].popleft() if self._scripts[endpoint] else None
+            decision = self._limits.admit(tokens)
+            if not decision.allowed:
+                raise self._rate_limit_error(decision, body, tokens)
+            fault = self._draw_fault(scripted)
+            await self._delay(scripted)
+            if fault is not None:
+                raise fault
+            if scripted is not None and scripted.status is not None and scripted.status >= 400:
+                raise _ApiError(
+                    scripted.status,
+                    scripted.message or f"scripted error {scripted.status}",
+                    type_=scripted.error_type or "server_error",
+                    code=scripted.error_code,
+                    headers=scripted.headers,
+                )
+            headers = {**decision.headers, **(scripted.headers if scripted else {})}
+            response = await answer(request, body, scripted, headers)
+            status = str(response.status)
+            return response
+        except _ApiError as exc:
+            status = str(exc.status)
+            return web.json_response(exc.body, status=exc.status, headers=exc.headers)
+        except _Fault as exc:
+            status = exc.kind
+            self._fault_count(exc.kind)
+            return await self._apply_fault(request, exc.kind)
+        except asyncio.CancelledError:
+            status = "cancelled" if status == "500" else status
+            raise
+        finally:
+            stats.in_flight -= 1
+            self._record(endpoint, status)
+
+    def _check_auth(self, request: web.Request) -> None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer ") or not header[7:].strip():
+            raise _ApiError(
+                401,
+                "You didn't provide an API key. Provide it in an Authorization header (Bearer).",
+                code="missing_api_key",
+            )
+        expected = self.config.api_key
+        if expected is not None and header[7:] != expected:
+            # Like the real API, never echo the key back in full.
+            raise _ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+
+    @staticmethod
+    async def _json_body(request: web.Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise _ApiError(400, f"We could not parse the JSON body of your request: {exc}") from exc
+        if not isinstance(body, dict):
+            raise _ApiError(400, "The request body must be a JSON object.")
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            raise _ApiError(400, "you must provide a model parameter", param="model")
+        return body
+
+    def _rate_limit_error(self, decision: Any, body: dict[str, Any], tokens: int) -> _ApiError:
+        model = body["model"]
+        if decision.too_large:
+            limit = self._limits.tokens.limit if self._limits.tokens else 0
+            message = (
+                f"Request too large for {model} on tokens per min (TPM): Limit {limit}, "
+                f"Requested {tokens}."
+            )
+        else:
+            message = (
+                f"Rate limit reached for {model} on {decision.limited_by} per min. "
+                f"Please try again in {decision.retry_after_s:.3f}s."
+            )
+        return _ApiError(
+            429,
+            message,
+            type_=decision.limited_by or "requests",
+            code="rate_limit_exceeded",
+            headers=decision.headers,
+        )
+
+    def _draw_fault(self, scripted: Reply | None) -> Exception | None:
+        if scripted is not None:
+            return _Fault(scripted.fault) if scripted.fault else None
+        cfg = self.config
+        draw = self._rng.random()
+        for kind, rate in (
+            ("500", cfg.error_rate),
+            ("503", cfg.unavailable_rate),
+            ("hang", cfg.hang_rate),
+            ("reset", cfg.reset_rate),
+            ("malformed", cfg.malformed_rate),
+        ):
+            if draw < rate:
+                if kind in ("500", "503"):
+                    self._fault_count(kind)
+                    return _ApiError(
+                        int(kind),
+                        "The server had an error while processing your request (simulated).",
+                        type_="server_error",
+                    )
+                return _Fault(kind)
+            draw -= rate
+        return None
+
+    async def _delay(self, scripted: Reply | None) -> None:
+        cfg = self.config
+        if scripted is not None and scripted.latency_ms is not None:
+            seconds = scripted.latency_ms / 1000
+        else:
+            seconds = (cfg.latency_ms + self._rng.random() * cfg.jitter_ms) / 1000
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    async def _apply_fault(self, request: web.Request, kind: str) -> web.StreamResponse:
+        if kind == "hang":
+            # Wait until the client gives up (the handler is then cancelled), the server
+            # stops, or hang_s passes.
+            try:
+                async with asyncio.timeout(self.config.hang_s):
+                    await self._closing.wait()
+            except TimeoutError:
+                pass
+            error = _ApiError(504, "simulated hang ended", type_="server_error")
+            return web.json_response(error.body, status=504)
+        if kind == "reset":
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            return web.Response(status=500)  # never reaches the client: the socket is gone
+        return web.Response(
+            status=200, text='{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
+        )
+
+    # -- chat ----------------------------------------------------------------------------------
+
+    def _chat_cost(self, body: dict[str, Any]) -> int:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _ApiError(400, "[] is too short - 'messages'", param="messages")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in {
+                "system",
+                "developer",
+                "user",
+                "assistant",
+                "tool",
+                "function",
+            }:
+                raise _ApiError(400, f"Invalid value for 'messages[{i}].role'.", param="messages")
+        max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            raise _ApiError(400, "max_tokens must be a positive integer", param="max_tokens")
+        prompt = count_message_tokens(messages, body["model"])
+        body["_prompt_tokens"] = prompt
+        return prompt + (max_tokens or self.config.completion_tokens)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "chat", self._chat_cost, self._chat_answer)
+
+    async def _chat_answer(
+        self, request: web.Request, body: dict[str, Any], scripted: Reply | None, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        model = body["model"]
+        messages = body["messages"]
+        text = _content.last_user_text(messages)[:60] or "example"
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        tool_calls: list[dict[str, Any]] = []
+        content: str | None
+        if scripted is not None and (scripted.content is not None or scripted.tool_calls):
+            content = scripted.content
+            for call in scripted.tool_calls or []:
+                tool_calls.append({"name": call.name, "arguments": json.dumps(call.arguments)})
+        elif (tool := _content.chosen_tool(body)) is not None:
+            content = None
+            args = _content.json_from_schema(tool.get("parameters") or {}, text=text)
+            tool_calls.append({"name": tool.get("name", "tool"), "arguments": json.dumps(args)})
+        else:
+            content = _content.structured_content(body.get("response_format") or {}, text)
+            if content is None:
+                words = min(self.config.completion_tokens, limit or self.config.completion_tokens)
+                content = _content.default_answer(messages, words)
+        completion = count_tokens(content or "", model) + sum(
+            count_tokens(c["name"] + c["arguments"], model) for c in tool_calls
+        )
+        finish = "tool_calls" if tool_calls else "stop"
+        if limit is not None and completion > limit and not tool_calls and content is not None:
+            finish = "length"
+        usage = {
+            "prompt_tokens": body["_prompt_tokens"],
+            "completion_tokens": completion,
+            "total_tokens": body["_prompt_tokens"] + completion,
+        }
+        self._stats.prompt_tokens += usage["prompt_tokens"]
+        self._stats.completion_tokens += completion
+        per_token = self.config.per_token_ms / 1000
+        calls = [
+            {"id": f"call_sim_{next(self._ids)}", "type": "function", "function": call}
+            for call in tool_calls
+        ]
+        ident = f"chatcmpl-sim-{next(self._ids)}"
+        created = int(time.time())
+        if body.get("stream"):
+            return await self._stream_chat(
+                request, body, ident, created, content, calls, finish, usage, headers
+            )
+        if per_token:
+            await asyncio.sleep(per_token * completion)
+        message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+        if calls:
+            message["tool_calls"] = calls
+        choices = [
+            {"index": i, "message": message, "finish_reason": finish, "logprobs": None}
+            for i in range(int(body.get("n") or 1))
+        ]
+        payload = {
+            "id": ident,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": choices,
+            "usage": usage,
+            "system_fingerprint": "fp_rat_sim",
+        }
+        return web.json_response(payload, headers=headers)
+
+    async def _stream_chat(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        ident: str,
+        created: int,
+        content: str | None,
+        calls: list[dict[str, Any]],
+        finish: str,
+        usage: dict[str, int],
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            status=200, headers={**headers, "Content-Type": "text/event-stream"}
+        )
+        await response.prepare(request)
+        base = {"id": ident, "object": "chat.completion.chunk", "created": created}
+        base["model"] = body["model"]
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
+            chunk = {**base, "choices": choices, **extra}
+            await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+
+        def delta(payload: dict[str, Any], finish_reason: str | None = None) -> list[dict[str, Any]]:
+            return [{"index": 0, "delta": payload, "finish_reason": finish_reason, "logprobs": None}]
+
+        await send(delta({"role": "assistant", "content": "" if content is not None else None}))
+        pieces = (content or "").split(" ")
+        per_piece = self.config.per_token_ms / 1000 * usage["completion_tokens"] / max(1, len(pieces))
+        for i, piece in enumerate(pieces if content else []):
+            if per_piece:
+                await asyncio.sleep(per_piece)
+            await send(delta({"content": piece if i == 0 else " " + piece}))
+        if calls:
+            await send(
+                delta({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})
+            )
+        await send(delta({}, finish))
+        if include_usage:
+            await send([], usage=usage)
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    # -- embeddings ----------------------------------------------------------------------------
+
+    def _embedding_inputs(self, body: dict[str, Any]) -> list[str]:
+        raw = body.get("input")
+        if raw is None:
+            raise _ApiError(400, "you must provide an input parameter", param="input")
+        if isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int)):
+            raw = [raw]
+        if not isinstance(raw, list) or not raw:
+            raise _ApiError(400, "'$.input' is invalid: it must not be empty.", param="input")
+        if len(raw) > MAX_EMBEDDING_INPUTS:
+            raise _ApiError(
+                400,
+                f"'$.input' is too long: {len(raw)} inputs, at most {MAX_EMBEDDING_INPUTS} per request.",
+                param="input",
+            )
+        texts: list[str] = []
+        for i, item in enumerate(raw):
+            if isinstance(item, str) and item:
+                texts.append(item)
+            elif isinstance(item, list) and item and all(isinstance(t, int) for t in item):
+                texts.append(" ".join(f"tok{t}" for t in item))
+            else:
+                raise _ApiError(
+                    400, f"'$.input[{i}]' is invalid: expected a non-empty string.", param="input"
+                )
+        return texts
+
+    def _embedding_cost(self, body: dict[str, Any]) -> int:
+        texts = self._embedding_inputs(body)
+        raw = body["input"]
+        items = raw if isinstance(raw, list) and not (raw and isinstance(raw[0], int)) else [raw]
+        tokens = sum(
+            len(item) if isinstance(item, list) else count_tokens(item, body["model"])
+            for item in items
+        )
+        fmt = body.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise _ApiError(400, f"Invalid encoding_format {fmt!r}.", param="encoding_format")
+        dims = body.get("dimensions")
+        native = _NATIVE_DIMENSIONS.get(body["model"])
+        if dims is not None:
+            if body["model"] == "text-embedding-ada-002":
+                raise _ApiError(
+                    400, "This model does not support specifying dimensions.", param="dimensions"
+                )
+            if not isinstance(dims, int) or dims < 1 or (native is not None and dims > native):
+                raise _ApiError(400, f"Invalid 'dimensions': {dims!r}.", param="dimensions")
+        body["_texts"] = texts
+        body["_tokens"] = tokens
+        return tokens
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "embeddings", self._embedding_cost, self._embedding_answer)
+
+    async def _embedding_answer(
+        self, request: web.Request, body: dict[str, Any], scripted: Reply | None, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        texts: list[str] = body["_texts"]
+        dims = body.get("dimensions") or _NATIVE_DIMENSIONS.get(
+            body["model"], self.config.embedding_dimensions
+        )
+        if scripted is not None and scripted.vectors is not None:
+            vectors = [np.array([np.nan if v is None else v for v in vec], dtype=np.float32)
+                       for vec in scripted.vectors]
+        else:
+            vectors = [_content.embed(text, dims) for text in texts]
+        as_base64 = body.get("encoding_format") == "base64"
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(vec.astype("<f4").tobytes()).decode()
+                if as_base64
+                else [None if not np.isfinite(x) else float(x) for x in vec],
+            }
+            for i, vec in enumerate(vectors)
+        ]
+        self._stats.embedding_inputs += len(texts)
+        self._stats.prompt_tokens += body["_tokens"]
+        usage = {"prompt_tokens": body["_tokens"], "total_tokens": body["_tokens"]}
+        payload = {"object": "list", "data": data, "model": body["model"], "usage": usage}
+        return web.json_response(payload, headers=headers)
+
+    # -- models --------------------------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "rat-sim"} for m in MODELS]
+        return web.json_response({"object": "list", "data": data})
