@@ -1,0 +1,36 @@
+"""Shared fixtures. Every test that needs an endpoint talks to the simulator over a real socket."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from rat_langchain import RatConfig
+from rat_langchain.sim import Simulator, SimulatorThread
+
+API_KEY = "sk-test-SECRET-do-not-leak-0123456789"
+
+
+@pytest.fixture
+def sim() -> Iterator[SimulatorThread]:
+    """A simulator on its own loop in a thread, so sync and async client code can both use it."""
+    with SimulatorThread(seed=1234) as server:
+        yield server
+
+
+@pytest.fixture
+async def loop_sim() -> AsyncIterator[Simulator]:
+    """A simulator on the test's own loop (fake-clock-free, direct access to its state)."""
+    async with Simulator(seed=1234) as server:
+        yield server
+
+
+@pytest.fixture
+def no_openai_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def pool_config(**pooling: object) -> RatConfig:
+    return RatConfig.from_dict({"performance": {"connection_pooling": pooling}}, env={})

@@ -1,0 +1,133 @@
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from rat_langchain import ConfigError, RatConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _field_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
+    paths = set()
+    for name, field in model.model_fields.items():
+        path = f"{prefix}{name}"
+        paths.add(path)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths |= _field_paths(annotation, f"{path}.")
+    return paths
+
+
+def _yaml_paths(data: dict[str, Any], prefix: str = "") -> set[str]:
+    paths = set()
+    for key, value in data.items():
+        paths.add(f"{prefix}{key}")
+        if isinstance(value, dict) and value:
+            paths |= _yaml_paths(value, f"{prefix}{key}.")
+    return paths
+
+
+def test_shipped_config_yaml_equals_the_defaults() -> None:
+    assert RatConfig.load(ROOT / "config.yaml", env={}) == RatConfig.from_dict({}, env={})
+
+
+def test_every_key_is_in_config_yaml_and_documented() -> None:
+    text = (ROOT / "config.yaml").read_text()
+    data = yaml.safe_load(text)
+    assert _field_paths(RatConfig) == _yaml_paths(data)
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and ":" in stripped:
+            key, _, value = stripped.partition(":")
+            # every leaf key carries a comment; section headers may carry one
+            if value.strip() and not value.strip().startswith("#"):
+                assert "#" in value, f"config.yaml key {key!r} has no comment"
+
+
+def test_defaults() -> None:
+    config = RatConfig.load(env={})
+    assert config.performance.rate_limiting.safety_margin == 0.9
+    assert config.performance.batch_embeddings.batch_size == 100
+    assert config.performance.connection_pooling.keepalive == 100
+
+
+def test_from_dict_overrides() -> None:
+    config = RatConfig.from_dict(
+        {"performance": {"rate_limiting": {"rpm_limit": 600, "per_model": {"gpt-4o": {"tpm_limit": 9}}}}},
+        env={},
+    )
+    assert config.performance.rate_limiting.rpm_limit == 600
+    assert config.performance.rate_limiting.per_model["gpt-4o"].tpm_limit == 9
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "fragment"),
+    [
+        ({"performance": {"rate_limiting": {"rpm_limit": -5}}}, "performance.rate_limiting.rpm_limit", "greater than 0"),
+        ({"performance": {"rate_limiting": {"rpm_limt": 5}}}, "performance.rate_limiting.rpm_limt", "unknown key"),
+        ({"performance": {"batch_embeddings": {"batch_size": "many"}}}, "performance.batch_embeddings.batch_size", "integer"),
+        ({"performance": {"rate_limiting": {"safety_margin": 1.5}}}, "performance.rate_limiting.safety_margin", "less than or equal"),
+        ({"performance": {"connection_pooling": {"transport": "curl"}}}, "performance.connection_pooling.transport", "'sdk'"),
+        ({"perfomance": {}}, "perfomance", "unknown key"),
+    ],
+)
+def test_errors_name_the_key_path(data: dict[str, Any], path: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RatConfig.from_dict(data, env={})
+    assert any(p == path and fragment in m for p, m in info.value.errors), info.value.errors
+    assert path in str(info.value)
+
+
+def test_cross_field_check_names_its_section() -> None:
+    with pytest.raises(ConfigError, match="max_keepalive_connections must not exceed"):
+        RatConfig.from_dict(
+            {"performance": {"connection_pooling": {"max_connections": 10, "max_keepalive_connections": 20}}},
+            env={},
+        )
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("performance:\n  rate_limiting:\n    rpm_limit: 100\n")
+    env = {
+        "RAT_PERFORMANCE__RATE_LIMITING__RPM_LIMIT": "600",
+        "RAT_PERFORMANCE__CONNECTION_POOLING__ENABLED": "false",
+        "RAT_ENDPOINT__BASE_URL": "http://127.0.0.1:9/v1",
+        "UNRELATED": "x",
+    }
+    config = RatConfig.load(file, env=env)
+    assert config.performance.rate_limiting.rpm_limit == 600
+    assert config.performance.connection_pooling.enabled is False
+    assert config.endpoint.base_url == "http://127.0.0.1:9/v1"
+
+
+def test_bad_environment_value_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"performance\.retries\.max_attempts"):
+        RatConfig.from_dict({}, env={"RAT_PERFORMANCE__RETRIES__MAX_ATTEMPTS": "zero"})
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        RatConfig.load(tmp_path / "missing.yaml", env={})
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        RatConfig.load(bad, env={})
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("performance:\n  retries:\n    max_attempts: 0\n")
+    with pytest.raises(ConfigError, match=r"wrong\.yaml[\s\S]*performance\.retries\.max_attempts"):
+        RatConfig.load(wrong, env={})
+
+
+def test_api_key_is_secret_in_repr_and_errors() -> None:
+    secret = "sk-very-secret-value-42"
+    config = RatConfig.from_dict({"endpoint": {"api_key": secret}}, env={})
+    assert config.endpoint.api_key is not None
+    assert config.endpoint.api_key.get_secret_value() == secret
+    assert secret not in repr(config) and secret not in str(config)
+    with pytest.raises(ConfigError) as info:
+        RatConfig.from_dict({"endpoint": {"api_key": ["not", secret]}}, env={})
+    assert secret not in str(info.value)
