@@ -22,10 +22,15 @@ from rat_langchain.sim import SimulatorProcess
 TRANSPORTS: tuple[_http.Transport, ...] = ("sdk", "aiohttp", "httpx")
 
 
-async def _run(base_url: str, transport: _http.Transport, concurrency: int, calls: int) -> tuple[list[float], int, float]:
+async def _run(
+    base_url: str, transport: _http.Transport, concurrency: int, calls: int
+) -> tuple[list[float], int, float]:
     settings = _http.HttpSettings(transport, 100, 100, 60.0, 10.0, 120.0)
     client = openai.AsyncOpenAI(
-        base_url=base_url, api_key="sk-bench", max_retries=0, http_client=_http.per_loop_client(settings)
+        base_url=base_url,
+        api_key="sk-bench",
+        max_retries=0,
+        http_client=_http.per_loop_client(settings),
     )
     latencies: list[float] = []
     errors = 0
@@ -57,16 +62,26 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=100.0)
     parser.add_argument("--quick", action="store_true", help="fewer calls per run")
     args = parser.parse_args()
-    plan = [(1, 10 if args.quick else 30), (64, 256 if args.quick else 640), (1000, 1000 if args.quick else 3000)]
+    plan = [
+        (1, 10 if args.quick else 30),
+        (64, 256 if args.quick else 640),
+        (1000, 1000 if args.quick else 3000),
+    ]
     results: list[RunSummary] = []
     with SimulatorProcess(latency_ms=args.latency_ms) as sim:
         print(HEADER)
         for concurrency, calls in plan:
             for transport in TRANSPORTS:
                 sim.reset_stats()
-                latencies, errors, wall = asyncio.run(_run(sim.base_url, transport, concurrency, calls))
+                latencies, errors, wall = asyncio.run(
+                    _run(sim.base_url, transport, concurrency, calls)
+                )
                 summary = RunSummary.of(
-                    f"{transport} x{concurrency}", latencies, errors, wall, sim.stats().connections_opened
+                    f"{transport} x{concurrency}",
+                    latencies,
+                    errors,
+                    wall,
+                    sim.stats().connections_opened,
                 )
                 results.append(summary)
                 print(row(summary), flush=True)

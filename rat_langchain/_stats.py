@@ -70,7 +70,8 @@ def row(s: RunSummary) -> str:
 
 def markdown_table(rows: Sequence[RunSummary]) -> str:
     lines = [
-        "| run | requests | errors | wall s | req/s | p50 ms | p95 ms | p99 ms | TCP conns | reuse |",
+        "| run | requests | errors | wall s | req/s "
+        "| p50 ms | p95 ms | p99 ms | TCP conns | reuse |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in rows:

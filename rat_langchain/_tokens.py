@@ -1,7 +1,7 @@
 """Offline token counting.
 
-tiktoken downloads its encodings on first use, which fails without internet; ``bpe-openai`` ships the
-cl100k/o200k encodings with a tiktoken-compatible API, so counting always works offline.
+tiktoken downloads its encodings on first use, which fails without internet; ``bpe-openai``
+ships the cl100k/o200k encodings with a tiktoken-compatible API, so counting always works offline.
 """
 
 from __future__ import annotations

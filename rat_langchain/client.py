@@ -112,10 +112,7 @@ class ClientPool:
     ) -> tuple[_Endpoint, str]:
         endpoint = self.config.endpoint
         url = (
-            base_url
-            or endpoint.base_url
-            or os.environ.get("OPENAI_BASE_URL")
-            or OPENAI_BASE_URL
+            base_url or endpoint.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
         ).rstrip("/")
         key = (
             api_key
@@ -224,7 +221,9 @@ class ClientPool:
         resource are given, so all four are passed. A timeout is always set.
         """
         name = model or self.config.endpoint.chat_model
-        clients = self._model_clients(base_url, api_key, organization, kwargs.pop("max_retries", None))
+        clients = self._model_clients(
+            base_url, api_key, organization, kwargs.pop("max_retries", None)
+        )
         endpoint, key = self._resolve(base_url, api_key, organization)
         if clients is None:  # pooling disabled: LangChain's default construction, timeout set
             return ChatOpenAI(
@@ -268,7 +267,9 @@ class ClientPool:
         name = model or self.config.endpoint.embedding_model
         kwargs.setdefault("check_embedding_ctx_length", False)
         kwargs.setdefault("chunk_size", self.config.performance.batch_embeddings.batch_size)
-        clients = self._model_clients(base_url, api_key, organization, kwargs.pop("max_retries", None))
+        clients = self._model_clients(
+            base_url, api_key, organization, kwargs.pop("max_retries", None)
+        )
         endpoint, key = self._resolve(base_url, api_key, organization)
         common: dict[str, Any] = {
             "model": name,

@@ -208,7 +208,7 @@ class RatConfig(_Section):
     def from_dict(
         cls, data: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None
     ) -> RatConfig:
-        """Validate ``data`` (then apply ``RAT_…`` variables from ``env``, os.environ by default)."""
+        """Validate ``data``, then apply ``RAT_…`` variables from ``env`` (default os.environ)."""
         merged = _merge(dict(data or {}), _env_overrides(os.environ if env is None else env))
         try:
             return cls.model_validate(merged)
@@ -226,7 +226,9 @@ class RatConfig(_Section):
         try:
             data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
-            raise ConfigError([(str(file), "file not found")], source="configuration path") from None
+            raise ConfigError(
+                [(str(file), "file not found")], source="configuration path"
+            ) from None
         except yaml.YAMLError as exc:
             raise ConfigError([(str(file), f"not valid YAML: {exc}")]) from None
         if not isinstance(data, dict):

@@ -26,4 +26,4 @@ class ConfigError(RatError, ValueError):
 
 
 class PoolClosedError(RatError, RuntimeError):
-    """A :class:`~rat_langchain.ClientPool` was used after ``aclose()``; create a new pool instead."""
+    """A :class:`~rat_langchain.ClientPool` was used after ``aclose()``; create a new one."""

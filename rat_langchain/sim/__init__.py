@@ -1,4 +1,4 @@
-"""An OpenAI-compatible simulator: real HTTP on loopback, latency, RPM/TPM limits, faults, counters."""
+"""An OpenAI-compatible simulator: real HTTP on loopback, latency, RPM/TPM limits, faults."""
 
 from __future__ import annotations
 

@@ -33,7 +33,9 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
         if message.get("role") == "user":
             content = message.get("content")
             if isinstance(content, list):
-                return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+                return " ".join(
+                    str(part.get("text", "")) for part in content if isinstance(part, dict)
+                )
             return str(content or "")
     return ""
 
@@ -60,7 +62,11 @@ def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
 
 
 def json_from_schema(
-    schema: dict[str, Any], *, text: str = "example", root: dict[str, Any] | None = None, depth: int = 0
+    schema: dict[str, Any],
+    *,
+    text: str = "example",
+    root: dict[str, Any] | None = None,
+    depth: int = 0,
 ) -> Any:
     """A value valid against ``schema`` (the subset OpenAI's structured outputs accept)."""
     root = root if root is not None else schema
@@ -119,8 +125,10 @@ def structured_content(response_format: dict[str, Any], text: str) -> str | None
 
 
 def chosen_tool(request: dict[str, Any]) -> dict[str, Any] | None:
-    """The function a default answer calls: the forced one, else the first while no tool has answered."""
-    tools = [t.get("function", {}) for t in request.get("tools") or [] if t.get("type") == "function"]
+    """The function a default answer calls: the forced one, else the first until a tool answered."""
+    tools = [
+        t.get("function", {}) for t in request.get("tools") or [] if t.get("type") == "function"
+    ]
     if not tools:
         return None
     choice = request.get("tool_choice", "auto")

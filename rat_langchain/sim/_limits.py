@@ -1,4 +1,4 @@
-"""RPM/TPM enforcement as OpenAI does it: buckets that refill continuously to their per-minute limit.
+"""RPM/TPM enforcement as OpenAI does it: buckets refilling continuously to their per-minute limit.
 
 The clock is a parameter so tests drive time by hand.
 """
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 
 def format_reset(seconds: float) -> str:
-    """Format a duration the way OpenAI's ``x-ratelimit-reset-*`` headers do: ``20ms``, ``1.5s``, ``6m0s``."""
+    """Format a duration like OpenAI's ``x-ratelimit-reset-*`` headers: ``20ms``, ``6m0s``."""
     seconds = max(0.0, seconds)
     if seconds < 1:
         return f"{math.ceil(seconds * 1000)}ms"
@@ -62,7 +62,7 @@ class Decision:
 
 
 class RateLimits:
-    """Admits a request only if both the request and the token bucket can pay; charges both or none."""
+    """Admits a request only if both buckets can pay for it; charges both or neither."""
 
     def __init__(self, rpm: int | None, tpm: int | None, clock: Callable[[], float]) -> None:
         self._clock = clock

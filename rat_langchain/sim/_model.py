@@ -1,4 +1,4 @@
-"""The simulator's settings and counters, as plain pydantic data so they cross process boundaries."""
+"""The simulator's settings and counters, as pydantic data so they cross process boundaries."""
 
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ class SimulatorThread:
 
 
 class SimulatorProcess:
-    """A simulator in a child process (``rat-langchain sim``), steered over its ``/_sim`` endpoints."""
+    """A simulator in a child process (``rat-langchain sim``), steered over ``/_sim`` endpoints."""
 
     def __init__(self, config: SimConfig | None = None, **settings: Any) -> None:
         base = config.model_dump() if config is not None else {}

@@ -226,7 +226,9 @@ class Simulator:
         request: web.Request,
         endpoint: str,
         cost: Callable[[dict[str, Any]], int],
-        answer: Callable[[web.Request, dict[str, Any], Reply | None, dict[str, str]], Awaitable[Any]],
+        answer: Callable[
+            [web.Request, dict[str, Any], Reply | None, dict[str, str]], Awaitable[Any]
+        ],
     ) -> web.StreamResponse:
         stats = self._stats
         stats.in_flight += 1
@@ -288,7 +290,9 @@ class Simulator:
         try:
             body = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError) as exc:
-            raise _ApiError(400, f"We could not parse the JSON body of your request: {exc}") from exc
+            raise _ApiError(
+                400, f"We could not parse the JSON body of your request: {exc}"
+            ) from exc
         if not isinstance(body, dict):
             raise _ApiError(400, "The request body must be a JSON object.")
         if not isinstance(body.get("model"), str) or not body["model"]:
@@ -366,7 +370,9 @@ class Simulator:
                 transport.abort()
             return web.Response(status=500)  # never reaches the client: the socket is gone
         return web.Response(
-            status=200, text='{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
+            status=200,
+            text='{"id": "chatcmpl-broken", "choices": [',
+            content_type="application/json",
         )
 
     # -- chat ----------------------------------------------------------------------------------
@@ -396,7 +402,11 @@ class Simulator:
         return await self._serve(request, "chat", self._chat_cost, self._chat_answer)
 
     async def _chat_answer(
-        self, request: web.Request, body: dict[str, Any], scripted: Reply | None, headers: dict[str, str]
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        scripted: Reply | None,
+        headers: dict[str, str],
     ) -> web.StreamResponse:
         model = body["model"]
         messages = body["messages"]
@@ -485,12 +495,18 @@ class Simulator:
             chunk = {**base, "choices": choices, **extra}
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
-        def delta(payload: dict[str, Any], finish_reason: str | None = None) -> list[dict[str, Any]]:
-            return [{"index": 0, "delta": payload, "finish_reason": finish_reason, "logprobs": None}]
+        def delta(
+            payload: dict[str, Any], finish_reason: str | None = None
+        ) -> list[dict[str, Any]]:
+            return [
+                {"index": 0, "delta": payload, "finish_reason": finish_reason, "logprobs": None}
+            ]
 
         await send(delta({"role": "assistant", "content": "" if content is not None else None}))
         pieces = (content or "").split(" ")
-        per_piece = self.config.per_token_ms / 1000 * usage["completion_tokens"] / max(1, len(pieces))
+        per_piece = (
+            self.config.per_token_ms / 1000 * usage["completion_tokens"] / max(1, len(pieces))
+        )
         for i, piece in enumerate(pieces if content else []):
             if per_piece:
                 await asyncio.sleep(per_piece)
@@ -519,7 +535,8 @@ class Simulator:
         if len(raw) > MAX_EMBEDDING_INPUTS:
             raise _ApiError(
                 400,
-                f"'$.input' is too long: {len(raw)} inputs, at most {MAX_EMBEDDING_INPUTS} per request.",
+                f"'$.input' is too long: {len(raw)} inputs, "
+                f"at most {MAX_EMBEDDING_INPUTS} per request.",
                 param="input",
             )
         texts: list[str] = []
@@ -559,18 +576,26 @@ class Simulator:
         return tokens
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "embeddings", self._embedding_cost, self._embedding_answer)
+        return await self._serve(
+            request, "embeddings", self._embedding_cost, self._embedding_answer
+        )
 
     async def _embedding_answer(
-        self, request: web.Request, body: dict[str, Any], scripted: Reply | None, headers: dict[str, str]
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        scripted: Reply | None,
+        headers: dict[str, str],
     ) -> web.StreamResponse:
         texts: list[str] = body["_texts"]
         dims = body.get("dimensions") or _NATIVE_DIMENSIONS.get(
             body["model"], self.config.embedding_dimensions
         )
         if scripted is not None and scripted.vectors is not None:
-            vectors = [np.array([np.nan if v is None else v for v in vec], dtype=np.float32)
-                       for vec in scripted.vectors]
+            vectors = [
+                np.array([np.nan if v is None else v for v in vec], dtype=np.float32)
+                for vec in scripted.vectors
+            ]
         else:
             vectors = [_content.embed(text, dims) for text in texts]
         as_base64 = body.get("encoding_format") == "base64"

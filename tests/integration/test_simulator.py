@@ -1,16 +1,23 @@
 """The simulator over real sockets, driven by the real openai SDK and raw HTTP."""
 
 import asyncio
-from collections.abc import AsyncIterator
 import base64
+import json
 import math
+from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np
 import openai
 import pytest
 
-from rat_langchain.sim import MAX_EMBEDDING_INPUTS, Reply, Simulator, SimulatorProcess, SimulatorThread
+from rat_langchain.sim import (
+    MAX_EMBEDDING_INPUTS,
+    Reply,
+    Simulator,
+    SimulatorProcess,
+    SimulatorThread,
+)
 from tests.conftest import API_KEY
 
 USER = [{"role": "user", "content": "what is the capital of France"}]
@@ -27,7 +34,8 @@ async def client(loop_sim: Simulator) -> AsyncIterator[openai.AsyncOpenAI]:
 async def test_chat_plain_stream_and_usage(loop_sim: Simulator, client: openai.AsyncOpenAI) -> None:
     reply = await client.chat.completions.create(model="gpt-4o-mini", messages=USER)
     assert reply.choices[0].message.content.startswith("Simulated answer")
-    assert reply.usage is not None and reply.usage.prompt_tokens > 0
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens > 0
     chunks = []
     stream = await client.chat.completions.create(
         model="gpt-4o-mini", messages=USER, stream=True, stream_options={"include_usage": True}
@@ -39,7 +47,8 @@ async def test_chat_plain_stream_and_usage(loop_sim: Simulator, client: openai.A
         if chunk.usage:
             usage = chunk.usage
     assert "".join(chunks) == reply.choices[0].message.content
-    assert usage is not None and usage.completion_tokens == reply.usage.completion_tokens
+    assert usage is not None
+    assert usage.completion_tokens == reply.usage.completion_tokens
     stats = loop_sim.stats()
     assert stats.count("chat", 200) == 2
     assert stats.completion_tokens == 2 * reply.usage.completion_tokens
@@ -63,7 +72,7 @@ async def test_tool_calls_and_json_schema(loop_sim: Simulator, client: openai.As
     call = reply.choices[0].message.tool_calls[0]
     assert reply.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "search"
-    assert set(__import__("json").loads(call.function.arguments)) == {"query", "k"}
+    assert set(json.loads(call.function.arguments)) == {"query", "k"}
     schema = {
         "type": "object",
         "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
@@ -73,15 +82,23 @@ async def test_tool_calls_and_json_schema(loop_sim: Simulator, client: openai.As
     reply = await client.chat.completions.create(
         model="gpt-4o-mini",
         messages=USER,
-        response_format={"type": "json_schema", "json_schema": {"name": "City", "schema": schema, "strict": True}},
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "City", "schema": schema, "strict": True},
+        },
     )
-    data = __import__("json").loads(reply.choices[0].message.content)
-    assert isinstance(data["city"], str) and isinstance(data["population"], int)
+    data = json.loads(reply.choices[0].message.content)
+    assert isinstance(data["city"], str)
+    assert isinstance(data["population"], int)
 
 
-async def test_embeddings_float_base64_and_dimensions(loop_sim: Simulator, client: openai.AsyncOpenAI) -> None:
+async def test_embeddings_float_base64_and_dimensions(
+    loop_sim: Simulator, client: openai.AsyncOpenAI
+) -> None:
     texts = ["red apple pie", "green apple tart", "stock market crash"]
-    floats = await client.embeddings.create(model="text-embedding-3-small", input=texts, encoding_format="float")
+    floats = await client.embeddings.create(
+        model="text-embedding-3-small", input=texts, encoding_format="float"
+    )
     b64 = await client.embeddings.with_raw_response.create(
         model="text-embedding-3-small", input=texts, encoding_format="base64"
     )
@@ -92,7 +109,9 @@ async def test_embeddings_float_base64_and_dimensions(loop_sim: Simulator, clien
     v = [np.array(d.embedding) for d in floats.data]
     assert len(v[0]) == 1536
     assert v[0] @ v[1] > v[0] @ v[2]
-    small = await client.embeddings.create(model="text-embedding-3-large", input="x", dimensions=256)
+    small = await client.embeddings.create(
+        model="text-embedding-3-large", input="x", dimensions=256
+    )
     assert len(small.data[0].embedding) == 256
     models = await client.models.list()
     assert "text-embedding-3-small" in [m.id for m in models.data]
@@ -104,7 +123,10 @@ async def test_embeddings_float_base64_and_dimensions(loop_sim: Simulator, clien
         ({"model": "text-embedding-3-small", "input": ""}, "input[0]"),
         ({"model": "text-embedding-3-small", "input": []}, "must not be empty"),
         ({"model": "text-embedding-3-small", "input": ["ok", "  ", ""]}, "input[2]"),
-        ({"model": "text-embedding-3-small", "input": ["x"] * (MAX_EMBEDDING_INPUTS + 1)}, "too long"),
+        (
+            {"model": "text-embedding-3-small", "input": ["x"] * (MAX_EMBEDDING_INPUTS + 1)},
+            "too long",
+        ),
         ({"input": ["x"]}, "model parameter"),
         ({"model": "text-embedding-ada-002", "input": ["x"], "dimensions": 8}, "dimensions"),
     ],
@@ -114,7 +136,9 @@ async def test_embedding_validation_is_an_openai_shaped_400(
 ) -> None:
     async with httpx.AsyncClient() as http:
         response = await http.post(
-            f"{loop_sim.base_url}/embeddings", json=body, headers={"Authorization": f"Bearer {API_KEY}"}
+            f"{loop_sim.base_url}/embeddings",
+            json=body,
+            headers={"Authorization": f"Bearer {API_KEY}"},
         )
     assert response.status_code == 400
     error = response.json()["error"]
@@ -126,16 +150,23 @@ async def test_bad_json_missing_key_and_empty_messages(loop_sim: Simulator) -> N
     async with httpx.AsyncClient(base_url=loop_sim.base_url) as http:
         auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
         bad = await http.post("/chat/completions", content=b"{not json", headers=auth)
-        assert bad.status_code == 400 and "parse the JSON" in bad.json()["error"]["message"]
-        empty = await http.post("/chat/completions", json={"model": "m", "messages": []}, headers=auth)
-        assert empty.status_code == 400 and empty.json()["error"]["param"] == "messages"
+        assert bad.status_code == 400
+        assert "parse the JSON" in bad.json()["error"]["message"]
+        empty = await http.post(
+            "/chat/completions", json={"model": "m", "messages": []}, headers=auth
+        )
+        assert empty.status_code == 400
+        assert empty.json()["error"]["param"] == "messages"
         anonymous = await http.post("/chat/completions", json={"model": "m", "messages": USER})
         assert anonymous.status_code == 401
     stats = loop_sim.stats()
-    assert stats.count("chat", 400) == 2 and stats.count("chat", 401) == 1
+    assert stats.count("chat", 400) == 2
+    assert stats.count("chat", 401) == 1
 
 
-async def test_429_headers_are_parsed_by_the_openai_sdk(loop_sim: Simulator, client: openai.AsyncOpenAI) -> None:
+async def test_429_headers_are_parsed_by_the_openai_sdk(
+    loop_sim: Simulator, client: openai.AsyncOpenAI
+) -> None:
     loop_sim.configure(rpm=3)
     ok = await client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=USER)
     assert ok.headers["x-ratelimit-limit-requests"] == "3"
@@ -146,16 +177,23 @@ async def test_429_headers_are_parsed_by_the_openai_sdk(loop_sim: Simulator, cli
         await client.chat.completions.create(model="gpt-4o-mini", messages=USER)
     headers = info.value.response.headers
     assert info.value.code == "rate_limit_exceeded"
-    for name in ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"):
+    for name in (
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+    ):
         assert name in headers
     # The SDK's own parser reads retry-after-ms first: 3 rpm refills one request in 20 s.
     parsed = client._parse_retry_after_header(headers)
-    assert parsed is not None and 19.0 < parsed <= 20.0
+    assert parsed is not None
+    assert 19.0 < parsed <= 20.0
     assert int(headers["retry-after"]) == math.ceil(float(headers["retry-after-ms"]) / 1000)
     assert loop_sim.stats().count("chat", 429) == 1
 
 
-async def test_tpm_limit_answers_too_large_and_window(loop_sim: Simulator, client: openai.AsyncOpenAI) -> None:
+async def test_tpm_limit_answers_too_large_and_window(
+    loop_sim: Simulator, client: openai.AsyncOpenAI
+) -> None:
     loop_sim.configure(tpm=100)
     with pytest.raises(openai.RateLimitError, match="Request too large"):
         await client.chat.completions.create(model="gpt-4o-mini", messages=USER, max_tokens=500)
@@ -180,7 +218,7 @@ async def test_scripted_faults_reach_the_client_as_they_would_in_production(
         await client.chat.completions.create(model="gpt-4o-mini", messages=USER)
     with pytest.raises(openai.APIConnectionError):
         await client.chat.completions.create(model="gpt-4o-mini", messages=USER)
-    with pytest.raises(ValueError):  # the SDK surfaces a broken body as a JSON decode error
+    with pytest.raises(json.JSONDecodeError):  # how the SDK surfaces a broken body
         await client.chat.completions.create(model="gpt-4o-mini", messages=USER)
     with pytest.raises(openai.APITimeoutError):
         await client.chat.completions.create(model="gpt-4o-mini", messages=USER)
@@ -191,14 +229,17 @@ async def test_scripted_faults_reach_the_client_as_they_would_in_production(
     assert reply.choices[0].message.content == "scripted!"
     stats = loop_sim.stats()
     assert stats.faults == {"reset": 1, "malformed": 1, "hang": 1}
-    assert stats.count("chat", 503) == 1 and stats.count("chat", 200) == 1
+    assert stats.count("chat", 503) == 1
+    assert stats.count("chat", 200) == 1
 
 
 async def test_fault_rates_are_honoured_within_statistical_bounds() -> None:
     n = 600
     rates = {"error_rate": 0.2, "unavailable_rate": 0.1, "malformed_rate": 0.1}
     async with Simulator(seed=7, **rates) as sim:
-        async with httpx.AsyncClient(base_url=sim.base_url, limits=httpx.Limits(max_connections=20)) as http:
+        async with httpx.AsyncClient(
+            base_url=sim.base_url, limits=httpx.Limits(max_connections=20)
+        ) as http:
             auth = {"Authorization": f"Bearer {API_KEY}"}
             body = {"model": "gpt-4o-mini", "messages": USER}
             gate = asyncio.Semaphore(20)
@@ -224,11 +265,15 @@ async def test_fault_rates_are_honoured_within_statistical_bounds() -> None:
 async def test_counters_are_exact_for_connections_and_concurrency(loop_sim: Simulator) -> None:
     loop_sim.configure(latency_ms=50)
     release = asyncio.Event()
-    async with httpx.AsyncClient(base_url=loop_sim.base_url, limits=httpx.Limits(max_connections=7)) as http:
+    async with httpx.AsyncClient(
+        base_url=loop_sim.base_url, limits=httpx.Limits(max_connections=7)
+    ) as http:
         auth = {"Authorization": f"Bearer {API_KEY}"}
 
         async def call() -> int:
-            r = await http.post("/chat/completions", json={"model": "m", "messages": USER}, headers=auth)
+            r = await http.post(
+                "/chat/completions", json={"model": "m", "messages": USER}, headers=auth
+            )
             return r.status_code
 
         async with asyncio.TaskGroup() as tg:

@@ -56,7 +56,11 @@ def test_defaults() -> None:
 
 def test_from_dict_overrides() -> None:
     config = RatConfig.from_dict(
-        {"performance": {"rate_limiting": {"rpm_limit": 600, "per_model": {"gpt-4o": {"tpm_limit": 9}}}}},
+        {
+            "performance": {
+                "rate_limiting": {"rpm_limit": 600, "per_model": {"gpt-4o": {"tpm_limit": 9}}}
+            }
+        },
         env={},
     )
     assert config.performance.rate_limiting.rpm_limit == 600
@@ -66,11 +70,31 @@ def test_from_dict_overrides() -> None:
 @pytest.mark.parametrize(
     ("data", "path", "fragment"),
     [
-        ({"performance": {"rate_limiting": {"rpm_limit": -5}}}, "performance.rate_limiting.rpm_limit", "greater than 0"),
-        ({"performance": {"rate_limiting": {"rpm_limt": 5}}}, "performance.rate_limiting.rpm_limt", "unknown key"),
-        ({"performance": {"batch_embeddings": {"batch_size": "many"}}}, "performance.batch_embeddings.batch_size", "integer"),
-        ({"performance": {"rate_limiting": {"safety_margin": 1.5}}}, "performance.rate_limiting.safety_margin", "less than or equal"),
-        ({"performance": {"connection_pooling": {"transport": "curl"}}}, "performance.connection_pooling.transport", "'sdk'"),
+        (
+            {"performance": {"rate_limiting": {"rpm_limit": -5}}},
+            "performance.rate_limiting.rpm_limit",
+            "greater than 0",
+        ),
+        (
+            {"performance": {"rate_limiting": {"rpm_limt": 5}}},
+            "performance.rate_limiting.rpm_limt",
+            "unknown key",
+        ),
+        (
+            {"performance": {"batch_embeddings": {"batch_size": "many"}}},
+            "performance.batch_embeddings.batch_size",
+            "integer",
+        ),
+        (
+            {"performance": {"rate_limiting": {"safety_margin": 1.5}}},
+            "performance.rate_limiting.safety_margin",
+            "less than or equal",
+        ),
+        (
+            {"performance": {"connection_pooling": {"transport": "curl"}}},
+            "performance.connection_pooling.transport",
+            "'sdk'",
+        ),
         ({"perfomance": {}}, "perfomance", "unknown key"),
     ],
 )
@@ -84,7 +108,11 @@ def test_errors_name_the_key_path(data: dict[str, Any], path: str, fragment: str
 def test_cross_field_check_names_its_section() -> None:
     with pytest.raises(ConfigError, match="max_keepalive_connections must not exceed"):
         RatConfig.from_dict(
-            {"performance": {"connection_pooling": {"max_connections": 10, "max_keepalive_connections": 20}}},
+            {
+                "performance": {
+                    "connection_pooling": {"max_connections": 10, "max_keepalive_connections": 20}
+                }
+            },
             env={},
         )
 
@@ -127,7 +155,8 @@ def test_api_key_is_secret_in_repr_and_errors() -> None:
     config = RatConfig.from_dict({"endpoint": {"api_key": secret}}, env={})
     assert config.endpoint.api_key is not None
     assert config.endpoint.api_key.get_secret_value() == secret
-    assert secret not in repr(config) and secret not in str(config)
+    assert secret not in repr(config)
+    assert secret not in str(config)
     with pytest.raises(ConfigError) as info:
         RatConfig.from_dict({"endpoint": {"api_key": ["not", secret]}}, env={})
     assert secret not in str(info.value)

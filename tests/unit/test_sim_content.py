@@ -29,7 +29,10 @@ def test_json_from_pydantic_schema_is_valid() -> None:
 
 
 def test_structured_content_for_json_schema_format() -> None:
-    fmt = {"type": "json_schema", "json_schema": {"name": "Answer", "schema": Answer.model_json_schema()}}
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "Answer", "schema": Answer.model_json_schema()},
+    }
     content = structured_content(fmt, "x")
     assert content is not None
     Answer.model_validate(json.loads(content))
@@ -47,7 +50,10 @@ def test_embeddings_are_unit_vectors_and_shared_words_are_closer() -> None:
 
 
 def test_tool_choice_rules() -> None:
-    tools = [{"type": "function", "function": {"name": "search"}}, {"type": "function", "function": {"name": "calc"}}]
+    tools = [
+        {"type": "function", "function": {"name": "search"}},
+        {"type": "function", "function": {"name": "calc"}},
+    ]
     user = [{"role": "user", "content": "hi"}]
     assert chosen_tool({"tools": tools, "messages": user})["name"] == "search"
     forced = {"type": "function", "function": {"name": "calc"}}

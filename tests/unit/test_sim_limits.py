@@ -14,7 +14,15 @@ class FakeClock:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.0, "0ms"), (0.0201, "21ms"), (1.0, "1s"), (1.5, "1.5s"), (59.9921, "59.992s"), (360.0, "6m0s"), (61.5, "1m1s")],
+    [
+        (0.0, "0ms"),
+        (0.0201, "21ms"),
+        (1.0, "1s"),
+        (1.5, "1.5s"),
+        (59.9921, "59.992s"),
+        (360.0, "6m0s"),
+        (61.5, "1m1s"),
+    ],
 )
 def test_format_reset_matches_openai_style(seconds: float, text: str) -> None:
     assert format_reset(seconds) == text
@@ -26,7 +34,8 @@ def test_rpm_bucket_admits_limit_then_429_with_exact_retry_after() -> None:
     for _ in range(60):
         assert limits.admit(1).allowed
     denied = limits.admit(1)
-    assert not denied.allowed and denied.limited_by == "requests"
+    assert not denied.allowed
+    assert denied.limited_by == "requests"
     assert denied.headers["retry-after-ms"] == "1000"  # 60/min refills one per second
     assert denied.headers["retry-after"] == "1"
     assert denied.headers["x-ratelimit-remaining-requests"] == "0"
@@ -43,7 +52,8 @@ def test_tpm_and_rpm_are_charged_together_or_not_at_all() -> None:
     limits = RateLimits(rpm=10, tpm=1000, clock=clock)
     assert limits.admit(900).allowed
     denied = limits.admit(200)  # tokens short, requests fine
-    assert not denied.allowed and denied.limited_by == "tokens"
+    assert not denied.allowed
+    assert denied.limited_by == "tokens"
     # the denied request took no request slot: 9 more fit
     for _ in range(9):
         assert limits.admit(0).allowed
@@ -53,7 +63,8 @@ def test_tpm_and_rpm_are_charged_together_or_not_at_all() -> None:
 def test_request_larger_than_the_bucket_is_flagged_too_large() -> None:
     limits = RateLimits(rpm=None, tpm=100, clock=FakeClock())
     decision = limits.admit(101)
-    assert not decision.allowed and decision.too_large
+    assert not decision.allowed
+    assert decision.too_large
     assert "retry-after" not in decision.headers
 
 
