@@ -34,8 +34,9 @@ lint: install-dev
 test: lint
 	$(PY) -m pytest
 
+# Each benchmark starts its own simulator process and prints ratios measured side by side.
 bench: install
-	$(PY) -m rat_langchain bench
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -40,14 +40,15 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
+_FILLER = ["this", "text", "comes", "from", "the", "rat_langchain", "simulator", "and", "stands", "in", "for", "what", "a", "real", "model", "would", "write", "in", "reply"]
+
+
 def default_answer(messages: list[dict[str, Any]], words: int) -> str:
-    """``words`` words that start with 'Simulated answer' and echo the user's last message."""
-    echo = _WORD.findall(last_user_text(messages)) or ["nothing"]
-    out = ["Simulated", "answer"]
-    i = 0
+    """``words`` words: 'Simulated answer about' the user's last words, then filler."""
+    echo = _WORD.findall(last_user_text(messages))[-8:] or ["nothing"]
+    out = ["Simulated", "answer", "about", *echo, "-"]
     while len(out) < words:
-        out.append(echo[i % len(echo)])
-        i += 1
+        out.extend(_FILLER)
     return " ".join(out[:words]) + "."
 
 

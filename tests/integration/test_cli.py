@@ -1,0 +1,35 @@
+import runpy
+from pathlib import Path
+
+import pytest
+
+from rat_langchain.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_demo_prints_the_side_by_side_table(
+    capsys: pytest.CaptureFixture[str], no_openai_env: None
+) -> None:
+    assert main(["demo", "--concurrency", "3", "--latency-ms", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "LangChain default, 3 at a time" in out
+    assert "rat_langchain pooled, 3 at a time" in out
+    assert "TCP connections" in out
+    assert "p99 ms" in out
+
+
+def test_demo_real_without_key_says_what_is_missing(no_openai_env: None) -> None:
+    with pytest.raises(SystemExit, match="OPENAI_API_KEY"):
+        main(["demo", "--real"])
+
+
+def test_sim_rejects_bad_settings_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["sim", "--error-rate", "0.7", "--hang-rate", "0.7"])
+    assert "fault rates add up" in capsys.readouterr().err
+
+
+def test_readme_example_runs(capsys: pytest.CaptureFixture[str], no_openai_env: None) -> None:
+    runpy.run_path(str(ROOT / "examples" / "swap_into_chain.py"), run_name="__main__")
+    assert "20 answers" in capsys.readouterr().out
