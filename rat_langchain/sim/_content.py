@@ -40,7 +40,10 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-_FILLER = ["this", "text", "comes", "from", "the", "rat_langchain", "simulator", "and", "stands", "in", "for", "what", "a", "real", "model", "would", "write", "in", "reply"]
+_FILLER = (
+    "this text comes from the rat_langchain simulator and stands in for what a real model "
+    "would write in reply"
+)
 
 
 def default_answer(messages: list[dict[str, Any]], words: int) -> str:
@@ -48,7 +51,7 @@ def default_answer(messages: list[dict[str, Any]], words: int) -> str:
     echo = _WORD.findall(last_user_text(messages))[-8:] or ["nothing"]
     out = ["Simulated", "answer", "about", *echo, "-"]
     while len(out) < words:
-        out.extend(_FILLER)
+        out.extend(_FILLER.split())
     return " ".join(out[:words]) + "."
 
 
