@@ -48,11 +48,11 @@ class ConnectionPoolingConfig(_Section):
     enabled: bool = Field(True, description="Share one pooled client per endpoint.")
     transport: Literal["auto", "sdk", "aiohttp", "httpx"] = Field(
         "auto",
-        description="HTTP transport under the openai SDK. auto = the fastest measured here "
-        "(see docs/benchmarks.md); sdk = openai's own httpx2 transport; aiohttp; httpx = "
-        "a plain httpx.AsyncClient (measured slowest, kept for comparison).",
+        description="HTTP transport under the openai SDK. auto = aiohttp, the fastest measured "
+        "(docs/benchmarks.md); sdk = openai's own httpx2 transport; httpx = a plain "
+        "httpx.AsyncClient (measured slowest, kept for comparison).",
     )
-    max_connections: int = Field(100, gt=0, description="Most TCP connections per endpoint.")
+    max_connections: int = Field(100, gt=0, description="Most TCP connections of the pool, per event loop.")
     max_keepalive_connections: int | None = Field(
         None,
         gt=0,

@@ -160,3 +160,11 @@ def test_api_key_is_secret_in_repr_and_errors() -> None:
     with pytest.raises(ConfigError) as info:
         RatConfig.from_dict({"endpoint": {"api_key": ["not", secret]}}, env={})
     assert secret not in str(info.value)
+
+
+def test_configuration_reference_is_generated_from_the_model() -> None:
+    from rat_langchain._config_docs import render
+
+    assert (ROOT / "docs" / "configuration.md").read_text() == render(), (
+        "regenerate: python -m rat_langchain._config_docs > docs/configuration.md"
+    )
