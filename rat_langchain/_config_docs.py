@@ -1,6 +1,6 @@
 """Generate docs/configuration.md from RatConfig, so the reference cannot drift from the code.
 
-    .venv/bin/python -m rat_langchain._config_docs > docs/configuration.md
+.venv/bin/python -m rat_langchain._config_docs > docs/configuration.md
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ _INTRO = """# Configuration reference
 Generated from `RatConfig` by `python -m rat_langchain._config_docs` (a test checks it is current).
 `config.yaml` at the project root holds the same keys with their defaults.
 
-Load with `RatConfig.load("config.yaml")`, `RatConfig.load()` (defaults) or `RatConfig.from_dict({...})`.
+Load with `RatConfig.load("config.yaml")`, `RatConfig.load()` (defaults) or
+`RatConfig.from_dict({...})`.
 Environment variables override any key: `RAT_` + the key path in capitals with `__` between levels,
 e.g. `RAT_PERFORMANCE__RATE_LIMITING__RPM_LIMIT=600`. Unknown keys, wrong types and out-of-range
 values raise `ConfigError`, which names the key path.
@@ -52,7 +53,8 @@ def render() -> str:
     out = [_INTRO]
     for name, field in RatConfig.model_fields.items():
         annotation = field.annotation
-        assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        assert isinstance(annotation, type)
+        assert issubclass(annotation, BaseModel)
         _section(annotation, name, out)
     return "\n".join(out).rstrip() + "\n"
 

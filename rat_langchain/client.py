@@ -318,15 +318,14 @@ class ClientPool:
         self._closed = True
         if self._http is not None:
             await self._http.aclose()
-        if self._sync_http is not None:
-            self._sync_http.close()
+        self.close()
         self._async.clear()
-        self._sync.clear()
 
     def close(self) -> None:
         """Close the sync clients; async clients close with their event loops or ``aclose()``."""
         if self._sync_http is not None:
             self._sync_http.close()
+            self._sync_http = None
         self._sync.clear()
 
     async def __aenter__(self) -> Self:

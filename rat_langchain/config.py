@@ -52,7 +52,9 @@ class ConnectionPoolingConfig(_Section):
         "(docs/benchmarks.md); sdk = openai's own httpx2 transport; httpx = a plain "
         "httpx.AsyncClient (measured slowest, kept for comparison).",
     )
-    max_connections: int = Field(100, gt=0, description="Most TCP connections of the pool, per event loop.")
+    max_connections: int = Field(
+        100, gt=0, description="Most TCP connections of the pool, per event loop."
+    )
     max_keepalive_connections: int | None = Field(
         None,
         gt=0,

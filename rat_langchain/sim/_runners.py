@@ -65,7 +65,8 @@ class SimulatorThread:
 
         self._thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
         self._thread.start()
-        ready.wait(timeout=30)
+        if not ready.wait(timeout=30):
+            raise RuntimeError("the simulator thread did not start within 30 s")
         if failure:
             raise failure[0]
 

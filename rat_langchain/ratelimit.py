@@ -1,0 +1,493 @@
+"""Client-side rate limiting: requests/min and tokens/min buckets per (api, model).
+
+Why not LangChain's ``InMemoryRateLimiter``: it counts requests only, polls with ``sleep`` and
+starts empty. Here both buckets are charged together (a request never holds one without the other),
+waiters queue first-in first-out so a large request is not starved by small ones, and nothing polls:
+one timer per key wakes the head of the queue when its capacity will be there (as aiolimiter does).
+
+Time is a parameter (``clock``, ``call_later``) so the logic is tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from langchain_core.rate_limiters import BaseRateLimiter
+
+from rat_langchain.config import RateLimitingConfig
+from rat_langchain.errors import RatError
+
+__all__ = [
+    "RateLimit",
+    "RateLimiter",
+    "RequestTooLarge",
+    "Reservation",
+    "TokenBucket",
+    "parse_duration",
+    "retry_after_seconds",
+]
+
+Key = str | tuple[str, str]
+
+
+class RequestTooLarge(RatError, ValueError):
+    """A request needs more tokens than the bucket can ever hold; waiting would never end."""
+
+
+class _TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+CallLater = Callable[[float, Callable[[], None]], _TimerHandle]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Limits of one (api, model). ``None`` means that dimension is not limited.
+
+    Example: ``RateLimit(rpm=500, tpm=200_000, safety_margin=0.9)``.
+    """
+
+    rpm: int | None = None
+    tpm: int | None = None
+    safety_margin: float = 0.9
+
+    def __post_init__(self) -> None:
+        for name in ("rpm", "tpm"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(
+                    f"RateLimit.{name} must be a positive integer or None, got {value}"
+                )
+        if not 0 < self.safety_margin <= 1:
+            raise ValueError(f"RateLimit.safety_margin must be in (0, 1], got {self.safety_margin}")
+
+
+class TokenBucket:
+    """A bucket that refills continuously to ``capacity`` over one minute; starts full.
+
+    The level may go below zero when a reconciliation charges more than was reserved: the debt is
+    paid back by waiting, which is what the server will make us do anyway.
+    """
+
+    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self._clock = clock
+        self._level = self.capacity
+        self._stamp = clock()
+
+    @property
+    def rate(self) -> float:
+        return self.capacity / 60.0
+
+    def level(self) -> float:
+        now = self._clock()
+        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
+        self._stamp = now
+        return self._level
+
+    def wait_for(self, amount: float) -> float:
+        """Seconds until ``amount`` is available (0 if it is now)."""
+        missing = amount - self.level()
+        return 0.0 if missing <= 0 else missing / self.rate
+
+    def take(self, amount: float) -> None:
+        self._level = self.level() - amount
+
+    def give(self, amount: float) -> None:
+        self._level = min(self.capacity, self.level() + amount)
+
+    def cap(self, level: float) -> None:
+        """Lower the level to what the server says is left (never raise it)."""
+        self._level = min(self.level(), level)
+
+    def shrink(self, per_minute: float) -> None:
+        """Adopt a lower capacity (the server's limit is below the configured one)."""
+        if per_minute < self.capacity:
+            self.level()
+            self.capacity = float(per_minute)
+            self._level = min(self._level, self.capacity)
+
+
+@dataclass
+class _Waiter:
+    future: asyncio.Future[None]
+    tokens: int
+
+
+@dataclass
+class Reservation:
+    """What one ``acquire`` took. ``reconcile(used)`` returns unused tokens (or charges extra)."""
+
+    key: Key
+    tokens: int
+    _limiter: RateLimiter | None = field(default=None, repr=False)
+    _settled: bool = field(default=False, repr=False)
+
+    def reconcile(self, used_tokens: int) -> None:
+        if self._settled or self._limiter is None:
+            return
+        self._settled = True
+        self._limiter._adjust(self.key, self.tokens - used_tokens)
+
+    def release(self) -> None:
+        """The request was never sent: give back its request slot and all its tokens."""
+        if self._settled or self._limiter is None:
+            return
+        self._settled = True
+        self._limiter._adjust(self.key, self.tokens, requests=1)
+
+
+class _KeyState:
+    """Buckets, pause and FIFO waiters of one key. Guarded by the limiter's lock."""
+
+    def __init__(self, limit: RateLimit, clock: Callable[[], float]) -> None:
+        margin = limit.safety_margin
+        self.limit = limit
+        self.clock = clock
+        self.requests = TokenBucket(limit.rpm * margin, clock) if limit.rpm else None
+        self.tokens = TokenBucket(limit.tpm * margin, clock) if limit.tpm else None
+        self.paused_until = 0.0
+        self.waiters: deque[_Waiter] = deque()
+        self.timer: _TimerHandle | None = None
+
+    def check_size(self, tokens: int, key: Key) -> None:
+        if self.tokens is not None and tokens > self.tokens.capacity:
+            raise RequestTooLarge(
+                f"a request of {tokens} tokens can never fit the {key!r} tokens-per-minute bucket "
+                f"({self.tokens.capacity:.0f} = tpm_limit x safety_margin); raise "
+                "performance.rate_limiting.tpm_limit or split the request"
+            )
+
+    def wait_time(self, tokens: int) -> float:
+        wait = max(0.0, self.paused_until - self.clock())
+        if self.requests is not None:
+            wait = max(wait, self.requests.wait_for(1))
+        if self.tokens is not None:
+            wait = max(wait, self.tokens.wait_for(tokens))
+        return wait
+
+    def take(self, tokens: int) -> None:
+        if self.requests is not None:
+            self.requests.take(1)
+        if self.tokens is not None:
+            self.tokens.take(tokens)
+
+
+class RateLimiter:
+    """RPM + TPM token buckets per (api, model), with a safety margin and server feedback.
+
+    Example::
+
+        limiter = RateLimiter(rpm=500, tpm=200_000)
+        key = ("https://api.openai.com/v1", "gpt-4o-mini")
+        reservation = await limiter.acquire(key, tokens=812)
+        response = await client.chat.completions.create(...)
+        reservation.reconcile(response.usage.total_tokens)   # unused tokens go back
+        limiter.observe(key, response_headers)                # x-ratelimit-* tighten the buckets
+
+    A key is ``(api, model)`` or a plain string; per-model limits apply to the model part.
+    ``chat_model = ChatOpenAI(rate_limiter=limiter.as_langchain(key))`` plugs into LangChain.
+    """
+
+    def __init__(
+        self,
+        rpm: int | None = 500,
+        tpm: int | None = 200_000,
+        *,
+        safety_margin: float = 0.9,
+        per_model: Mapping[str, RateLimit] | None = None,
+        max_concurrency: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        call_later: CallLater | None = None,
+    ) -> None:
+        self.default = RateLimit(rpm, tpm, safety_margin)
+        self.per_model = dict(per_model or {})
+        self.max_concurrency = max_concurrency
+        self._clock = clock
+        self._call_later = call_later
+        self._states: dict[Key, _KeyState] = {}
+        self._lock = threading.Lock()
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        self._semaphores = weakref.WeakKeyDictionary()
+        self.stats = {"acquired": 0, "waited": 0, "wait_s": 0.0, "paused": 0, "too_large": 0}
+
+    @classmethod
+    def from_config(cls, config: RateLimitingConfig, **kwargs: Any) -> RateLimiter:
+        per_model = {
+            model: RateLimit(
+                limits.rpm_limit or config.rpm_limit,
+                limits.tpm_limit or config.tpm_limit,
+                config.safety_margin,
+            )
+            for model, limits in config.per_model.items()
+        }
+        return cls(
+            config.rpm_limit,
+            config.tpm_limit,
+            safety_margin=config.safety_margin,
+            per_model=per_model,
+            **kwargs,
+        )
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def limit_for(self, key: Key) -> RateLimit:
+        model = key[1] if isinstance(key, tuple) else key
+        return self.per_model.get(model, self.default)
+
+    def _state(self, key: Key) -> _KeyState:
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = _KeyState(self.limit_for(key), self._clock)
+        return state
+
+    def _schedule(self, key: Key, state: _KeyState, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve the queue head(s) that fit now; arm one timer for the next. Lock held."""
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+        while state.waiters:
+            head = state.waiters[0]
+            if head.future.done():  # cancelled while queued
+                state.waiters.popleft()
+                continue
+            wait = state.wait_time(head.tokens)
+            if wait > 0:
+                call_later = self._call_later or loop.call_later
+                state.timer = call_later(wait, lambda: self._wake(key, loop))
+                return
+            state.take(head.tokens)
+            state.waiters.popleft()
+            head.future.set_result(None)
+
+    def _wake(self, key: Key, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            state = self._states.get(key)
+            if state is not None:
+                state.timer = None
+                self._schedule(key, state, loop)
+
+    # -- acquiring -----------------------------------------------------------------------------
+
+    def try_acquire(self, key: Key, tokens: int = 0) -> Reservation | None:
+        """Take capacity now if it is there and nobody is queued ahead; else None."""
+        with self._lock:
+            state = self._state(key)
+            self._check(state, key, tokens)
+            if state.waiters or state.wait_time(tokens) > 0:
+                return None
+            state.take(tokens)
+            self.stats["acquired"] += 1
+        return Reservation(key, tokens, self)
+
+    async def acquire(self, key: Key, tokens: int = 0) -> Reservation:
+        """Wait (first in, first out) until one request and ``tokens`` tokens are available."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            state = self._state(key)
+            self._check(state, key, tokens)
+            if not state.waiters and state.wait_time(tokens) <= 0:
+                state.take(tokens)
+                self.stats["acquired"] += 1
+                return Reservation(key, tokens, self)
+            waiter = _Waiter(loop.create_future(), tokens)
+            state.waiters.append(waiter)
+            self._schedule(key, state, loop)
+        started = self._clock()
+        try:
+            await waiter.future
+        except asyncio.CancelledError:
+            with self._lock:
+                if waiter.future.done() and not waiter.future.cancelled():
+                    # granted, then cancelled before it could run: give the capacity back
+                    self._give_back(state, tokens, requests=1)
+                else:
+                    waiter.future.cancel()
+                with_waiters = state.waiters
+                if waiter in with_waiters:
+                    with_waiters.remove(waiter)
+                self._schedule(key, state, loop)  # the next in line may fit now
+            raise
+        with self._lock:
+            self.stats["acquired"] += 1
+            self.stats["waited"] += 1
+            self.stats["wait_s"] += self._clock() - started
+        return Reservation(key, tokens, self)
+
+    def _check(self, state: _KeyState, key: Key, tokens: int) -> None:
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        try:
+            state.check_size(tokens, key)
+        except RequestTooLarge:
+            self.stats["too_large"] += 1
+            raise
+
+    @staticmethod
+    def _give_back(state: _KeyState, tokens: int, *, requests: int = 0) -> None:
+        if state.tokens is not None and tokens:
+            if tokens > 0:
+                state.tokens.give(tokens)
+            else:
+                state.tokens.take(-tokens)
+        if state.requests is not None and requests:
+            state.requests.give(requests)
+
+    def _adjust(self, key: Key, tokens: int, *, requests: int = 0) -> None:
+        with self._lock:
+            state = self._states.get(key)
+            if state is None:
+                return
+            self._give_back(state, tokens, requests=requests)
+            self._rearm(key, state)
+
+    def _rearm(self, key: Key, state: _KeyState) -> None:
+        """Re-evaluate the queue after capacity changed. Lock held."""
+        if state.waiters:
+            loop = state.waiters[0].future.get_loop()
+            if loop.is_running() and not loop.is_closed():
+                # call_soon_threadsafe: reconcile may run on another thread (sync callers)
+                loop.call_soon_threadsafe(self._wake, key, loop)
+
+    def semaphore(self) -> asyncio.Semaphore | None:
+        """Bounds calls in flight (``max_parallel_llm_calls``), independent of the rates."""
+        if self.max_concurrency is None:
+            return None
+        loop = asyncio.get_running_loop()
+        sem = self._semaphores.get(loop)
+        if sem is None:
+            sem = self._semaphores[loop] = asyncio.Semaphore(self.max_concurrency)
+        return sem
+
+    # -- feedback from the server --------------------------------------------------------------
+
+    def observe(self, key: Key, headers: Mapping[str, str]) -> None:
+        """Tighten the buckets from ``x-ratelimit-*`` headers when the server knows better."""
+        lowered = {k.lower(): v for k, v in headers.items()}
+        with self._lock:
+            state = self._state(key)
+            margin = state.limit.safety_margin
+            for name, bucket in (("requests", state.requests), ("tokens", state.tokens)):
+                if bucket is None:
+                    continue
+                limit = _number(lowered.get(f"x-ratelimit-limit-{name}"))
+                if limit is not None and limit > 0:
+                    bucket.shrink(limit * margin)
+                remaining = _number(lowered.get(f"x-ratelimit-remaining-{name}"))
+                if remaining is not None:
+                    # the server's count includes requests in flight that we already charged;
+                    # tightening to it is conservative, never looser than our own view
+                    bucket.cap(remaining)
+
+    def pause(self, key: Key, seconds: float) -> None:
+        """Hold every request of ``key`` for ``seconds`` (after a 429)."""
+        with self._lock:
+            state = self._state(key)
+            state.paused_until = max(state.paused_until, self._clock() + max(0.0, seconds))
+            self.stats["paused"] += 1
+            if state.waiters:
+                loop = state.waiters[0].future.get_loop()
+                self._schedule(key, state, loop)
+
+    def observe_429(self, key: Key, headers: Mapping[str, str]) -> float:
+        """Pause the key for the server's retry-after (or reset) and return the pause."""
+        seconds = retry_after_seconds(headers)
+        if seconds is None:
+            lowered = {k.lower(): v for k, v in headers.items()}
+            resets = [
+                parse_duration(lowered.get(f"x-ratelimit-reset-{name}", ""))
+                for name in ("requests", "tokens")
+            ]
+            seconds = min((r for r in resets if r is not None), default=1.0)
+        self.pause(key, seconds)
+        self.observe(key, headers)
+        return seconds
+
+    # -- LangChain -----------------------------------------------------------------------------
+
+    def as_langchain(self, key: Key, *, tokens_per_request: int = 0) -> LangChainRateLimiter:
+        """A ``BaseRateLimiter`` for ``ChatOpenAI(rate_limiter=...)``.
+
+        LangChain's interface carries no weight, so each call is charged one request and
+        ``tokens_per_request`` estimated tokens; the resilient wrapper charges real counts.
+        """
+        return LangChainRateLimiter(self, key, tokens_per_request)
+
+
+class LangChainRateLimiter(BaseRateLimiter):
+    """Adapter from :class:`RateLimiter` to ``langchain_core.rate_limiters.BaseRateLimiter``."""
+
+    def __init__(self, limiter: RateLimiter, key: Key, tokens_per_request: int = 0) -> None:
+        self.limiter = limiter
+        self.key = key
+        self.tokens = tokens_per_request
+
+    def acquire(self, *, blocking: bool = True) -> bool:
+        # Sync callers have no loop to queue on: they retry after the computed wait.
+        while True:
+            if self.limiter.try_acquire(self.key, self.tokens) is not None:
+                return True
+            if not blocking:
+                return False
+            with self.limiter._lock:
+                wait = self.limiter._state(self.key).wait_time(self.tokens)
+            time.sleep(max(wait, 0.001))
+
+    async def aacquire(self, *, blocking: bool = True) -> bool:
+        if not blocking:
+            return self.limiter.try_acquire(self.key, self.tokens) is not None
+        await self.limiter.acquire(self.key, self.tokens)
+        return True
+
+    def __repr__(self) -> str:
+        return f"LangChainRateLimiter(key={self.key!r}, tokens_per_request={self.tokens})"
+
+
+# -- header parsing (shared with the retry policy) -------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def _number(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_duration(value: str) -> float | None:
+    """Seconds in an OpenAI reset header (``20ms``, ``1.5s``, ``6m0s``); None if unreadable."""
+    value = value.strip()
+    if not value:
+        return None
+    parts = _DURATION_PART.findall(value)
+    if not parts or "".join(n + u for n, u in parts) != value:
+        plain = _number(value)
+        return plain if plain is not None and plain >= 0 else None
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The server's requested wait: ``retry-after-ms`` first, then ``retry-after`` in seconds."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    ms = _number(lowered.get("retry-after-ms"))
+    if ms is not None and ms >= 0:
+        return ms / 1000.0
+    seconds = _number(lowered.get("retry-after"))
+    if seconds is not None and seconds >= 0:
+        return seconds
+    return None

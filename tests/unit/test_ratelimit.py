@@ -1,0 +1,266 @@
+"""RateLimiter logic on a fake clock and fake timers: no sleeping, fully deterministic."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+
+import pytest
+
+from rat_langchain.config import RateLimitingConfig
+from rat_langchain.ratelimit import (
+    RateLimit,
+    RateLimiter,
+    RequestTooLarge,
+    TokenBucket,
+    parse_duration,
+    retry_after_seconds,
+)
+
+KEY = ("http://sim/v1", "gpt-4o-mini")
+
+
+class FakeTime:
+    """A clock and a ``call_later`` that only move when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._timers: list[tuple[float, int, Callable[[], None], list[bool]]] = []
+        self._ids = itertools.count()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> _Handle:
+        cancelled = [False]
+        heapq.heappush(self._timers, (self.now + delay, next(self._ids), callback, cancelled))
+        return _Handle(cancelled)
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for *_, c in self._timers if not c[0])
+
+    async def advance(self, seconds: float) -> None:
+        target = self.now + seconds
+        while self._timers and self._timers[0][0] <= target:
+            when, _, callback, cancelled = heapq.heappop(self._timers)
+            self.now = max(self.now, when)
+            if not cancelled[0]:
+                callback()
+            await _settle()
+        self.now = target
+        await _settle()
+
+
+class _Handle:
+    def __init__(self, flag: list[bool]) -> None:
+        self._flag = flag
+
+    def cancel(self) -> None:
+        self._flag[0] = True
+
+
+async def _settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def limiter(clock: FakeTime, **kwargs: object) -> RateLimiter:
+    kwargs.setdefault("safety_margin", 1.0)
+    return RateLimiter(clock=clock, call_later=clock.call_later, **kwargs)  # type: ignore[arg-type]
+
+
+def test_bucket_refills_continuously_and_starts_full() -> None:
+    clock = FakeTime()
+    bucket = TokenBucket(60, clock)
+    assert bucket.level() == 60
+    bucket.take(60)
+    assert bucket.wait_for(1) == pytest.approx(1.0)
+    clock.now = 0.5
+    assert bucket.level() == pytest.approx(0.5)
+    bucket.give(1000)
+    assert bucket.level() == 60  # never above capacity
+
+
+async def test_burst_then_fifo_waiters_are_woken_by_one_timer_without_polling() -> None:
+    clock = FakeTime()
+    rl = limiter(clock, rpm=60, tpm=None)
+    for _ in range(60):
+        await rl.acquire(KEY)
+    order: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await rl.acquire(KEY)
+        order.append(i)
+
+    tasks = [asyncio.create_task(waiter(i)) for i in range(3)]
+    await _settle()
+    assert order == []
+    assert clock.pending == 1  # one timer for the head, nothing polls
+    await clock.advance(1.0)
+    assert order == [0]
+    await clock.advance(2.0)
+    assert order == [0, 1, 2]
+    await asyncio.gather(*tasks)
+    assert rl.stats["waited"] == 3
+
+
+async def test_large_request_is_not_starved_by_small_ones() -> None:
+    clock = FakeTime()
+    rl = limiter(clock, rpm=None, tpm=600)  # 10 tokens per second
+    await rl.acquire(KEY, tokens=600)
+    done: list[str] = []
+
+    async def ask(name: str, tokens: int) -> None:
+        await rl.acquire(KEY, tokens=tokens)
+        done.append(name)
+
+    big = asyncio.create_task(ask("big", 500))
+    await _settle()
+    small = [asyncio.create_task(ask(f"small{i}", 10)) for i in range(5)]
+    await _settle()
+    await clock.advance(10)  # 100 tokens back: enough for the small ones, not for big
+    assert done == []  # FIFO: nobody overtakes the large request at the head
+    await clock.advance(40)
+    assert done == ["big"]
+    await clock.advance(5)
+    assert done[:3] == ["big", "small0", "small1"]
+    await clock.advance(10)
+    await asyncio.gather(big, *small)
+    assert done == ["big"] + [f"small{i}" for i in range(5)]
+
+
+async def test_request_larger_than_capacity_fails_at_once() -> None:
+    rl = limiter(FakeTime(), rpm=None, tpm=1000, safety_margin=0.9)
+    with pytest.raises(RequestTooLarge, match=r"900 = tpm_limit x safety_margin"):
+        await rl.acquire(KEY, tokens=901)
+    assert rl.stats["too_large"] == 1
+    with pytest.raises(ValueError, match="tokens must be >= 0"):
+        await rl.acquire(KEY, tokens=-1)
+
+
+async def test_cancelling_50_waiters_returns_their_capacity() -> None:
+    clock = FakeTime()
+    rl = limiter(clock, rpm=60, tpm=None)
+    for _ in range(60):
+        await rl.acquire(KEY)
+    waiting = [asyncio.create_task(rl.acquire(KEY)) for _ in range(50)]
+    await _settle()
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    late = asyncio.create_task(rl.acquire(KEY))
+    await _settle()
+    await clock.advance(1.0)  # one second refills one request: the next caller is not delayed
+    assert late.done()
+    assert all(t.cancelled() for t in waiting)
+
+
+async def test_granted_then_cancelled_waiter_gives_back() -> None:
+    clock = FakeTime()
+    rl = limiter(clock, rpm=60, tpm=None)
+    for _ in range(60):
+        await rl.acquire(KEY)
+    task = asyncio.create_task(rl.acquire(KEY))
+    await _settle()
+    clock.now += 1.0
+    rl._wake(KEY, asyncio.get_running_loop())  # grant the head...
+    task.cancel()  # ...and cancel it before it resumes
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rl.try_acquire(KEY) is not None  # the granted slot came back
+
+
+async def test_reconcile_returns_unused_tokens_and_charges_overuse() -> None:
+    clock = FakeTime()
+    rl = limiter(clock, rpm=None, tpm=1000)
+    reservation = await rl.acquire(KEY, tokens=800)
+    assert rl.try_acquire(KEY, tokens=300) is None
+    reservation.reconcile(100)  # 700 unused tokens go back
+    assert rl.try_acquire(KEY, tokens=800) is not None
+    over = await asyncio.wait_for(rl.acquire(KEY, tokens=0), 1)
+    over.reconcile(150)  # used more than reserved: the debt is charged
+    assert rl._state(KEY).tokens is not None
+    assert rl._state(KEY).tokens.level() == pytest.approx(1000 - 100 - 800 - 150)
+
+
+async def test_release_gives_back_request_and_tokens() -> None:
+    rl = limiter(FakeTime(), rpm=1, tpm=100)
+    reservation = await rl.acquire(KEY, tokens=100)
+    assert rl.try_acquire(KEY) is None
+    reservation.release()
+    assert rl.try_acquire(KEY, tokens=100) is not None
+
+
+async def test_headers_tighten_but_never_loosen() -> None:
+    clock = FakeTime()
+    rl = limiter(clock, rpm=600, tpm=100_000, safety_margin=0.9)
+    rl.observe(KEY, {"x-ratelimit-remaining-requests": "3", "X-RateLimit-Limit-Tokens": "50000"})
+    state = rl._state(KEY)
+    assert state.requests is not None
+    assert state.tokens is not None
+    assert state.requests.level() == pytest.approx(3)
+    assert state.tokens.capacity == pytest.approx(45_000)  # the server's lower limit x margin
+    rl.observe(KEY, {"x-ratelimit-remaining-requests": "500", "x-ratelimit-limit-tokens": "900000"})
+    assert state.requests.level() == pytest.approx(3)
+    assert state.tokens.capacity == pytest.approx(45_000)
+
+
+async def test_429_pauses_the_key_for_retry_after() -> None:
+    clock = FakeTime()
+    rl = limiter(clock, rpm=600, tpm=None)
+    pause = rl.observe_429(KEY, {"retry-after-ms": "2500", "retry-after": "3"})
+    assert pause == 2.5
+    task = asyncio.create_task(rl.acquire(KEY))
+    await _settle()
+    await clock.advance(2.4)
+    assert not task.done()
+    await clock.advance(0.1)
+    assert task.done()
+    assert rl.observe_429(("other", "m"), {"x-ratelimit-reset-requests": "1.5s"}) == 1.5
+    other_key = ("other", "x")
+    assert rl.observe_429(other_key, {}) == 1.0
+
+
+def test_duration_and_retry_after_parsing() -> None:
+    assert parse_duration("20ms") == pytest.approx(0.02)
+    assert parse_duration("1.5s") == 1.5
+    assert parse_duration("6m0s") == 360
+    assert parse_duration("1h2m") == 3720
+    assert parse_duration("7") == 7
+    assert parse_duration("soon") is None
+    assert retry_after_seconds({"Retry-After": "4"}) == 4
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert retry_after_seconds({}) is None
+
+
+def test_per_model_limits_from_config() -> None:
+    config = RateLimitingConfig.model_validate(
+        {"rpm_limit": 100, "tpm_limit": 1000, "per_model": {"gpt-4o": {"rpm_limit": 5}}}
+    )
+    rl = RateLimiter.from_config(config)
+    assert rl.limit_for(("api", "gpt-4o")) == RateLimit(5, 1000, 0.9)
+    assert rl.limit_for("gpt-4o-mini") == RateLimit(100, 1000, 0.9)
+    with pytest.raises(ValueError, match=r"RateLimit\.rpm"):
+        RateLimit(rpm=0)
+
+
+async def test_langchain_adapter_sync_and_async() -> None:
+    clock = FakeTime()
+    rl = limiter(clock, rpm=2, tpm=None)
+    adapter = rl.as_langchain(KEY)
+    assert adapter.acquire(blocking=False)
+    assert await adapter.aacquire(blocking=False)
+    assert not adapter.acquire(blocking=False)
+    assert not await adapter.aacquire(blocking=False)
+    assert "tokens_per_request=0" in repr(adapter)
+
+
+async def test_concurrency_semaphore_is_per_loop_and_bounded() -> None:
+    rl = RateLimiter(max_concurrency=3)
+    sem = rl.semaphore()
+    assert sem is not None
+    assert sem is rl.semaphore()
+    assert RateLimiter().semaphore() is None
