@@ -125,6 +125,12 @@ class CircuitBreakerConfig(_Section):
     max_wait_s: float = Field(60.0, gt=0, description="Cap on the open time as it grows.")
     half_open_permits: int = Field(2, gt=0, description="Probe calls allowed while half-open.")
 
+    @model_validator(mode="after")
+    def _wait_fits(self) -> Self:
+        if self.max_wait_s < self.wait_s:
+            raise ValueError(f"max_wait_s ({self.max_wait_s}) must be >= wait_s ({self.wait_s})")
+        return self
+
 
 class RetriesConfig(_Section):
     """Retries of transient failures (429, 408, 5xx, timeouts, connection errors)."""
@@ -133,6 +139,14 @@ class RetriesConfig(_Section):
     max_attempts: int = Field(4, gt=0, description="Attempts in all, the first included.")
     initial_backoff_s: float = Field(0.5, gt=0, description="First backoff (full jitter).")
     max_backoff_s: float = Field(20.0, gt=0, description="Cap on one backoff.")
+    max_server_wait_s: float = Field(
+        60.0, gt=0, description="Cap on a wait the server asks for (Retry-After)."
+    )
+    timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Deadline of one call, retries included; None = only the HTTP timeout.",
+    )
 
 
 class ParallelExecutionConfig(_Section):

@@ -1,0 +1,119 @@
+"""The tenacity retry policy: what is retried, how long it waits, when it stops (no real sleeps)."""
+
+from __future__ import annotations
+
+import httpx2
+import openai
+import pytest
+
+from rat_langchain.breaker import CircuitOpenError, State
+from rat_langchain.config import RetriesConfig
+from rat_langchain.retry import ApiKeyError, RetryPolicy, explain, is_retryable, server_wait
+
+
+def _error(
+    status: int, headers: dict[str, str] | None = None, body: object = None
+) -> openai.APIStatusError:
+    request = httpx2.Request("POST", "http://sim/v1/chat/completions")
+    response = httpx2.Response(status, request=request, headers=headers or {}, json=body or {})
+    classes = {
+        401: openai.AuthenticationError,
+        403: openai.PermissionDeniedError,
+        429: openai.RateLimitError,
+        500: openai.InternalServerError,
+    }
+    return classes.get(status, openai.APIStatusError)("err", response=response, body=body)
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
+def test_transient_statuses_are_retried(status: int) -> None:
+    assert is_retryable(_error(status))
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_caller_errors_are_never_retried(status: int) -> None:
+    assert not is_retryable(_error(status))
+
+
+def test_other_retry_decisions() -> None:
+    request = httpx2.Request("GET", "http://sim")
+    assert is_retryable(openai.APITimeoutError(request))
+    assert is_retryable(openai.APIConnectionError(request=request))
+    assert is_retryable(TimeoutError())
+    assert not is_retryable(_error(429, body={"error": {"code": "insufficient_quota"}}))
+    assert not is_retryable(CircuitOpenError("x", State.OPEN, 1.0, 1.0))
+    assert not is_retryable(ValueError("bad"))
+
+
+def test_server_wait_prefers_retry_after_ms() -> None:
+    assert server_wait(_error(429, {"retry-after-ms": "1500", "retry-after": "2"})) == 1.5
+    assert server_wait(_error(503, {"retry-after": "3"})) == 3.0
+    assert server_wait(_error(500)) is None
+    assert server_wait(TimeoutError()) is None
+
+
+def test_auth_errors_become_a_clear_key_error_without_the_key() -> None:
+    error = explain(_error(401), "http://sim/v1")
+    assert isinstance(error, ApiKeyError)
+    assert "OPENAI_API_KEY" in str(error)
+    assert "401" in str(error)
+    assert isinstance(explain(_error(403)), ApiKeyError)
+    other = _error(500)
+    assert explain(other) is other
+
+
+async def _run(
+    policy: RetryPolicy, failures: list[BaseException], **kwargs: object
+) -> tuple[int, list[float]]:
+    sleeps: list[float] = []
+    attempts = 0
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    async for attempt in policy.retrying(sleep=fake_sleep, **kwargs):  # type: ignore[arg-type]
+        with attempt:
+            attempts += 1
+            if failures:
+                raise failures.pop(0)
+    return attempts, sleeps
+
+
+async def test_retry_after_wins_over_backoff_and_is_capped() -> None:
+    policy = RetryPolicy(
+        max_attempts=4, initial_backoff_s=0.5, max_backoff_s=8, max_server_wait_s=5
+    )
+    attempts, sleeps = await _run(
+        policy,
+        [_error(429, {"retry-after-ms": "1200"}), _error(503, {"retry-after": "30"}), _error(500)],
+    )
+    assert attempts == 4
+    assert sleeps[:2] == [1.2, 5.0]
+    assert 0 <= sleeps[2] <= 8  # full jitter: anywhere from 0 to the exponential cap
+
+
+async def test_stops_after_max_attempts_and_reraises_the_last_error() -> None:
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01)
+    with pytest.raises(openai.InternalServerError):
+        await _run(policy, [_error(500)] * 5)
+
+
+async def test_non_retryable_error_is_raised_at_once() -> None:
+    failures: list[BaseException] = [_error(400), _error(500)]
+    with pytest.raises(openai.APIStatusError) as info:
+        await _run(RetryPolicy(), failures)
+    assert info.value.status_code == 400
+    assert len(failures) == 1  # the 500 was never reached
+
+
+async def test_stops_before_a_sleep_would_cross_the_deadline() -> None:
+    policy = RetryPolicy(max_attempts=10, max_server_wait_s=60)
+    with pytest.raises(openai.RateLimitError):
+        await _run(policy, [_error(429, {"retry-after": "5"})] * 3, deadline_s=2.0)
+
+
+def test_from_config_respects_enabled_flag() -> None:
+    assert RetryPolicy.from_config(RetriesConfig(enabled=False)).max_attempts == 1
+    assert RetryPolicy.from_config(RetriesConfig(max_attempts=6)).max_attempts == 6
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetryPolicy(max_attempts=0)
