@@ -100,6 +100,14 @@ class RateLimitingConfig(_Section):
     safety_margin: float = Field(
         0.9, gt=0, le=1, description="Share of the limits actually used, to absorb clock skew."
     )
+    burst_s: float = Field(
+        60.0,
+        gt=0,
+        le=60,
+        description="Burst allowed: this many seconds' worth of the limits. 60 = a full "
+        "minute, OpenAI's documented window; lower it where the server enforces per-minute "
+        "limits over shorter periods.",
+    )
     per_model: dict[str, ModelRateLimit] = Field(
         default_factory=dict, description="Overrides by model name."
     )

@@ -60,8 +60,11 @@ class RateLimit:
     rpm: int | None = None
     tpm: int | None = None
     safety_margin: float = 0.9
+    burst_s: float = 60.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.burst_s <= 60:
+            raise ValueError(f"RateLimit.burst_s must be in (0, 60], got {self.burst_s}")
         for name in ("rpm", "tpm"):
             value = getattr(self, name)
             if value is not None and value <= 0:
@@ -73,21 +76,30 @@ class RateLimit:
 
 
 class TokenBucket:
-    """A bucket that refills continuously to ``capacity`` over one minute; starts full.
+    """Refills continuously at ``per_minute``, holds ``burst_s`` seconds' worth, starts full.
 
-    The level may go below zero when a reconciliation charges more than was reserved: the debt is
-    paid back by waiting, which is what the server will make us do anyway.
+    A request larger than one burst waits for a full bucket and takes it into debt. The level may
+    go below zero (also when a reconciliation charges more than was reserved): the debt is paid
+    back by waiting, which is what the server would make us do anyway.
     """
 
-    def __init__(self, per_minute: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.capacity = float(per_minute)
+    def __init__(
+        self,
+        per_minute: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        burst_s: float = 60.0,
+    ) -> None:
+        self.per_minute = float(per_minute)
+        self.burst_s = burst_s
+        self.capacity = self.per_minute * burst_s / 60.0
         self._clock = clock
         self._level = self.capacity
         self._stamp = clock()
 
     @property
     def rate(self) -> float:
-        return self.capacity / 60.0
+        return self.per_minute / 60.0
 
     def level(self) -> float:
         now = self._clock()
@@ -97,7 +109,7 @@ class TokenBucket:
 
     def wait_for(self, amount: float) -> float:
         """Seconds until ``amount`` is available (0 if it is now)."""
-        missing = amount - self.level()
+        missing = min(amount, self.capacity) - self.level()
         return 0.0 if missing <= 0 else missing / self.rate
 
     def take(self, amount: float) -> None:
@@ -111,10 +123,11 @@ class TokenBucket:
         self._level = min(self.level(), level)
 
     def shrink(self, per_minute: float) -> None:
-        """Adopt a lower capacity (the server's limit is below the configured one)."""
-        if per_minute < self.capacity:
+        """Adopt a lower limit (the server's is below the configured one)."""
+        if per_minute < self.per_minute:
             self.level()
-            self.capacity = float(per_minute)
+            self.per_minute = float(per_minute)
+            self.capacity = self.per_minute * self.burst_s / 60.0
             self._level = min(self._level, self.capacity)
 
 
@@ -154,17 +167,18 @@ class _KeyState:
         margin = limit.safety_margin
         self.limit = limit
         self.clock = clock
-        self.requests = TokenBucket(limit.rpm * margin, clock) if limit.rpm else None
-        self.tokens = TokenBucket(limit.tpm * margin, clock) if limit.tpm else None
+        burst = limit.burst_s
+        self.requests = TokenBucket(limit.rpm * margin, clock, burst_s=burst) if limit.rpm else None
+        self.tokens = TokenBucket(limit.tpm * margin, clock, burst_s=burst) if limit.tpm else None
         self.paused_until = 0.0
         self.waiters: deque[_Waiter] = deque()
         self.timer: _TimerHandle | None = None
 
     def check_size(self, tokens: int, key: Key) -> None:
-        if self.tokens is not None and tokens > self.tokens.capacity:
+        if self.tokens is not None and tokens > self.tokens.per_minute:
             raise RequestTooLarge(
-                f"a request of {tokens} tokens can never fit the {key!r} tokens-per-minute bucket "
-                f"({self.tokens.capacity:.0f} = tpm_limit x safety_margin); raise "
+                f"a request of {tokens} tokens can never fit the {key!r} tokens-per-minute limit "
+                f"({self.tokens.per_minute:.0f} = tpm_limit x safety_margin); raise "
                 "performance.rate_limiting.tpm_limit or split the request"
             )
 
@@ -205,12 +219,13 @@ class RateLimiter:
         tpm: int | None = 200_000,
         *,
         safety_margin: float = 0.9,
+        burst_s: float = 60.0,
         per_model: Mapping[str, RateLimit] | None = None,
         max_concurrency: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
     ) -> None:
-        self.default = RateLimit(rpm, tpm, safety_margin)
+        self.default = RateLimit(rpm, tpm, safety_margin, burst_s)
         self.per_model = dict(per_model or {})
         self.max_concurrency = max_concurrency
         self._clock = clock
@@ -228,6 +243,7 @@ class RateLimiter:
                 limits.rpm_limit or config.rpm_limit,
                 limits.tpm_limit or config.tpm_limit,
                 config.safety_margin,
+                config.burst_s,
             )
             for model, limits in config.per_model.items()
         }
@@ -235,6 +251,7 @@ class RateLimiter:
             config.rpm_limit,
             config.tpm_limit,
             safety_margin=config.safety_margin,
+            burst_s=config.burst_s,
             per_model=per_model,
             **kwargs,
         )

@@ -22,10 +22,13 @@ def format_reset(seconds: float) -> str:
 
 
 class _Bucket:
-    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+    """Refills at ``limit`` per minute; holds at most ``window_s`` seconds' worth (a burst)."""
+
+    def __init__(self, limit: int, clock: Callable[[], float], window_s: float = 60.0) -> None:
         self.limit = limit
+        self.capacity = limit * window_s / 60.0
         self._clock = clock
-        self._level = float(limit)
+        self._level = self.capacity
         self._stamp = clock()
 
     @property
@@ -34,20 +37,20 @@ class _Bucket:
 
     def level(self) -> float:
         now = self._clock()
-        self._level = min(self.limit, self._level + (now - self._stamp) * self._rate)
+        self._level = min(self.capacity, self._level + (now - self._stamp) * self._rate)
         self._stamp = now
         return self._level
 
     def wait_for(self, amount: float) -> float:
-        """Seconds until ``amount`` fits (0 if it does now)."""
-        missing = amount - self.level()
+        """Seconds until ``amount`` fits (0 now); more than a burst waits for a full bucket."""
+        missing = min(amount, self.capacity) - self.level()
         return 0.0 if missing <= 0 else missing / self._rate
 
     def take(self, amount: float) -> None:
         self._level = self.level() - amount
 
     def until_full(self) -> float:
-        return (self.limit - self.level()) / self._rate
+        return (self.capacity - self.level()) / self._rate
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,16 @@ class Decision:
 class RateLimits:
     """Admits a request only if both buckets can pay for it; charges both or neither."""
 
-    def __init__(self, rpm: int | None, tpm: int | None, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        rpm: int | None,
+        tpm: int | None,
+        clock: Callable[[], float],
+        window_s: float = 60.0,
+    ) -> None:
         self._clock = clock
-        self.requests = _Bucket(rpm, clock) if rpm else None
-        self.tokens = _Bucket(tpm, clock) if tpm else None
+        self.requests = _Bucket(rpm, clock, window_s) if rpm else None
+        self.tokens = _Bucket(tpm, clock, window_s) if tpm else None
 
     def admit(self, tokens: int) -> Decision:
         waits: dict[str, float] = {}

@@ -15,6 +15,13 @@ class SimConfig(BaseModel):
     per_token_ms: float = Field(0.0, ge=0, description="Extra latency per completion token.")
     rpm: int | None = Field(None, gt=0, description="Requests per minute; None is unlimited.")
     tpm: int | None = Field(None, gt=0, description="Tokens per minute; None is unlimited.")
+    limit_window_s: float = Field(
+        60.0,
+        gt=0,
+        le=60,
+        description="Burst the limits allow: this many seconds' worth. OpenAI may enforce a "
+        "per-minute limit over shorter periods (600 RPM as 10 per second = 1 s).",
+    )
     error_rate: float = Field(0.0, ge=0, le=1, description="Share of requests answered 500.")
     unavailable_rate: float = Field(0.0, ge=0, le=1, description="Share answered 503.")
     hang_rate: float = Field(0.0, ge=0, le=1, description="Share that never answer.")

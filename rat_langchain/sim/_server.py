@@ -89,7 +89,9 @@ class Simulator:
         self._port = port
         self._clock = clock
         self._rng = random.Random(self.config.seed)
-        self._limits = RateLimits(self.config.rpm, self.config.tpm, clock)
+        self._limits = RateLimits(
+            self.config.rpm, self.config.tpm, clock, self.config.limit_window_s
+        )
         self._scripts: dict[str, deque[Reply]] = {name: deque() for name in _ENDPOINTS}
         self._stats = SimStats()
         self._ids = itertools.count(1)
@@ -171,13 +173,17 @@ class Simulator:
         self._stats = SimStats()
         for script in self._scripts.values():
             script.clear()
-        self._limits = RateLimits(self.config.rpm, self.config.tpm, self._clock)
+        self._limits = RateLimits(
+            self.config.rpm, self.config.tpm, self._clock, self.config.limit_window_s
+        )
 
     def configure(self, **changes: Any) -> None:
         """Change settings while running, e.g. ``sim.configure(error_rate=0.5)``."""
         self.config = SimConfig.model_validate({**self.config.model_dump(), **changes})
-        if {"rpm", "tpm"} & changes.keys():
-            self._limits = RateLimits(self.config.rpm, self.config.tpm, self._clock)
+        if {"rpm", "tpm", "limit_window_s"} & changes.keys():
+            self._limits = RateLimits(
+                self.config.rpm, self.config.tpm, self._clock, self.config.limit_window_s
+            )
         if "seed" in changes:
             self._rng = random.Random(self.config.seed)
 

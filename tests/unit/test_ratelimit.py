@@ -264,3 +264,20 @@ async def test_concurrency_semaphore_is_per_loop_and_bounded() -> None:
     assert sem is not None
     assert sem is rl.semaphore()
     assert RateLimiter().semaphore() is None
+
+
+async def test_burst_window_bounds_the_burst_and_big_requests_borrow() -> None:
+    clock = FakeTime()
+    rl = limiter(clock, rpm=600, tpm=6000, burst_s=1.0)  # 10 requests and 100 tokens per second
+    for _ in range(10):
+        assert rl.try_acquire(KEY) is not None
+    assert rl.try_acquire(KEY) is None  # the burst is one second's worth, not a minute's
+    clock.now += 1.0
+    big = await rl.acquire(KEY, tokens=250)  # larger than a burst: waits for a full bucket...
+    assert big.tokens == 250
+    state = rl._state(KEY)
+    assert state.tokens is not None
+    assert state.tokens.level() == pytest.approx(-150)  # ...and pays the rest as debt
+    assert state.wait_time(1) == pytest.approx(1.51)
+    with pytest.raises(RequestTooLarge):
+        await rl.acquire(KEY, tokens=6001)  # more than a minute's worth can never be served

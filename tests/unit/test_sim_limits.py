@@ -76,3 +76,11 @@ def test_remaining_and_reset_headers_track_the_bucket() -> None:
     assert decision.headers["x-ratelimit-reset-tokens"] == "30s"  # 100 tokens/s to refill 3000
     clock.now += 10
     assert limits.admit(0).headers["x-ratelimit-remaining-tokens"] == "4000"
+
+
+def test_limit_window_makes_a_per_minute_limit_bind_per_second() -> None:
+    clock = FakeClock()
+    limits = RateLimits(rpm=600, tpm=None, clock=clock, window_s=1.0)
+    assert [limits.admit(1).allowed for _ in range(11)] == [True] * 10 + [False]
+    clock.now += 0.1
+    assert limits.admit(1).allowed
