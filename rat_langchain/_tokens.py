@@ -61,3 +61,12 @@ def count_message_tokens(messages: Iterable[Mapping[str, Any]], model: str | Non
             total += count_tokens(str(function.get("name", "")), model)
             total += count_tokens(str(function.get("arguments", "")), model)
     return total
+
+
+def truncate_tokens(text: str, limit: int, model: str | None = None) -> tuple[str, bool]:
+    """``text`` cut to at most ``limit`` tokens, and whether it was cut."""
+    encoding = _encoding(model)
+    tokens = encoding.encode(text, disallowed_special=())
+    if len(tokens) <= limit:
+        return text, False
+    return encoding.decode(tokens[:limit]), True

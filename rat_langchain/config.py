@@ -117,8 +117,8 @@ class CircuitBreakerConfig(_Section):
     """Fail fast while an endpoint is unhealthy (Resilience4j's contract)."""
 
     enabled: bool = Field(True, description="Guard calls with a circuit breaker.")
-    window_size: int = Field(20, gt=0, description="Calls in the sliding window.")
-    minimum_calls: int = Field(10, gt=0, description="Calls before the failure rate counts.")
+    window_size: int = Field(50, gt=0, description="Calls in the sliding window.")
+    minimum_calls: int = Field(20, gt=0, description="Calls before the failure rate counts.")
     failure_rate_threshold: float = Field(
         0.5, gt=0, le=1, description="Failure share that opens the circuit."
     )
@@ -127,7 +127,7 @@ class CircuitBreakerConfig(_Section):
     )
     slow_call_duration_s: float = Field(60.0, gt=0, description="A call slower than this is slow.")
     consecutive_failures: int = Field(
-        5, gt=0, description="This many failures in a row open the circuit."
+        10, gt=0, description="This many failures in a row open the circuit."
     )
     wait_s: float = Field(5.0, gt=0, description="Open time before the first probe.")
     max_wait_s: float = Field(60.0, gt=0, description="Cap on the open time as it grows.")

@@ -20,7 +20,7 @@ from typing import Any, Self
 import numpy as np
 from aiohttp import web
 
-from rat_langchain._tokens import count_message_tokens, count_tokens
+from rat_langchain._tokens import count_message_tokens, count_tokens, truncate_tokens
 from rat_langchain.sim import _content
 from rat_langchain.sim._limits import RateLimits
 from rat_langchain.sim._model import Reply, SimConfig, SimStats
@@ -431,14 +431,15 @@ class Simulator:
         else:
             content = _content.structured_content(body.get("response_format") or {}, text)
             if content is None:
-                words = min(self.config.completion_tokens, limit or self.config.completion_tokens)
-                content = _content.default_answer(messages, words)
+                content = _content.default_answer(messages, self.config.completion_tokens)
+                content, _ = truncate_tokens(content, self.config.completion_tokens, model)
+        finish = "tool_calls" if tool_calls else "stop"
+        if limit is not None and content is not None and not tool_calls:
+            content, cut = truncate_tokens(content, limit, model)
+            finish = "length" if cut else finish
         completion = count_tokens(content or "", model) + sum(
             count_tokens(c["name"] + c["arguments"], model) for c in tool_calls
         )
-        finish = "tool_calls" if tool_calls else "stop"
-        if limit is not None and completion > limit and not tool_calls and content is not None:
-            finish = "length"
         usage = {
             "prompt_tokens": body["_prompt_tokens"],
             "completion_tokens": completion,
