@@ -6,19 +6,36 @@ The public API, in one place. Everything else is private or lives in a documente
 
 from __future__ import annotations
 
+from rat_langchain.breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError
+from rat_langchain.chat import ResilientChatOpenAI
 from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
-from rat_langchain.errors import ConfigError, PoolClosedError, RatError
+from rat_langchain.errors import ConfigError, DeadlineExceeded, PoolClosedError, RatError
+from rat_langchain.ratelimit import RateLimit, RateLimiter, RequestTooLarge
+from rat_langchain.retry import ApiKeyError, RetryPolicy
+from rat_langchain.runnables import ResilientRunnable, resilient
 from rat_langchain.sim import Simulator, SimulatorProcess, SimulatorThread
 
 __all__ = [
+    "ApiKeyError",
+    "BreakerRegistry",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ClientPool",
     "ConfigError",
+    "DeadlineExceeded",
     "PoolClosedError",
     "RatConfig",
     "RatError",
+    "RateLimit",
+    "RateLimiter",
+    "RequestTooLarge",
+    "ResilientChatOpenAI",
+    "ResilientRunnable",
+    "RetryPolicy",
     "Simulator",
     "SimulatorProcess",
     "SimulatorThread",
+    "resilient",
 ]
 __version__ = "0.1.0"

@@ -16,17 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import openai
+import tenacity
 
 from rat_langchain.breaker import CircuitBreaker, Outcome
-from rat_langchain.errors import RatError
+from rat_langchain.errors import DeadlineExceeded
 from rat_langchain.ratelimit import Key, RateLimiter, Reservation
-from rat_langchain.retry import RetryPolicy, explain
+from rat_langchain.retry import RetryPolicy, explain, is_retryable
 
 T = TypeVar("T")
-
-
-class DeadlineExceeded(RatError, TimeoutError):
-    """A call, retries included, did not finish by its deadline."""
 
 
 OnResult = Callable[[Any, Reservation | None], None]
@@ -113,6 +110,68 @@ class Guard:
                 number = state.retry_state.attempt_number
                 return await self._once(attempt, tokens, on_result, deadline, number)
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    def run_sync(
+        self,
+        attempt: Callable[[], T],
+        *,
+        tokens: int = 0,
+        on_result: OnResult | None = None,
+    ) -> T:
+        """The same policy for sync callers. A running sync attempt cannot be interrupted, so
+        the deadline stops retries before they would cross it; the HTTP timeout ends attempts."""
+        self.stats.calls += 1
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retry.max_attempts if self.retry else 1)
+            | (tenacity.stop_before_delay(self.timeout) if self.timeout else tenacity.stop_never),
+            wait=self.retry.wait() if self.retry else tenacity.wait_none(),
+            retry=tenacity.retry_if_exception(is_retryable),
+            before_sleep=self._count_retry,
+            reraise=True,
+        )
+        try:
+            for state in retrying:
+                with state:
+                    number = state.retry_state.attempt_number
+                    return self._once_sync(attempt, tokens, on_result, number)
+        except Exception as exc:
+            self.stats.failures += 1
+            explained = explain(exc, self.endpoint)
+            if explained is exc:
+                raise
+            raise explained from exc
+        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
+
+    def _once_sync(
+        self, attempt: Callable[[], T], tokens: int, on_result: OnResult | None, number: int
+    ) -> T:
+        self.stats.attempts += 1
+        self.stats.max_attempts_seen = max(self.stats.max_attempts_seen, number)
+        permit = self.breaker.acquire() if self.breaker is not None else None
+        reservation = None
+        start = time.monotonic()
+        try:
+            if self.limiter is not None:
+                reservation = self.limiter.acquire_blocking(self.key, tokens)
+            start = time.monotonic()
+            result = attempt()
+        except Exception as exc:
+            if isinstance(exc, openai.RateLimitError):
+                self.stats.rate_limited += 1
+                if self.limiter is not None:
+                    self.limiter.observe_429(self.key, exc.response.headers)
+            if permit is not None and self.breaker is not None:
+                permit.record(self.breaker.classifier(exc), time.monotonic() - start)
+            raise
+        except BaseException:
+            if permit is not None:
+                permit.release()
+            raise
+        if permit is not None:
+            permit.record(Outcome.SUCCESS, time.monotonic() - start)
+        if on_result is not None:
+            on_result(result, reservation)
+        return result
 
     def _count_retry(self, _state: Any) -> None:
         self.stats.retries += 1

@@ -20,8 +20,13 @@ import openai
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
 from rat_langchain import _http
+from rat_langchain._guard import Guard
+from rat_langchain.breaker import BreakerRegistry
+from rat_langchain.chat import ResilientChatOpenAI
 from rat_langchain.config import RatConfig
 from rat_langchain.errors import ConfigError, PoolClosedError
+from rat_langchain.ratelimit import RateLimiter
+from rat_langchain.retry import RetryPolicy
 
 __all__ = ["ClientPool"]
 
@@ -85,9 +90,25 @@ class ClientPool:
         *,
         http_client: httpx.AsyncClient | httpx2.AsyncClient | None = None,
         sync_http_client: httpx.Client | httpx2.Client | None = None,
+        limiter: RateLimiter | None = None,
+        breakers: BreakerRegistry | None = None,
     ) -> None:
         self.config = config if config is not None else RatConfig.load()
-        pooling = self.config.performance.connection_pooling
+        perf = self.config.performance
+        pooling = perf.connection_pooling
+        # Shared by every model this pool makes: one quota and one breaker per (endpoint, model).
+        self.limiter = limiter or (
+            RateLimiter.from_config(
+                perf.rate_limiting,
+                max_concurrency=perf.parallel_execution.max_parallel_llm_calls,
+            )
+            if perf.rate_limiting.enabled
+            else None
+        )
+        self.breakers = breakers or (
+            BreakerRegistry(perf.circuit_breaker) if perf.circuit_breaker.enabled else None
+        )
+        self.retry = RetryPolicy.from_config(perf.retries)
         transport = _http.DEFAULT_TRANSPORT if pooling.transport == "auto" else pooling.transport
         self._settings = _http.HttpSettings(
             transport=transport,
@@ -206,6 +227,18 @@ class ClientPool:
 
     # -- LangChain model objects ---------------------------------------------------------------
 
+    def guard(self, base_url: str, model: str) -> Guard:
+        """The deadline/breaker/limiter/retry policy for one (endpoint, model), from the config."""
+        key = (base_url, model)
+        return Guard(
+            key=key,
+            limiter=self.limiter,
+            breaker=self.breakers.get(key) if self.breakers is not None else None,
+            retry=self.retry,
+            timeout=self.config.performance.retries.timeout_s,
+            endpoint=base_url,
+        )
+
     def chat_model(
         self,
         model: str | None = None,
@@ -215,15 +248,14 @@ class ClientPool:
         organization: str | None = None,
         **kwargs: Any,
     ) -> ChatOpenAI:
-        """A ``ChatOpenAI`` on the pooled clients; other keyword arguments go to ``ChatOpenAI``.
+        """A ``ChatOpenAI`` on the pooled clients, with the config's limiter, breaker and retries.
 
-        langchain-openai rebuilds its own root client unless both the root client and its
-        resource are given, so all four are passed. A timeout is always set.
+        Other keyword arguments go to ``ChatOpenAI``. langchain-openai rebuilds its own root
+        client unless both the root client and its resource are given, so all four are passed.
+        A timeout is always set. The SDK's own retries are off: tenacity retries instead, once.
         """
         name = model or self.config.endpoint.chat_model
-        clients = self._model_clients(
-            base_url, api_key, organization, kwargs.pop("max_retries", None)
-        )
+        clients = self._model_clients(base_url, api_key, organization, kwargs.pop("max_retries", 0))
         endpoint, key = self._resolve(base_url, api_key, organization)
         if clients is None:  # pooling disabled: LangChain's default construction, timeout set
             return ChatOpenAI(
@@ -236,7 +268,8 @@ class ClientPool:
                 **kwargs,
             )
         sync, async_ = clients
-        return ChatOpenAI(
+        kwargs.setdefault("include_response_headers", self.limiter is not None)
+        llm = ResilientChatOpenAI(
             model=name,
             base_url=endpoint.base_url,
             api_key=key,  # type: ignore[arg-type]
@@ -249,6 +282,7 @@ class ClientPool:
             async_client=async_.chat.completions,
             **kwargs,
         )
+        return llm.with_guard(self.guard(endpoint.base_url, name))
 
     def embeddings(
         self,

@@ -5,7 +5,7 @@ Every message names the setting or the input to change; the cause is chained wit
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "PoolClosedError", "RatError"]
+__all__ = ["ConfigError", "DeadlineExceeded", "PoolClosedError", "RatError"]
 
 
 class RatError(Exception):
@@ -27,3 +27,7 @@ class ConfigError(RatError, ValueError):
 
 class PoolClosedError(RatError, RuntimeError):
     """A :class:`~rat_langchain.ClientPool` was used after ``aclose()``; create a new one."""
+
+
+class DeadlineExceeded(RatError, TimeoutError):
+    """A call, retries included, did not finish by its deadline."""

@@ -341,6 +341,20 @@ class RateLimiter:
             self.stats["wait_s"] += self._clock() - started
         return Reservation(key, tokens, self)
 
+    def acquire_blocking(self, key: Key, tokens: int = 0) -> Reservation:
+        """For sync callers, which have no loop to queue on: sleep for the computed wait, retry.
+
+        Not FIFO against async waiters; async callers are served first when both compete.
+        """
+        while True:
+            reservation = self.try_acquire(key, tokens)
+            if reservation is not None:
+                return reservation
+            with self._lock:
+                state = self._state(key)
+                wait = state.wait_time(tokens) if not state.waiters else 0.01
+            time.sleep(max(wait, 0.001))
+
     def _check(self, state: _KeyState, key: Key, tokens: int) -> None:
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
@@ -450,15 +464,10 @@ class LangChainRateLimiter(BaseRateLimiter):
         self.tokens = tokens_per_request
 
     def acquire(self, *, blocking: bool = True) -> bool:
-        # Sync callers have no loop to queue on: they retry after the computed wait.
-        while True:
-            if self.limiter.try_acquire(self.key, self.tokens) is not None:
-                return True
-            if not blocking:
-                return False
-            with self.limiter._lock:
-                wait = self.limiter._state(self.key).wait_time(self.tokens)
-            time.sleep(max(wait, 0.001))
+        if not blocking:
+            return self.limiter.try_acquire(self.key, self.tokens) is not None
+        self.limiter.acquire_blocking(self.key, self.tokens)
+        return True
 
     async def aacquire(self, *, blocking: bool = True) -> bool:
         if not blocking:

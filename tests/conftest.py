@@ -32,5 +32,11 @@ def no_openai_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-def pool_config(**pooling: object) -> RatConfig:
-    return RatConfig.from_dict({"performance": {"connection_pooling": pooling}}, env={})
+def pool_config(*, performance: dict[str, object] | None = None, **pooling: object) -> RatConfig:
+    """Config for pooling tests: the default 500 RPM budget would make them about waiting."""
+    sections: dict[str, object] = {
+        "connection_pooling": pooling,
+        "rate_limiting": {"enabled": False},
+        **(performance or {}),
+    }
+    return RatConfig.from_dict({"performance": sections}, env={})

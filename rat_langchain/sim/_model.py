@@ -98,9 +98,10 @@ class ToolCallReply(BaseModel):
 class Reply(BaseModel):
     """A scripted answer for the next request to an endpoint (see ``Simulator.push``).
 
-    Leave everything unset for the default answer; set ``status`` for an error response, ``fault``
-    for a transport fault, ``content``/``tool_calls`` for a chat answer, ``vectors`` to make the
-    embeddings endpoint return exactly these (even invalid) vectors.
+    Leave everything unset for the default answer; set ``status`` for an error response,
+    ``fault`` for a transport fault (``cut``: a stream that breaks after its first chunk),
+    ``content``/``tool_calls`` for a chat answer, ``vectors`` to make the embeddings endpoint
+    return exactly these (even invalid) vectors.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -112,6 +113,6 @@ class Reply(BaseModel):
     error_type: str | None = None
     error_code: str | None = None
     message: str | None = None
-    fault: str | None = Field(None, pattern="^(hang|reset|malformed)$")
+    fault: str | None = Field(None, pattern="^(hang|reset|malformed|cut)$")
     headers: dict[str, str] = Field(default_factory=dict)
     latency_ms: float | None = Field(None, ge=0)

@@ -328,7 +328,8 @@ class Simulator:
 
     def _draw_fault(self, scripted: Reply | None) -> Exception | None:
         if scripted is not None:
-            return _Fault(scripted.fault) if scripted.fault else None
+            # "cut" is played by the answer itself: it breaks a stream after its first chunk
+            return _Fault(scripted.fault) if scripted.fault not in (None, "cut") else None
         cfg = self.config
         draw = self._rng.random()
         for kind, rate in (
@@ -454,10 +455,15 @@ class Simulator:
         ]
         ident = f"chatcmpl-sim-{next(self._ids)}"
         created = int(time.time())
+        cut = scripted is not None and scripted.fault == "cut"
+        if cut:
+            self._fault_count("cut")
         if body.get("stream"):
             return await self._stream_chat(
-                request, body, ident, created, content, calls, finish, usage, headers
+                request, body, ident, created, content, calls, finish, usage, headers, cut
             )
+        if cut:
+            return await self._apply_fault(request, "reset")
         if per_token:
             await asyncio.sleep(per_token * completion)
         message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
@@ -489,6 +495,7 @@ class Simulator:
         finish: str,
         usage: dict[str, int],
         headers: dict[str, str],
+        cut: bool = False,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=200, headers={**headers, "Content-Type": "text/event-stream"}
@@ -518,6 +525,10 @@ class Simulator:
             if per_piece:
                 await asyncio.sleep(per_piece)
             await send(delta({"content": piece if i == 0 else " " + piece}))
+            if cut:
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
         if calls:
             await send(
                 delta({"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]})

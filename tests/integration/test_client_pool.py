@@ -13,6 +13,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from pydantic import BaseModel
 
 from rat_langchain import ClientPool, ConfigError, PoolClosedError, RatConfig
+from rat_langchain.retry import ApiKeyError
 from rat_langchain.sim import SimulatorThread
 from tests.conftest import API_KEY, pool_config
 
@@ -208,10 +209,12 @@ def test_api_key_never_appears_in_reprs_logs_or_errors(
     llm.invoke("hello")
     asyncio.run(llm.ainvoke("hello"))
     sim.configure(api_key="sk-the-server-wants-another")
-    with pytest.raises(openai.AuthenticationError) as info:
+    with pytest.raises(ApiKeyError, match="OPENAI_API_KEY") as info:
         llm.invoke("hello")
+    cause = info.value.__cause__
+    assert isinstance(cause, openai.AuthenticationError)
     texts = [repr(pool), str(pool), repr(llm), str(llm), repr(emb), caplog.text, str(info.value)]
-    texts += [repr(info.value), str(info.value.body)]
+    texts += [repr(info.value), str(cause), repr(cause), str(cause.body)]
     for text in texts:
         assert API_KEY not in text
     assert "key=" in repr(pool)  # a fingerprint tells endpoints apart instead

@@ -2,14 +2,26 @@ import rat_langchain
 import rat_langchain.sim
 
 EXPECTED = {
+    "ApiKeyError",
+    "BreakerRegistry",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ClientPool",
     "ConfigError",
+    "DeadlineExceeded",
     "PoolClosedError",
+    "RateLimit",
+    "RateLimiter",
     "RatConfig",
     "RatError",
+    "RequestTooLarge",
+    "ResilientChatOpenAI",
+    "ResilientRunnable",
+    "RetryPolicy",
     "Simulator",
     "SimulatorProcess",
     "SimulatorThread",
+    "resilient",
 }
 
 
@@ -21,3 +33,15 @@ def test_public_api_is_deliberate() -> None:
 
 def test_sim_api() -> None:
     assert {"Simulator", "SimConfig", "SimStats", "Reply"} <= set(rat_langchain.sim.__all__)
+
+
+def test_every_error_is_a_rat_error() -> None:
+    for name in (
+        "ApiKeyError",
+        "CircuitOpenError",
+        "ConfigError",
+        "DeadlineExceeded",
+        "PoolClosedError",
+        "RequestTooLarge",
+    ):
+        assert issubclass(getattr(rat_langchain, name), rat_langchain.RatError)

@@ -1,0 +1,174 @@
+"""ResilientChatOpenAI: a real ``ChatOpenAI`` whose every request goes through the guard.
+
+Why a subclass and not only a wrapper: it stays a ``ChatOpenAI``, so ``bind_tools``,
+``with_structured_output``, ``isinstance`` checks, callbacks and tracing keep working unchanged,
+and one LLM run in a trace covers its retries. The guard applies per HTTP request: deadline,
+circuit breaker, RPM+TPM limiter (tokens counted offline, reconciled with ``usage``, tightened by
+``x-ratelimit-*`` headers) and tenacity retries. Streams are retried only until the first chunk
+arrives; after that an error surfaces, since the caller has already seen output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_openai import ChatOpenAI
+from pydantic import PrivateAttr
+
+from rat_langchain import _portal
+from rat_langchain._guard import Guard
+from rat_langchain._tokens import count_message_tokens
+from rat_langchain.ratelimit import Reservation
+
+__all__ = ["ResilientChatOpenAI"]
+
+# Reserved for the answer when the request sets no max_tokens; reconciled with usage afterwards.
+DEFAULT_COMPLETION_ESTIMATE = 256
+
+
+def _as_dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        item: dict[str, Any] = {"content": message.content}
+        if isinstance(message, AIMessage) and message.tool_calls:
+            item["tool_calls"] = [
+                {"function": {"name": c["name"], "arguments": json.dumps(c["args"])}}
+                for c in message.tool_calls
+            ]
+        out.append(item)
+    return out
+
+
+class ResilientChatOpenAI(ChatOpenAI):
+    """``ChatOpenAI`` with deadline, breaker, limiter and retries around every request.
+
+    Made by ``ClientPool.chat_model()``; without a guard it behaves exactly like ``ChatOpenAI``.
+    """
+
+    _guard: Guard | None = PrivateAttr(default=None)
+
+    def with_guard(self, guard: Guard | None) -> ResilientChatOpenAI:
+        self._guard = guard
+        return self
+
+    @property
+    def guard(self) -> Guard | None:
+        return self._guard
+
+    def _estimate(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> int:
+        completion = (
+            kwargs.get("max_completion_tokens")
+            or kwargs.get("max_tokens")
+            or self.max_tokens
+            or DEFAULT_COMPLETION_ESTIMATE
+        )
+        return count_message_tokens(_as_dicts(messages), self.model_name) + int(completion)
+
+    def _settle(self, result: ChatResult, reservation: Reservation | None) -> None:
+        usage = (result.llm_output or {}).get("token_usage") or {}
+        total = usage.get("total_tokens")
+        if total is None and result.generations:
+            message = result.generations[0].message
+            meta = getattr(message, "usage_metadata", None)
+            total = meta.get("total_tokens") if meta else None
+        if reservation is not None and total is not None:
+            reservation.reconcile(int(total))
+        headers = (
+            (result.generations[0].generation_info or {}).get("headers")
+            if result.generations
+            else None
+        )
+        guard = self._guard
+        if headers and guard is not None and guard.limiter is not None:
+            guard.limiter.observe(guard.key, headers)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        parent = super()._agenerate
+        guard = self._guard
+        if guard is None or self.streaming:  # streaming=True goes through our _astream
+            return await parent(messages, stop=stop, run_manager=run_manager, **kwargs)
+        return await guard.run(
+            lambda: parent(messages, stop=stop, run_manager=run_manager, **kwargs),
+            tokens=self._estimate(messages, kwargs),
+            on_result=self._settle,
+        )
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        parent = super()._astream
+        guard = self._guard
+        if guard is None:
+            async for chunk in parent(messages, stop=stop, run_manager=run_manager, **kwargs):
+                yield chunk
+            return
+        reservations: list[Reservation | None] = []
+
+        async def open_stream() -> tuple[AsyncIterator[ChatGenerationChunk], Any]:
+            stream = parent(messages, stop=stop, run_manager=run_manager, **kwargs).__aiter__()
+            try:
+                return stream, await anext(stream, None)
+            except BaseException:
+                await stream.aclose()  # type: ignore[attr-defined]
+                raise
+
+        stream, first = await guard.run(
+            open_stream,
+            tokens=self._estimate(messages, kwargs),
+            on_result=lambda _result, reservation: reservations.append(reservation),
+        )
+        used: int | None = None
+        chunk = first
+        while chunk is not None:
+            meta = getattr(chunk.message, "usage_metadata", None)
+            if meta:
+                used = (used or 0) + int(meta.get("total_tokens", 0))
+            yield chunk
+            chunk = await anext(stream, None)
+        reservation = reservations[0] if reservations else None
+        if reservation is not None and used is not None:
+            reservation.reconcile(used)
+
+    # Sync callers run the same async path on the portal loop (see _portal): one pooled client,
+    # one policy, and it works even when called from inside a running event loop.
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        if self._guard is None:
+            return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        return _portal.run(self._agenerate(messages, stop=stop, run_manager=None, **kwargs))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        if self._guard is None:
+            yield from super()._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
+            return
+        for chunk in _portal.iterate(self._astream(messages, stop=stop, **kwargs)):
+            if run_manager is not None:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
