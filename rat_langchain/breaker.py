@@ -201,7 +201,9 @@ class CircuitBreaker:
         self._clock = clock
         self._lock = threading.Lock()
         self._state = State.CLOSED
-        self._window: deque[tuple[bool, bool]] = deque(maxlen=window_size)  # (failed, slow)
+        self._window: deque[tuple[bool, bool]] = deque()  # (failed, slow), newest last
+        self._window_failed = 0  # running counts, so recording a call is O(1)
+        self._window_slow = 0
         self._streak = 0
         self._opened_at = 0.0
         self._open_for = wait_s
@@ -239,6 +241,7 @@ class CircuitBreaker:
         self._state = new
         self._generation += 1
         self._window.clear()
+        self._window_failed = self._window_slow = 0
         self._streak = 0
         self._probes_out = 0
         self._probe_results = []
@@ -325,36 +328,38 @@ class CircuitBreaker:
             self._probe_results.append((failed, slow))
             if len(self._probe_results) < self.half_open_permits:
                 return None
-            if self._rates_trip(self._probe_results):
+            probes = self._probe_results
+            failed_probes = sum(f for f, _ in probes)
+            if self._trips(failed_probes, sum(s for _, s in probes), len(probes)):
                 return self._open("half-open probes failed")
             self._reopenings = 0
             return self._transition(State.CLOSED, "half-open probes succeeded")
         if self._state != State.CLOSED:
             return None
         self._window.append((failed, slow))
+        self._window_failed += failed
+        self._window_slow += slow
+        if len(self._window) > self.window_size:
+            old_failed, old_slow = self._window.popleft()
+            self._window_failed -= old_failed
+            self._window_slow -= old_slow
         self._streak = self._streak + 1 if failed else 0
         if self._streak >= self.consecutive_failures:
             return self._open(f"{self._streak} consecutive failures")
-        if len(self._window) >= self.minimum_calls and self._rates_trip(self._window):
+        n = len(self._window)
+        if n >= self.minimum_calls and self._trips(self._window_failed, self._window_slow, n):
             return self._open(self._rate_reason())
         return None
 
-    def _rates_trip(self, results: Any) -> bool:
-        results = list(results)
-        if not results:
-            return False
-        failure_rate = sum(failed for failed, _ in results) / len(results)
-        slow_rate = sum(slow for _, slow in results) / len(results)
-        return (
-            failure_rate >= self.failure_rate_threshold
-            or slow_rate >= self.slow_call_rate_threshold
+    def _trips(self, failed: int, slow: int, calls: int) -> bool:
+        return calls > 0 and (
+            failed / calls >= self.failure_rate_threshold
+            or slow / calls >= self.slow_call_rate_threshold
         )
 
     def _rate_reason(self) -> str:
         n = len(self._window)
-        failures = sum(f for f, _ in self._window)
-        slow = sum(s for _, s in self._window)
-        return f"{failures}/{n} failed, {slow}/{n} slow in the window"
+        return f"{self._window_failed}/{n} failed, {self._window_slow}/{n} slow in the window"
 
     def _release(self, permit: _Permit) -> None:
         with self._lock:
@@ -417,7 +422,7 @@ class CircuitBreaker:
                 "name": self.name,
                 "state": self._state.value,
                 "window": len(self._window),
-                "failures_in_window": sum(f for f, _ in self._window),
+                "failures_in_window": self._window_failed,
                 "open_for_s": self._open_for,
                 "transitions": {
                     f"{a.value}->{b.value}": n for (a, b), n in self.transitions.items()

@@ -162,7 +162,9 @@ class ParallelExecutionConfig(_Section):
 
     enabled: bool = Field(True, description="Run independent plan steps concurrently.")
     max_parallel_steps: int = Field(8, gt=0, description="Plan steps running at once.")
-    max_parallel_llm_calls: int = Field(16, gt=0, description="LLM calls in flight at once.")
+    max_parallel_llm_calls: int = Field(
+        100, gt=0, description="LLM calls in flight at once (default: the connection pool size)."
+    )
     dependency_analysis: bool = Field(
         True, description="Infer dependencies from $stepN references in step arguments."
     )

@@ -11,6 +11,7 @@ off wherever this policy runs, so nothing is retried twice over.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -128,20 +129,34 @@ class RetryPolicy:
             max_server_wait_s=config.max_server_wait_s,
         )
 
-    def wait(self) -> tenacity.wait.wait_base:
+    @functools.cached_property
+    def _wait(self) -> tenacity.wait.wait_base:
         backoff = tenacity.wait_random_exponential(
             multiplier=self.initial_backoff_s, max=self.max_backoff_s
         )
         return _wait_server_or_backoff(backoff, self.max_server_wait_s)
 
+    def wait(self) -> tenacity.wait.wait_base:
+        """The wait strategy: the server's Retry-After, else full-jitter exponential backoff."""
+        return self._wait
+
+    def first_wait(self, exc: BaseException) -> float:
+        """The wait after a first failed attempt, computed by the same tenacity strategy."""
+        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.set_exception((type(exc), exc, exc.__traceback__))
+        return float(self._wait(state))
+
     def retrying(
         self,
         *,
+        max_attempts: int | None = None,
         deadline_s: float | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         before_sleep: Callable[[tenacity.RetryCallState], Any] | None = None,
     ) -> tenacity.AsyncRetrying:
-        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
+        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(
+            self.max_attempts if max_attempts is None else max_attempts
+        )
         if deadline_s is not None:
             stop = stop | tenacity.stop_before_delay(deadline_s)
         return tenacity.AsyncRetrying(
