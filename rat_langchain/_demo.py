@@ -96,46 +96,66 @@ def run_demo(args: argparse.Namespace) -> int:
     config = RatConfig.load(args.config) if args.config else RatConfig.load()
     model = args.model or config.endpoint.chat_model
     with _endpoint(args) as (base_url, key, sim):
+        if sim is not None:
+            # This part measures pooling; the simulator enforces no limits here, so neither does
+            # the client (the resilience part below turns both on).
+            config = config.model_copy(deep=True)
+            config.performance.rate_limiting.enabled = False
+        _pooling_part(args, config, model, base_url, key, sim)
+        if sim is not None and not args.skip_resilience:
+            from rat_langchain._demo_resilience import resilience_part
 
-        def connections() -> int | None:
-            return sim.stats().connections_opened if sim is not None else None
+            resilience_part(sim, model, args.resilience_calls)
+    return 0
 
-        where = "the embedded simulator" if sim else (base_url or "api.openai.com")
-        print(f"rat_langchain demo: prompt | ChatOpenAI | StrOutputParser against {where}")
-        if sim:
-            print(f"simulator: {args.latency_ms:.0f} ms latency, in its own process at {sim.url}")
-        limit = config.performance.connection_pooling.max_connections
-        print(f"pool: transport {ClientPool(config).transport}, max_connections {limit}\n")
 
-        async def main() -> list[tuple[RunSummary, RunSummary]]:
-            pairs = []
-            async with ClientPool(config) as pool:
-                pooled = pooled_chain(pool, base_url, key, model)
-                default = default_chain(base_url, key, model)
-                print(HEADER)
-                for concurrency in args.concurrency:
-                    n = 2 * concurrency  # two waves: the second shows whether sockets are reused
-                    label = f"{concurrency} at a time"
-                    base = await measure(
-                        f"LangChain default, {label}",
-                        default,
-                        requests=n,
-                        concurrency=concurrency,
-                        connections=connections,
-                    )
-                    print(row(base), flush=True)
-                    ours = await measure(
-                        f"rat_langchain pooled, {label}",
-                        pooled,
-                        requests=n,
-                        concurrency=concurrency,
-                        connections=connections,
-                    )
-                    print(row(ours), flush=True)
-                    pairs.append((base, ours))
-            return pairs
+def _pooling_part(
+    args: argparse.Namespace,
+    config: RatConfig,
+    model: str,
+    base_url: str | None,
+    key: str,
+    sim: SimulatorProcess | None,
+) -> None:
+    def connections() -> int | None:
+        return sim.stats().connections_opened if sim is not None else None
 
-        pairs = asyncio.run(main())
+    where = "the embedded simulator" if sim else (base_url or "api.openai.com")
+    print(f"rat_langchain demo: prompt | ChatOpenAI | StrOutputParser against {where}")
+    if sim:
+        print(f"simulator: {args.latency_ms:.0f} ms latency, in its own process at {sim.url}")
+    limit = config.performance.connection_pooling.max_connections
+    print(f"pool: transport {ClientPool(config).transport}, max_connections {limit}\n")
+
+    async def main() -> list[tuple[RunSummary, RunSummary]]:
+        pairs = []
+        async with ClientPool(config) as pool:
+            pooled = pooled_chain(pool, base_url, key, model)
+            default = default_chain(base_url, key, model)
+            print(HEADER)
+            for concurrency in args.concurrency:
+                n = 2 * concurrency  # two waves: the second shows whether sockets are reused
+                label = f"{concurrency} at a time"
+                base = await measure(
+                    f"LangChain default, {label}",
+                    default,
+                    requests=n,
+                    concurrency=concurrency,
+                    connections=connections,
+                )
+                print(row(base), flush=True)
+                ours = await measure(
+                    f"rat_langchain pooled, {label}",
+                    pooled,
+                    requests=n,
+                    concurrency=concurrency,
+                    connections=connections,
+                )
+                print(row(ours), flush=True)
+                pairs.append((base, ours))
+        return pairs
+
+    pairs = asyncio.run(main())
     print()
     for base, ours in pairs:
         speed = ours.throughput / base.throughput if base.throughput else float("nan")
@@ -143,5 +163,4 @@ def run_demo(args: argparse.Namespace) -> int:
         print(
             f"{ours.label.split(', ')[1]}: pooled is {speed:.2f}x the default's throughput{conns}"
         )
-    print("\nThe pool stays warm across rows, as in a long-running service; -1 = not measurable.")
-    return 0
+    print("The pool stays warm across rows, as in a long-running service; -1 = not measurable.")

@@ -11,12 +11,19 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_demo_prints_the_side_by_side_table(
     capsys: pytest.CaptureFixture[str], no_openai_env: None
 ) -> None:
-    assert main(["demo", "--concurrency", "3", "--latency-ms", "1"]) == 0
+    argv = ["demo", "--concurrency", "3", "--latency-ms", "1", "--resilience-calls", "40"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
     assert "LangChain default, 3 at a time" in out
     assert "rat_langchain pooled, 3 at a time" in out
     assert "TCP connections" in out
     assert "p99 ms" in out
+    ours = next(
+        line for line in out.splitlines() if line.startswith("rat_langchain pool.chat_model")
+    )
+    assert ours.split()[2:4] == ["40", "0"]  # every call succeeded through limits and faults
+    assert "requests that reached the server meanwhile: 0" in out
+    assert "closed -> open -> half_open -> closed" in out
 
 
 def test_demo_real_without_key_says_what_is_missing(no_openai_env: None) -> None:
