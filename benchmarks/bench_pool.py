@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--latency-ms", type=float, default=100.0)
     args = parser.parse_args()
-    config = RatConfig.load()
+    # The simulator enforces no limits here, so the client's limiter is off; breaker and
+    # retries stay on, as a user gets them from pool.chat_model().
+    config = RatConfig.from_dict({"performance": {"rate_limiting": {"enabled": False}}})
     with SimulatorProcess(latency_ms=args.latency_ms) as sim:
 
         def connections() -> int:
