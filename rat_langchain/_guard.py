@@ -11,20 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import openai
 import tenacity
 
-from rat_langchain.breaker import CircuitBreaker, Outcome
+from rat_langchain.breaker import CircuitBreaker
 from rat_langchain.errors import DeadlineExceeded
 from rat_langchain.ratelimit import Key, RateLimiter, Reservation
 from rat_langchain.retry import RetryPolicy, explain, is_retryable
 
 T = TypeVar("T")
-_NULL = contextlib.nullcontext()
+_NULL: contextlib.nullcontext[None] = contextlib.nullcontext()
+_ANULL: contextlib.nullcontext[None] = contextlib.nullcontext()  # also an async context manager
 
 
 OnResult = Callable[[Any, Reservation | None], None]
@@ -89,11 +90,15 @@ class Guard:
                 ) from exc
             raise
         except Exception as exc:
-            self.stats.failures += 1
-            explained = explain(exc, self.endpoint)
+            explained = self._failed(exc)
             if explained is exc:
                 raise
             raise explained from exc
+
+    def _failed(self, exc: Exception) -> BaseException:
+        """Count a failed call and return what to raise: 401/403 become ``ApiKeyError``."""
+        self.stats.failures += 1
+        return explain(exc, self.endpoint)
 
     async def _attempts(
         self,
@@ -153,8 +158,7 @@ class Guard:
                     number = state.retry_state.attempt_number
                     return self._once_sync(attempt, tokens, on_result, number)
         except Exception as exc:
-            self.stats.failures += 1
-            explained = explain(exc, self.endpoint)
+            explained = self._failed(exc)
             if explained is exc:
                 raise
             raise explained from exc
@@ -163,36 +167,23 @@ class Guard:
     def _once_sync(
         self, attempt: Callable[[], T], tokens: int, on_result: OnResult | None, number: int
     ) -> T:
-        self.stats.attempts += 1
-        self.stats.max_attempts_seen = max(self.stats.max_attempts_seen, number)
-        permit = self.breaker.acquire() if self.breaker is not None else None
-        reservation = None
-        start = time.monotonic()
-        try:
-            if self.limiter is not None:
-                reservation = self.limiter.acquire_blocking(self.key, tokens)
-            start = time.monotonic()
-            result = attempt()
-        except Exception as exc:
-            if isinstance(exc, openai.RateLimitError):
-                self.stats.rate_limited += 1
-                if self.limiter is not None:
-                    self.limiter.observe_429(self.key, exc.response.headers)
-            if permit is not None and self.breaker is not None:
-                permit.record(self.breaker.classifier(exc), time.monotonic() - start)
-            raise
-        except BaseException:
+        self._count_attempt(number)
+        with self._permit() as permit:
+            reservation = (
+                self.limiter.acquire_blocking(self.key, tokens)
+                if self.limiter is not None
+                else None
+            )
             if permit is not None:
-                permit.release()
-            raise
-        if permit is not None:
-            permit.record(Outcome.SUCCESS, time.monotonic() - start)
+                permit.restart()  # the limiter's wait is not the call's duration
+            try:
+                result = attempt()
+            except openai.RateLimitError as exc:
+                self._rate_limited(exc)
+                raise
         if on_result is not None:
             on_result(result, reservation)
         return result
-
-    def _count_retry(self, _state: Any) -> None:
-        self.stats.retries += 1
 
     async def _once(
         self,
@@ -202,59 +193,42 @@ class Guard:
         deadline: float | None,
         number: int,
     ) -> T:
+        self._count_attempt(number)
+        with self._permit() as permit:
+            reservation = (
+                await self.limiter.acquire(self.key, tokens) if self.limiter is not None else None
+            )
+            semaphore = self.limiter.semaphore() if self.limiter is not None else None
+            async with semaphore or _ANULL:
+                if permit is not None:
+                    permit.restart()  # the limiter's wait is not the call's duration
+                budget = self._attempt_budget(deadline, number)
+                try:
+                    async with asyncio.timeout(budget) if budget is not None else _ANULL:
+                        result = await attempt()
+                except TimeoutError:
+                    self.stats.attempt_timeouts += 1
+                    raise
+                except openai.RateLimitError as exc:
+                    self._rate_limited(exc)
+                    raise
+        if on_result is not None:
+            on_result(result, reservation)
+        return result
+
+    def _permit(self) -> contextlib.AbstractContextManager[Any]:
+        """The breaker's permit for one attempt: it records the outcome, or releases the permit
+        if the attempt was cancelled."""
+        return self.breaker.guard_sync() if self.breaker is not None else _NULL
+
+    def _count_retry(self, _state: Any) -> None:
+        self.stats.retries += 1
+
+    def _count_attempt(self, number: int) -> None:
         self.stats.attempts += 1
         self.stats.max_attempts_seen = max(self.stats.max_attempts_seen, number)
-        async with self._admitted(tokens) as (timer, reservation):
-            start = time.monotonic()
-            budget = self._attempt_budget(deadline, number)
-            try:
-                async with asyncio.timeout(budget) if budget is not None else _NULL:
-                    result = await attempt()
-            except TimeoutError:
-                self.stats.attempt_timeouts += 1
-                raise
-            except openai.RateLimitError as exc:
-                self.stats.rate_limited += 1
-                if self.limiter is not None:
-                    self.limiter.observe_429(self.key, exc.response.headers)
-                raise
-            finally:
-                timer.duration = time.monotonic() - start
-            if on_result is not None:
-                on_result(result, reservation)
-            return result
 
-    @contextlib.asynccontextmanager
-    async def _admitted(self, tokens: int) -> AsyncIterator[tuple[Any, Reservation | None]]:
-        permit = self.breaker.acquire() if self.breaker is not None else None
-        holder = _PermitTimer(permit)
-        reservation: Reservation | None = None
-        try:
-            if self.limiter is not None:
-                reservation = await self.limiter.acquire(self.key, tokens)
-                semaphore = self.limiter.semaphore()
-            else:
-                semaphore = None
-            async with semaphore or contextlib.nullcontext():
-                yield holder, reservation
-        except BaseException as exc:
-            if permit is not None:
-                if isinstance(exc, Exception):
-                    breaker = self.breaker
-                    assert breaker is not None
-                    permit.record(breaker.classifier(exc), holder.duration)
-                else:
-                    permit.release()
-            raise
-        if permit is not None:
-            permit.record(Outcome.SUCCESS, holder.duration)
-
-
-class _PermitTimer:
-    """Carries the attempt's own duration (limiter wait excluded) to the breaker."""
-
-    __slots__ = ("duration", "permit")
-
-    def __init__(self, permit: Any) -> None:
-        self.permit = permit
-        self.duration: float | None = None
+    def _rate_limited(self, exc: openai.RateLimitError) -> None:
+        self.stats.rate_limited += 1
+        if self.limiter is not None:
+            self.limiter.observe_429(self.key, exc.response.headers)

@@ -138,6 +138,10 @@ class _Permit:
         self.started = breaker._clock()
         self._done = False
 
+    def restart(self) -> None:
+        """Start timing now (after a wait that is not the call's own, e.g. for the limiter)."""
+        self.started = self._breaker._clock()
+
     def record(self, outcome: Outcome, duration: float | None = None) -> None:
         if self._done:
             return
@@ -368,33 +372,25 @@ class CircuitBreaker:
 
     # -- use -----------------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def guard(self) -> AsyncIterator[_Permit]:
-        """Admit, time and classify one async call; a cancelled call records nothing."""
+    @contextlib.contextmanager
+    def guard_sync(self) -> Iterator[_Permit]:
+        """Admit, time and classify one call; a cancelled call records nothing."""
         permit = self.acquire()
         try:
             yield permit
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                permit.record(self.classifier(exc))
-            else:  # CancelledError, KeyboardInterrupt: the call did not complete
-                permit.release()
+        except Exception as exc:
+            permit.record(self.classifier(exc))
+            raise
+        except BaseException:  # CancelledError, KeyboardInterrupt: the call did not complete
+            permit.release()
             raise
         permit.record(Outcome.SUCCESS)
 
-    @contextlib.contextmanager
-    def guard_sync(self) -> Iterator[_Permit]:
-        """The same for sync calls."""
-        permit = self.acquire()
-        try:
+    @contextlib.asynccontextmanager
+    async def guard(self) -> AsyncIterator[_Permit]:
+        """The same for async calls: ``async with breaker.guard(): await call()``."""
+        with self.guard_sync() as permit:
             yield permit
-        except BaseException as exc:
-            if isinstance(exc, Exception):
-                permit.record(self.classifier(exc))
-            else:
-                permit.release()
-            raise
-        permit.record(Outcome.SUCCESS)
 
     # -- operator controls ---------------------------------------------------------------------
 

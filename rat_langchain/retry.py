@@ -75,12 +75,10 @@ def explain(exc: BaseException, endpoint: str = "") -> BaseException:
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         where = f" by {endpoint}" if endpoint else ""
         what = "rejected" if exc.status_code == 401 else "refused for this resource"
-        error = ApiKeyError(
+        return ApiKeyError(
             f"the API key was {what}{where} (HTTP {exc.status_code}); check OPENAI_API_KEY or "
             "endpoint.api_key in config.yaml, and the key's project and permissions"
         )
-        error.__cause__ = exc
-        return error
     return exc
 
 
