@@ -67,7 +67,7 @@ async def measure(
 
 def default_chain(base_url: str | None, api_key: str, model: str) -> Runnable[dict[str, Any], str]:
     """What a user writes without rat_langchain (with a timeout, which the default lacks)."""
-    llm = ChatOpenAI(model=model, base_url=base_url, api_key=api_key, timeout=120)  # type: ignore[arg-type]
+    llm = ChatOpenAI(model=model, base_url=base_url, api_key=api_key, timeout=120)
     return _PROMPT | llm | StrOutputParser()
 
 

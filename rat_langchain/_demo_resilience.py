@@ -75,7 +75,7 @@ def resilience_part(sim: SimulatorProcess, model: str, calls: int = CALLS) -> No
 
     async def main() -> None:
         sim.configure(rpm=1200, limit_window_s=1.0, seed=42, **FAULTS)
-        default = ChatOpenAI(model=model, base_url=sim.base_url, api_key=KEY, timeout=30)  # type: ignore[arg-type]
+        default = ChatOpenAI(model=model, base_url=sim.base_url, api_key=KEY, timeout=30)
         ok, errors, wall = await _load(default, calls, 50)
         show("LangChain default (SDK retries)", ok, wall)
         if errors:

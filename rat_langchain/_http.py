@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,7 +31,7 @@ DEFAULT_TRANSPORT: Transport = "aiohttp"
 @dataclass
 class _LoopEntry:
     client: Any
-    closer: AsyncIterator[None]
+    closer: AsyncGenerator[None, None]
     started: bool = False
 
 
@@ -100,7 +100,7 @@ class _PerLoop:
             await anext(entry.closer)  # parks the generator on this loop: see the module docstring
         return entry.client
 
-    async def _close_with_loop(self, client: Any) -> AsyncIterator[None]:
+    async def _close_with_loop(self, client: Any) -> AsyncGenerator[None, None]:
         # Holds no reference to its loop, so the WeakKeyDictionary can still let the loop go.
         try:
             yield

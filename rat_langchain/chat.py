@@ -44,6 +44,13 @@ def _as_dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
     return out
 
 
+async def _next(stream: AsyncIterator[ChatGenerationChunk]) -> ChatGenerationChunk | None:
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return None
+
+
 class ResilientChatOpenAI(ChatOpenAI):
     """``ChatOpenAI`` with deadline, breaker, limiter and retries around every request.
 
@@ -114,15 +121,15 @@ class ResilientChatOpenAI(ChatOpenAI):
         parent = super()._astream
         guard = self._guard
         if guard is None:
-            async for chunk in parent(messages, stop=stop, run_manager=run_manager, **kwargs):
-                yield chunk
+            async for plain in parent(messages, stop=stop, run_manager=run_manager, **kwargs):
+                yield plain
             return
         reservations: list[Reservation | None] = []
 
         async def open_stream() -> tuple[AsyncIterator[ChatGenerationChunk], Any]:
             stream = parent(messages, stop=stop, run_manager=run_manager, **kwargs).__aiter__()
             try:
-                return stream, await anext(stream, None)
+                return stream, await _next(stream)
             except BaseException:
                 await stream.aclose()  # type: ignore[attr-defined]
                 raise
@@ -133,13 +140,13 @@ class ResilientChatOpenAI(ChatOpenAI):
             on_result=lambda _result, reservation: reservations.append(reservation),
         )
         used: int | None = None
-        chunk = first
+        chunk: ChatGenerationChunk | None = first
         while chunk is not None:
             meta = getattr(chunk.message, "usage_metadata", None)
             if meta:
                 used = (used or 0) + int(meta.get("total_tokens", 0))
             yield chunk
-            chunk = await anext(stream, None)
+            chunk = await _next(stream)
         reservation = reservations[0] if reservations else None
         if reservation is not None and used is not None:
             reservation.reconcile(used)

@@ -17,7 +17,7 @@ from typing import Any, Self
 import httpx
 import httpx2
 import openai
-from langchain_openai import ChatOpenAI, OpenAIEmbeddings
+from langchain_openai import OpenAIEmbeddings
 
 from rat_langchain import _http
 from rat_langchain._guard import Guard
@@ -192,7 +192,8 @@ class ClientPool:
                 organization=endpoint.organization,
                 timeout=self._settings.timeout(),
                 max_retries=retries,
-                http_client=self._user_http or self._http,
+                # the SDK accepts httpx and httpx2 clients at run time; its stubs name httpx2 only
+                http_client=self._user_http or self._http,  # type: ignore[arg-type]
             )
             _prime_platform(client)
             self._async[(endpoint, retries)] = client
@@ -220,7 +221,7 @@ class ClientPool:
                 organization=endpoint.organization,
                 timeout=self._settings.timeout(),
                 max_retries=retries,
-                http_client=self._user_sync_http or self._sync_http,
+                http_client=self._user_sync_http or self._sync_http,  # type: ignore[arg-type]
             )
             self._sync[(endpoint, retries)] = client
         return client
@@ -247,7 +248,7 @@ class ClientPool:
         api_key: str | None = None,
         organization: str | None = None,
         **kwargs: Any,
-    ) -> ChatOpenAI:
+    ) -> ResilientChatOpenAI:
         """A ``ChatOpenAI`` on the pooled clients, with the config's limiter, breaker and retries.
 
         Other keyword arguments go to ``ChatOpenAI``. langchain-openai rebuilds its own root
@@ -255,31 +256,28 @@ class ClientPool:
         A timeout is always set. The SDK's own retries are off: tenacity retries instead, once.
         """
         name = model or self.config.endpoint.chat_model
-        clients = self._model_clients(base_url, api_key, organization, kwargs.pop("max_retries", 0))
+        max_retries = kwargs.pop("max_retries", 0)
+        clients = self._model_clients(base_url, api_key, organization, max_retries)
         endpoint, key = self._resolve(base_url, api_key, organization)
-        if clients is None:  # pooling disabled: LangChain's default construction, timeout set
-            return ChatOpenAI(
-                model=name,
-                base_url=endpoint.base_url,
-                api_key=key,  # type: ignore[arg-type]
-                organization=endpoint.organization,
-                timeout=self._settings.request_timeout_s,
-                max_retries=self._max_retries(None),
-                **kwargs,
-            )
-        sync, async_ = clients
         kwargs.setdefault("include_response_headers", self.limiter is not None)
+        timeout: Any = self._settings.request_timeout_s  # hashable: LangChain caches by it
+        if clients is not None:
+            sync, async_ = clients
+            timeout = self._settings.timeout()
+            kwargs.update(
+                root_client=sync,
+                client=sync.chat.completions,
+                root_async_client=async_,
+                async_client=async_.chat.completions,
+            )
+        # with pooling disabled, LangChain builds its own clients (the baseline to compare)
         llm = ResilientChatOpenAI(
             model=name,
             base_url=endpoint.base_url,
-            api_key=key,  # type: ignore[arg-type]
+            api_key=key,
             organization=endpoint.organization,
-            timeout=self._settings.timeout(),
-            max_retries=async_.max_retries,
-            root_client=sync,
-            client=sync.chat.completions,
-            root_async_client=async_,
-            async_client=async_.chat.completions,
+            timeout=timeout,
+            max_retries=max_retries,
             **kwargs,
         )
         return llm.with_guard(self.guard(endpoint.base_url, name))

@@ -173,7 +173,9 @@ class SimulatorProcess:
         # show up in the very connection counter the caller is reading.
         if self._control is None:
             parsed = urllib.parse.urlsplit(self.url)
-            self._control = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+            self._control = http.client.HTTPConnection(
+                parsed.hostname or "127.0.0.1", parsed.port, timeout=30
+            )
         body = json.dumps(payload).encode() if payload is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else {}
         self._control.request(method, path, body=body, headers=headers)
