@@ -181,6 +181,8 @@ class Guard:
             except openai.RateLimitError as exc:
                 self._rate_limited(exc)
                 raise
+            finally:
+                self._answered()
         if on_result is not None:
             on_result(result, reservation)
         return result
@@ -212,6 +214,8 @@ class Guard:
                 except openai.RateLimitError as exc:
                     self._rate_limited(exc)
                     raise
+                finally:
+                    self._answered()
         if on_result is not None:
             on_result(result, reservation)
         return result
@@ -220,6 +224,10 @@ class Guard:
         """The breaker's permit for one attempt: it records the outcome, or releases the permit
         if the attempt was cancelled."""
         return self.breaker.guard_sync() if self.breaker is not None else _NULL
+
+    def _answered(self) -> None:
+        if self.limiter is not None:
+            self.limiter.acknowledge(self.key)
 
     def _count_retry(self, _state: Any) -> None:
         self.stats.retries += 1

@@ -108,6 +108,12 @@ class RateLimitingConfig(_Section):
         "minute, OpenAI's documented window; lower it where the server enforces per-minute "
         "limits over shorter periods.",
     )
+    first_hold_s: float = Field(
+        5.0,
+        ge=0,
+        description="After the first burst, refill waits for the server's first answer (at "
+        "most this long), so what refills meanwhile does not land on top of it; 0 = off.",
+    )
     per_model: dict[str, ModelRateLimit] = Field(
         default_factory=dict, description="Overrides by model name."
     )

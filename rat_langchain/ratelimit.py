@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 Key = str | tuple[str, str]
+_EPSILON = 1e-9
 
 
 class RequestTooLarge(RatError, ValueError):
@@ -81,6 +82,11 @@ class TokenBucket:
     A request larger than one burst waits for a full bucket and takes it into debt. The level may
     go below zero (also when a reconciliation charges more than was reserved): the debt is paid
     back by waiting, which is what the server would make us do anyway.
+
+    ``first_hold_s``: after the first take, refill pauses until ``release_hold()`` (the server
+    answered once) or for at most this long. Why: the first burst reaches the server late, after
+    connections open, and whatever refilled meanwhile would arrive on top of it in one lump; a
+    server enforcing short windows answers that lump with 429s.
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class TokenBucket:
         clock: Callable[[], float] = time.monotonic,
         *,
         burst_s: float = 60.0,
+        first_hold_s: float = 0.0,
     ) -> None:
         self.per_minute = float(per_minute)
         self.burst_s = burst_s
@@ -96,6 +103,8 @@ class TokenBucket:
         self._clock = clock
         self._level = self.capacity
         self._stamp = clock()
+        self._first_hold_s = first_hold_s
+        self._hold_until: float | None = None  # set by the first take, cleared by release_hold
 
     @property
     def rate(self) -> float:
@@ -103,17 +112,33 @@ class TokenBucket:
 
     def level(self) -> float:
         now = self._clock()
-        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate)
+        start = self._stamp
+        if self._hold_until is not None:
+            start = max(start, min(now, self._hold_until))
+        self._level = min(self.capacity, self._level + max(0.0, now - start) * self.rate)
         self._stamp = now
         return self._level
 
     def wait_for(self, amount: float) -> float:
         """Seconds until ``amount`` is available (0 if it is now)."""
         missing = min(amount, self.capacity) - self.level()
-        return 0.0 if missing <= 0 else missing / self.rate
+        if missing <= _EPSILON:  # float dust must not arm a timer for an instant from now
+            return 0.0
+        held = 0.0 if self._hold_until is None else max(0.0, self._hold_until - self._clock())
+        return held + missing / self.rate
 
     def take(self, amount: float) -> None:
-        self._level = self.level() - amount
+        level = self.level()
+        if self._first_hold_s > 0 and self._hold_until is None:
+            self._hold_until = self._clock() + self._first_hold_s
+            self._first_hold_s = 0.0  # only the first burst is held
+        self._level = level - amount
+
+    def release_hold(self) -> None:
+        """The server has answered: refill from now on."""
+        if self._hold_until is not None:
+            self.level()
+            self._hold_until = None
 
     def give(self, amount: float) -> None:
         self._level = min(self.capacity, self.level() + amount)
@@ -163,14 +188,26 @@ class Reservation:
 class _KeyState:
     """Buckets, pause and FIFO waiters of one key. Guarded by the limiter's lock."""
 
-    def __init__(self, limit: RateLimit, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, limit: RateLimit, clock: Callable[[], float], first_hold_s: float = 0.0
+    ) -> None:
         margin = limit.safety_margin
         self.limit = limit
         self.clock = clock
         burst = limit.burst_s
-        self.requests = TokenBucket(limit.rpm * margin, clock, burst_s=burst) if limit.rpm else None
-        self.tokens = TokenBucket(limit.tpm * margin, clock, burst_s=burst) if limit.tpm else None
+        hold = min(burst, first_hold_s)
+        self.requests = (
+            TokenBucket(limit.rpm * margin, clock, burst_s=burst, first_hold_s=hold)
+            if limit.rpm
+            else None
+        )
+        self.tokens = (
+            TokenBucket(limit.tpm * margin, clock, burst_s=burst, first_hold_s=hold)
+            if limit.tpm
+            else None
+        )
         self.paused_until = 0.0
+        self.acknowledged = False
         self.waiters: deque[_Waiter] = deque()
         self.timer: _TimerHandle | None = None
 
@@ -222,12 +259,14 @@ class RateLimiter:
         burst_s: float = 60.0,
         per_model: Mapping[str, RateLimit] | None = None,
         max_concurrency: int | None = None,
+        first_hold_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
     ) -> None:
         self.default = RateLimit(rpm, tpm, safety_margin, burst_s)
         self.per_model = dict(per_model or {})
         self.max_concurrency = max_concurrency
+        self.first_hold_s = first_hold_s
         self._clock = clock
         self._call_later = call_later
         self._states: dict[Key, _KeyState] = {}
@@ -247,6 +286,7 @@ class RateLimiter:
             )
             for model, limits in config.per_model.items()
         }
+        kwargs.setdefault("first_hold_s", config.first_hold_s)
         return cls(
             config.rpm_limit,
             config.tpm_limit,
@@ -265,7 +305,9 @@ class RateLimiter:
     def _state(self, key: Key) -> _KeyState:
         state = self._states.get(key)
         if state is None:
-            state = self._states[key] = _KeyState(self.limit_for(key), self._clock)
+            state = self._states[key] = _KeyState(
+                self.limit_for(key), self._clock, self.first_hold_s
+            )
         return state
 
     def _schedule(self, key: Key, state: _KeyState, loop: asyncio.AbstractEventLoop) -> None:
@@ -401,6 +443,18 @@ class RateLimiter:
         return sem
 
     # -- feedback from the server --------------------------------------------------------------
+
+    def acknowledge(self, key: Key) -> None:
+        """An attempt for ``key`` completed: end the first burst's hold (see ``TokenBucket``)."""
+        with self._lock:
+            state = self._states.get(key)
+            if state is None or state.acknowledged:
+                return
+            state.acknowledged = True
+            for bucket in (state.requests, state.tokens):
+                if bucket is not None:
+                    bucket.release_hold()
+            self._rearm(key, state)
 
     def observe(self, key: Key, headers: Mapping[str, str]) -> None:
         """Tighten the buckets from ``x-ratelimit-*`` headers when the server knows better."""

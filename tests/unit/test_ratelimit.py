@@ -281,3 +281,31 @@ async def test_burst_window_bounds_the_burst_and_big_requests_borrow() -> None:
     assert state.wait_time(1) == pytest.approx(1.51)
     with pytest.raises(RequestTooLarge):
         await rl.acquire(KEY, tokens=6001)  # more than a minute's worth can never be served
+
+
+async def test_first_burst_is_held_until_the_server_answers() -> None:
+    clock = FakeTime()
+    rl = limiter(clock, rpm=600, tpm=None, burst_s=1.0, first_hold_s=5.0)  # 10 per second
+    for _ in range(10):
+        await rl.acquire(KEY)
+    late = asyncio.create_task(rl.acquire(KEY))
+    await clock.advance(1.0)
+    assert not late.done()  # no refill lands on top of a burst the server has not seen yet
+    rl.acknowledge(KEY)  # the first answer came back
+    await _settle()
+    await clock.advance(0.1)  # refill runs from the answer on: one request per 0.1 s
+    assert late.done()
+    rl.acknowledge(KEY)  # later answers change nothing
+    assert rl.try_acquire(KEY) is None
+
+
+async def test_the_hold_ends_by_itself_when_no_answer_comes() -> None:
+    clock = FakeTime()
+    rl = limiter(clock, rpm=600, tpm=None, burst_s=1.0, first_hold_s=0.5)
+    for _ in range(10):
+        await rl.acquire(KEY)
+    late = asyncio.create_task(rl.acquire(KEY))
+    await clock.advance(0.55)
+    assert not late.done()
+    await clock.advance(0.1)
+    assert late.done()  # 0.5 s of hold (never more than one burst window), then 0.1 s of refill
