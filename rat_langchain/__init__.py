@@ -10,6 +10,11 @@ from rat_langchain.breaker import BreakerRegistry, CircuitBreaker, CircuitOpenEr
 from rat_langchain.chat import ResilientChatOpenAI
 from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
+from rat_langchain.embeddings import (
+    EmbeddingInputError,
+    EmbeddingResponseError,
+    PooledOpenAIEmbeddings,
+)
 from rat_langchain.errors import ConfigError, DeadlineExceeded, PoolClosedError, RatError
 from rat_langchain.ratelimit import RateLimit, RateLimiter, RequestTooLarge
 from rat_langchain.retry import ApiKeyError, RetryPolicy
@@ -24,7 +29,10 @@ __all__ = [
     "ClientPool",
     "ConfigError",
     "DeadlineExceeded",
+    "EmbeddingInputError",
+    "EmbeddingResponseError",
     "PoolClosedError",
+    "PooledOpenAIEmbeddings",
     "RatConfig",
     "RatError",
     "RateLimit",

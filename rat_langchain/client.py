@@ -12,7 +12,7 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 import httpx2
@@ -27,6 +27,9 @@ from rat_langchain.config import RatConfig
 from rat_langchain.errors import ConfigError, PoolClosedError
 from rat_langchain.ratelimit import RateLimiter
 from rat_langchain.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from rat_langchain.embeddings import PooledOpenAIEmbeddings
 
 __all__ = ["ClientPool"]
 
@@ -288,10 +291,33 @@ class ClientPool:
         *,
         base_url: str | None = None,
         api_key: str | None = None,
+        **kwargs: Any,
+    ) -> PooledOpenAIEmbeddings:
+        """A :class:`~rat_langchain.PooledOpenAIEmbeddings` on this pool: batched, concurrent,
+        validated, under the pool's limiter, breaker and retries."""
+        from rat_langchain.embeddings import PooledOpenAIEmbeddings  # imports this module
+
+        self._check_open()
+        embeddings = PooledOpenAIEmbeddings(
+            model=model or self.config.endpoint.embedding_model,
+            base_url=base_url,
+            api_key=api_key,
+            config=self.config,
+            **kwargs,
+        )
+        return embeddings.with_pool(self)
+
+    def openai_embeddings(
+        self,
+        model: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
         organization: str | None = None,
         **kwargs: Any,
     ) -> OpenAIEmbeddings:
-        """An ``OpenAIEmbeddings`` on the pooled clients.
+        """langchain-openai's own ``OpenAIEmbeddings`` on the pooled clients (no batching
+        concurrency or validation of ours; for code that needs that exact class).
 
         ``check_embedding_ctx_length`` defaults to False here: True makes langchain-openai download
         tiktoken's encodings, which fails offline.

@@ -36,6 +36,11 @@ class SimConfig(BaseModel):
         None, description="If set, requests must carry exactly this bearer key (else 401)."
     )
     seed: int | None = Field(None, description="Seeds the fault and jitter draws.")
+    invalid_marker: str | None = Field(
+        None,
+        description="An embedding input containing this text gets the whole request a 400, as "
+        "the real API rejects a batch for one bad input.",
+    )
 
     @model_validator(mode="after")
     def _rates_fit(self) -> SimConfig:

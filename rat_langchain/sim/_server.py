@@ -558,8 +558,13 @@ class Simulator:
                 param="input",
             )
         texts: list[str] = []
+        marker = self.config.invalid_marker
         for i, item in enumerate(raw):
             if isinstance(item, str) and item:
+                if marker and marker in item:
+                    raise _ApiError(
+                        400, f"'$.input[{i}]' is invalid: the input was rejected.", param="input"
+                    )
                 texts.append(item)
             elif isinstance(item, list) and item and all(isinstance(t, int) for t in item):
                 texts.append(" ".join(f"tok{t}" for t in item))

@@ -1,0 +1,308 @@
+"""PooledOpenAIEmbeddings: batched, concurrent, validated embeddings on the pooled client.
+
+Why not ``OpenAIEmbeddings``: its ``aembed_documents`` sends chunks one after another and trusts
+whatever comes back. Here texts are deduplicated, split into batches that respect the API's limits
+(inputs and tokens per request), sent concurrently through the rate limiter, breaker and retries,
+decoded from base64 straight into float32, checked (one finite vector of the right dimension per
+input) and returned in input order. A batch the server rejects as a whole (400) is split in halves
+until the bad input is found; the others are still embedded, and the error names its index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import openai
+from langchain_core.embeddings import Embeddings
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
+
+from rat_langchain import _portal
+from rat_langchain._tokens import _encoding
+from rat_langchain.client import ClientPool
+from rat_langchain.config import RatConfig
+from rat_langchain.errors import RatError
+
+__all__ = ["EmbeddingInputError", "EmbeddingResponseError", "PooledOpenAIEmbeddings"]
+
+MAX_INPUTS_PER_REQUEST = 2048
+MAX_TOKENS_PER_REQUEST = 300_000
+NATIVE_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+
+
+class EmbeddingResponseError(RatError):
+    """The server's answer was not one finite vector of the expected size per input."""
+
+
+class EmbeddingInputError(RatError, ValueError):
+    """Some inputs were rejected by the server. ``failed`` maps input index to the reason;
+    ``vectors`` holds the embeddings of every other input (None where it failed)."""
+
+    def __init__(self, failed: dict[int, str], vectors: list[list[float] | None]) -> None:
+        self.failed = failed
+        self.vectors = vectors
+        shown = ", ".join(f"{i}: {reason}" for i, reason in list(failed.items())[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(f"{len(failed)} input(s) rejected by the server: {shown}{more}")
+
+
+@dataclass
+class _Split:
+    """What is sent: ``pieces`` (texts or chunks of long texts), their token counts, and for each
+    unique text the indices of its pieces."""
+
+    pieces: list[str] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    groups: list[list[int]] = field(default_factory=list)
+
+
+@functools.cache
+def _default_pool(config_json: str) -> ClientPool:
+    return ClientPool(RatConfig.model_validate_json(config_json))
+
+
+class PooledOpenAIEmbeddings(BaseModel, Embeddings):
+    """OpenAI embeddings, batched and concurrent, on a shared pooled client.
+
+    Example::
+
+        emb = PooledOpenAIEmbeddings(model="text-embedding-3-small")   # OPENAI_API_KEY from env
+        vectors = await emb.aembed_documents(texts)                     # in input order
+        emb = pool.embeddings()                                         # the same, on your pool
+    """
+
+    model: str = "text-embedding-3-small"
+    """Embedding model name."""
+    base_url: str | None = None
+    """OpenAI-compatible base URL; default: the config's endpoint, then OPENAI_BASE_URL."""
+    api_key: SecretStr | None = None
+    """API key; default: the config's endpoint, then OPENAI_API_KEY. Never shown."""
+    dimensions: int | None = Field(default=None, gt=0)
+    """Vector size to ask for (text-embedding-3 models only)."""
+    batch_size: int | None = Field(default=None, gt=0, le=MAX_INPUTS_PER_REQUEST)
+    """Texts per request; default ``performance.batch_embeddings.batch_size`` (100)."""
+    max_concurrent_batches: int | None = Field(default=None, gt=0)
+    """Requests in flight; default ``performance.batch_embeddings.max_concurrent_batches``."""
+    max_tokens_per_request: int = Field(default=MAX_TOKENS_PER_REQUEST, gt=0)
+    """Token cap of one request (the API's is 300k)."""
+    context_length: int = Field(default=8191, gt=0)
+    """Tokens one input may have; longer texts are split (``long_text="average"``) or rejected."""
+    long_text: Literal["average", "reject"] = "average"
+    """Over-long text: embed its chunks and average them weighted by length, or raise."""
+    config: RatConfig | None = Field(default=None, exclude=True, repr=False)
+    """Settings; default ``RatConfig.load()``."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    _pool: ClientPool | None = PrivateAttr(default=None)
+
+    def with_pool(self, pool: ClientPool) -> PooledOpenAIEmbeddings:
+        self._pool = pool
+        return self
+
+    @property
+    def pool(self) -> ClientPool:
+        if self._pool is None:
+            config = self.config or RatConfig.load()
+            self._pool = _default_pool(config.model_dump_json())
+        return self._pool
+
+    # -- the async path ------------------------------------------------------------------------
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [row.tolist() for row in await self.aembed_array(texts)]
+
+    async def aembed_query(self, text: str) -> list[float]:
+        return (await self.aembed_array([text]))[0].tolist()
+
+    async def aembed_array(self, texts: Sequence[str]) -> np.ndarray:
+        """The vectors as one float32 array, row i for ``texts[i]`` (no Python float lists)."""
+        _check_inputs(texts)
+        if not texts:
+            return np.zeros((0, self.dimensions or 0), dtype=np.float32)
+        unique: dict[str, int] = {}
+        for text in texts:
+            unique.setdefault(text, len(unique))
+        split = self._split(list(unique), texts)
+        piece_vectors, failed = await self._embed_pieces(split)
+        dim = next((v.shape[0] for v in piece_vectors if v is not None), self.dimensions or 0)
+        out = np.zeros((len(unique), dim), dtype=np.float32)
+        bad_unique: dict[int, str] = {}
+        for u, rows in enumerate(split.groups):
+            if any(piece_vectors[p] is None for p in rows):
+                bad_unique[u] = next(failed[p] for p in rows if p in failed)
+            elif len(rows) == 1:
+                out[u] = piece_vectors[rows[0]]
+            else:  # a long text: length-weighted average of its chunks, renormalised
+                stacked = np.stack([piece_vectors[p] for p in rows])  # type: ignore[misc]
+                mean = np.average(stacked, axis=0, weights=[split.tokens[p] for p in rows])
+                out[u] = mean / np.linalg.norm(mean)
+        result = out[[unique[text] for text in texts]]
+        if bad_unique:
+            failed_inputs = {
+                i: bad_unique[unique[t]] for i, t in enumerate(texts) if unique[t] in bad_unique
+            }
+            vectors = [
+                None if i in failed_inputs else result[i].tolist() for i in range(len(texts))
+            ]
+            raise EmbeddingInputError(failed_inputs, vectors)
+        return result
+
+    def _split(self, unique: list[str], texts: Sequence[str]) -> _Split:
+        """Texts as sent: long ones split into context-sized chunks (or rejected)."""
+        encoding = _encoding(self.model)
+        split = _Split()
+        for text in unique:
+            tokens = encoding.encode(text, disallowed_special=())
+            if len(tokens) > self.context_length and self.long_text == "reject":
+                raise ValueError(
+                    f"text {list(texts).index(text)} has {len(tokens)} tokens, over the model's "
+                    f"context of {self.context_length}; shorten it or set long_text='average'"
+                )
+            chunks = [
+                tokens[i : i + self.context_length]
+                for i in range(0, len(tokens), self.context_length)
+            ]
+            group = []
+            for chunk in chunks:
+                group.append(len(split.pieces))
+                split.pieces.append(text if len(chunks) == 1 else encoding.decode(chunk))
+                split.tokens.append(len(chunk))
+            split.groups.append(group)
+        return split
+
+    def _batches(self, split: _Split) -> list[list[int]]:
+        size = self.batch_size or self.pool.config.performance.batch_embeddings.batch_size
+        batches: list[list[int]] = []
+        current: list[int] = []
+        tokens = 0
+        for i, cost in enumerate(split.tokens):
+            if current and (len(current) >= size or tokens + cost > self.max_tokens_per_request):
+                batches.append(current)
+                current, tokens = [], 0
+            current.append(i)
+            tokens += cost
+        if current:
+            batches.append(current)
+        return batches
+
+    async def _embed_pieces(self, split: _Split) -> tuple[list[np.ndarray | None], dict[int, str]]:
+        pieces = split.pieces
+        pool = self.pool
+        key = self.api_key.get_secret_value() if self.api_key else None
+        client = pool.async_client(base_url=self.base_url, api_key=key, max_retries=0)
+        guard = pool.guard(str(client.base_url).rstrip("/"), self.model)
+        settings = pool.config.performance.batch_embeddings
+        gate = asyncio.Semaphore(self.max_concurrent_batches or settings.max_concurrent_batches)
+        vectors: list[np.ndarray | None] = [None] * len(pieces)
+        failed: dict[int, str] = {}
+        expected = self.dimensions or NATIVE_DIMENSIONS.get(self.model)
+
+        async def send(batch: list[int]) -> None:
+            inputs = [pieces[i] for i in batch]
+            tokens = sum(split.tokens[i] for i in batch)
+            kwargs: dict[str, Any] = {"model": self.model, "input": inputs}
+            kwargs["encoding_format"] = "base64"
+            if self.dimensions is not None:
+                kwargs["dimensions"] = self.dimensions
+
+            def settle(raw: Any, reservation: Any) -> None:
+                if guard.limiter is not None:
+                    guard.limiter.observe(guard.key, raw.headers)
+
+            try:
+                async with gate:
+                    raw = await guard.run(
+                        lambda: client.embeddings.with_raw_response.create(**kwargs),
+                        tokens=tokens,
+                        on_result=settle,
+                    )
+            except openai.BadRequestError as exc:
+                if len(batch) == 1:
+                    failed[batch[0]] = _reason(exc)
+                    return
+                half = len(batch) // 2  # find the bad input; embed the rest
+                await _gather(send(batch[:half]), send(batch[half:]))
+                return
+            rows = _decode(raw.http_response.json(), len(batch), expected)
+            for i, row in zip(batch, rows, strict=True):
+                vectors[i] = row
+
+        await _gather(*(send(batch) for batch in self._batches(split)))
+        return vectors, failed
+
+    # -- sync callers run the async path on the portal loop (see _portal) ----------------------
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return _portal.run(self.aembed_documents(texts))
+
+    def embed_query(self, text: str) -> list[float]:
+        return _portal.run(self.aembed_query(text))
+
+
+async def _gather(*coros: Coroutine[Any, Any, None]) -> None:
+    """Run under a TaskGroup (a failure cancels the rest) and raise the first error itself,
+    not wrapped in an ExceptionGroup: callers catch EmbeddingResponseError, not groups."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for coro in coros:
+                tg.create_task(coro)
+    except BaseExceptionGroup as group:
+        first = group.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
+
+
+def _check_inputs(texts: Sequence[Any]) -> None:
+    if isinstance(texts, str):
+        raise TypeError("embed_documents takes a list of strings, not one string")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"text {i} is a {type(text).__name__}, not a str")
+        if not text.strip():
+            raise ValueError(f"text {i} is empty or only whitespace; the API rejects it")
+
+
+def _reason(exc: openai.BadRequestError) -> str:
+    body = exc.body if isinstance(exc.body, dict) else {}
+    message = body.get("message") or (body.get("error") or {}).get("message") or str(exc)
+    return f"HTTP 400: {message}"
+
+
+def _decode(payload: dict[str, Any], count: int, expected: int | None) -> list[np.ndarray]:
+    """Vectors in input order, each checked: one per input, finite, of the expected size."""
+    data = payload.get("data")
+    if not isinstance(data, list) or len(data) != count:
+        got = len(data) if isinstance(data, list) else "no"
+        raise EmbeddingResponseError(f"asked for {count} vectors, the server returned {got}")
+    rows: list[np.ndarray | None] = [None] * count
+    for item in data:
+        index = item.get("index")
+        if not isinstance(index, int) or not 0 <= index < count or rows[index] is not None:
+            raise EmbeddingResponseError(f"the server returned a bad or repeated index {index!r}")
+        raw = item.get("embedding")
+        if isinstance(raw, str):
+            vector = np.frombuffer(base64.b64decode(raw), dtype="<f4").astype(np.float32)
+        else:
+            vector = np.asarray([np.nan if x is None else x for x in raw or []], dtype=np.float32)
+        if expected is not None and vector.shape[0] != expected:
+            raise EmbeddingResponseError(
+                f"vector {index} has {vector.shape[0]} dimensions, expected {expected}"
+            )
+        if not np.all(np.isfinite(vector)):
+            raise EmbeddingResponseError(f"vector {index} contains NaN or infinite values")
+        rows[index] = vector
+    sizes = {row.shape[0] for row in rows if row is not None}
+    if len(sizes) > 1:
+        raise EmbeddingResponseError(f"the server returned vectors of mixed sizes {sorted(sizes)}")
+    return [row for row in rows if row is not None]

@@ -1,0 +1,182 @@
+"""PooledOpenAIEmbeddings against the simulator: order, batching, dedupe, faults, validation."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from langchain_tests.integration_tests import EmbeddingsIntegrationTests
+
+from rat_langchain import ClientPool, RatConfig
+from rat_langchain.embeddings import (
+    EmbeddingInputError,
+    EmbeddingResponseError,
+    PooledOpenAIEmbeddings,
+)
+from rat_langchain.sim import Reply, SimulatorThread
+from rat_langchain.sim._content import embed
+from tests.conftest import API_KEY
+
+MODEL = "text-embedding-3-small"
+
+
+_POOLS: list[ClientPool] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_pools() -> Iterator[None]:
+    """Close every pool a test made, on every loop it used (the portal's included), so nothing
+    is left for the garbage collector to find unclosed."""
+    yield
+    while _POOLS:
+        asyncio.run(_POOLS.pop().aclose())
+
+
+def _pool(**performance: object) -> ClientPool:
+    sections: dict[str, object] = {
+        "rate_limiting": {"enabled": False},
+        "retries": {"initial_backoff_s": 0.01, "max_backoff_s": 0.05, "max_attempts": 6},
+        **performance,
+    }
+    pool = ClientPool(RatConfig.from_dict({"performance": sections}, env={}))
+    _POOLS.append(pool)
+    return pool
+
+
+def _emb(
+    sim: SimulatorThread, pool: ClientPool | None = None, **kwargs: object
+) -> PooledOpenAIEmbeddings:
+    return (pool or _pool()).embeddings(MODEL, base_url=sim.base_url, api_key=API_KEY, **kwargs)
+
+
+def test_5000_texts_in_order_in_at_most_50_requests(sim: SimulatorThread) -> None:
+    texts = [f"document {i} about topic {i % 37} and item {i * 7919 % 1000}" for i in range(5000)]
+    emb = _emb(sim)
+    vectors = asyncio.run(emb.aembed_array(texts))
+    assert vectors.shape == (5000, 1536)
+    expected = np.stack([embed(t, 1536) for t in texts])  # what one-by-one embedding gives
+    assert np.allclose(vectors, expected, atol=1e-6)
+    assert sim.stats().count("embeddings") <= math.ceil(5000 / 100)
+    one_by_one = [emb.embed_query(texts[i]) for i in (0, 1234, 4999)]
+    for row, i in zip(one_by_one, (0, 1234, 4999), strict=True):
+        assert np.allclose(row, vectors[i], atol=1e-6)
+
+
+def test_duplicates_are_embedded_once_and_results_keep_input_order(sim: SimulatorThread) -> None:
+    texts = ["alpha", "beta", "alpha", "gamma", "beta", "alpha"]
+    vectors = _emb(sim).embed_documents(texts)
+    assert sim.stats().embedding_inputs == 3
+    assert vectors[0] == vectors[2] == vectors[5]
+    assert vectors[1] == vectors[4]
+    assert vectors[0] != vectors[1]
+
+
+def test_batches_run_concurrently(sim: SimulatorThread) -> None:
+    sim.configure(latency_ms=50)
+    texts = [f"text {i}" for i in range(400)]
+    _emb(sim, batch_size=50, max_concurrent_batches=4).embed_documents(texts)
+    stats = sim.stats()
+    assert stats.count("embeddings") == 8
+    assert stats.peak_in_flight == 4
+
+
+def test_a_rejected_batch_is_halved_until_the_bad_input_is_found(sim: SimulatorThread) -> None:
+    sim.configure(invalid_marker="<<bad>>")
+    texts = [f"fine text {i}" for i in range(300)]
+    texts[3] = "this one is <<bad>>"
+    texts[250] = "<<bad>> as well"
+    with pytest.raises(EmbeddingInputError) as info:
+        _emb(sim, batch_size=100).embed_documents(texts)
+    error = info.value
+    assert set(error.failed) == {3, 250}
+    assert "HTTP 400" in error.failed[3]
+    assert error.vectors[3] is None
+    assert error.vectors[250] is None
+    good = [v for i, v in enumerate(error.vectors) if i not in (3, 250)]
+    assert all(v is not None and len(v) == 1536 for v in good)
+    assert np.allclose(error.vectors[0], embed(texts[0], 1536), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("reply", "match"),
+    [
+        (Reply(vectors=[[0.1] * 1536, [float("nan")] * 1536]), "NaN"),
+        (Reply(vectors=[[0.1] * 1536, [0.1] * 12]), "12 dimensions"),
+        (Reply(vectors=[[0.1] * 1536]), "asked for 2 vectors"),
+    ],
+)
+def test_bad_server_vectors_raise_a_clear_error(
+    sim: SimulatorThread, reply: Reply, match: str
+) -> None:
+    sim.push(reply, endpoint="embeddings")
+    with pytest.raises(EmbeddingResponseError, match=match):
+        _emb(sim).embed_documents(["one", "two"])
+
+
+@pytest.mark.parametrize(
+    ("texts", "error", "match"),
+    [
+        (["ok", ""], ValueError, "text 1 is empty"),
+        (["ok", "   \n"], ValueError, "text 1 is empty"),
+        (["ok", 42], TypeError, "text 1 is a int"),
+        ("just one string", TypeError, "list of strings"),
+    ],
+)
+def test_bad_input_is_rejected_before_anything_is_sent(
+    sim: SimulatorThread, texts: object, error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        _emb(sim).embed_documents(texts)  # type: ignore[arg-type]
+    assert sim.stats().count("embeddings") == 0
+
+
+def test_long_text_is_averaged_or_rejected(sim: SimulatorThread) -> None:
+    long_text = " ".join(f"word{i}" for i in range(400))
+    averaged = _emb(sim, context_length=100).embed_query(long_text)
+    assert abs(float(np.linalg.norm(averaged)) - 1.0) < 1e-5
+    assert sim.stats().embedding_inputs > 1  # it was sent in chunks
+    with pytest.raises(ValueError, match=r"text 0 has \d+ tokens, over the model's context of 100"):
+        _emb(sim, context_length=100, long_text="reject").embed_documents([long_text])
+
+
+def test_faults_and_429s_are_absorbed(sim: SimulatorThread) -> None:
+    sim.configure(error_rate=0.10, reset_rate=0.05, seed=3, rpm=1200, limit_window_s=1.0)
+    # the client's limiter allows 3600/min, the server 1200: 429s are certain, and absorbed
+    pool = _pool(rate_limiting={"rpm_limit": 3600, "burst_s": 1.0, "tpm_limit": 10**9})
+    texts = [f"doc {i}" for i in range(1000)]
+    vectors = asyncio.run(_emb(sim, pool, batch_size=20).aembed_array(texts))
+    assert vectors.shape == (1000, 1536)
+    assert np.allclose(vectors[999], embed(texts[999], 1536), atol=1e-6)
+    stats = sim.stats()
+    assert stats.count("embeddings", 500) + stats.faults.get("reset", 0) > 0
+    assert stats.count("embeddings", 429) > 0
+    assert stats.embedding_inputs >= 1000
+
+
+def test_dimensions_and_secret_repr(sim: SimulatorThread) -> None:
+    emb = _emb(sim, dimensions=256)
+    assert len(emb.embed_query("x")) == 256
+    assert API_KEY not in repr(emb)
+
+
+@pytest.fixture(scope="module")
+def standard_sim() -> Iterator[SimulatorThread]:
+    with SimulatorThread() as server:
+        TestStandardEmbeddings.base_url = server.base_url
+        yield server
+
+
+@pytest.mark.usefixtures("standard_sim")
+class TestStandardEmbeddings(EmbeddingsIntegrationTests):
+    base_url = ""
+
+    @property
+    def embeddings_class(self) -> type[PooledOpenAIEmbeddings]:
+        return PooledOpenAIEmbeddings
+
+    @property
+    def embedding_model_params(self) -> dict[str, object]:
+        return {"model": MODEL, "base_url": self.base_url, "api_key": API_KEY}
