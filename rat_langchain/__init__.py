@@ -16,6 +16,7 @@ from rat_langchain.embeddings import (
     PooledOpenAIEmbeddings,
 )
 from rat_langchain.errors import ConfigError, DeadlineExceeded, PoolClosedError, RatError
+from rat_langchain.faiss_store import FaissStore, IndexLoadError
 from rat_langchain.ratelimit import RateLimit, RateLimiter, RequestTooLarge
 from rat_langchain.retry import ApiKeyError, RetryPolicy
 from rat_langchain.runnables import ResilientRunnable, resilient
@@ -31,6 +32,8 @@ __all__ = [
     "DeadlineExceeded",
     "EmbeddingInputError",
     "EmbeddingResponseError",
+    "FaissStore",
+    "IndexLoadError",
     "PoolClosedError",
     "PooledOpenAIEmbeddings",
     "RatConfig",

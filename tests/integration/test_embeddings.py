@@ -143,16 +143,21 @@ def test_long_text_is_averaged_or_rejected(sim: SimulatorThread) -> None:
 
 
 def test_faults_and_429s_are_absorbed(sim: SimulatorThread) -> None:
-    sim.configure(error_rate=0.10, reset_rate=0.05, seed=3, rpm=1200, limit_window_s=1.0)
-    # the client's limiter allows 3600/min, the server 1200: 429s are certain, and absorbed
-    pool = _pool(rate_limiting={"rpm_limit": 3600, "burst_s": 1.0, "tpm_limit": 10**9})
+    sim.configure(error_rate=0.10, reset_rate=0.05, seed=3)
+    too_many = Reply(
+        status=429,
+        error_type="requests",
+        error_code="rate_limit_exceeded",
+        headers={"retry-after-ms": "20"},
+    )
+    sim.push(too_many, too_many, too_many, endpoint="embeddings")  # the first three requests
     texts = [f"doc {i}" for i in range(1000)]
-    vectors = asyncio.run(_emb(sim, pool, batch_size=20).aembed_array(texts))
+    vectors = asyncio.run(_emb(sim, batch_size=20).aembed_array(texts))
     assert vectors.shape == (1000, 1536)
     assert np.allclose(vectors[999], embed(texts[999], 1536), atol=1e-6)
     stats = sim.stats()
     assert stats.count("embeddings", 500) + stats.faults.get("reset", 0) > 0
-    assert stats.count("embeddings", 429) > 0
+    assert stats.count("embeddings", 429) == 3
     assert stats.embedding_inputs >= 1000
 
 

@@ -11,6 +11,8 @@ EXPECTED = {
     "DeadlineExceeded",
     "EmbeddingInputError",
     "EmbeddingResponseError",
+    "FaissStore",
+    "IndexLoadError",
     "PoolClosedError",
     "PooledOpenAIEmbeddings",
     "RateLimit",
@@ -46,6 +48,7 @@ def test_every_error_is_a_rat_error() -> None:
         "DeadlineExceeded",
         "EmbeddingInputError",
         "EmbeddingResponseError",
+        "IndexLoadError",
         "PoolClosedError",
         "RequestTooLarge",
     ):
