@@ -17,6 +17,7 @@ from rat_langchain.embeddings import (
 )
 from rat_langchain.errors import ConfigError, DeadlineExceeded, PoolClosedError, RatError
 from rat_langchain.faiss_store import FaissStore, IndexLoadError
+from rat_langchain.indexer import BatchIndexer, IndexReport, load_folder
 from rat_langchain.ratelimit import RateLimit, RateLimiter, RequestTooLarge
 from rat_langchain.retry import ApiKeyError, RetryPolicy
 from rat_langchain.runnables import ResilientRunnable, resilient
@@ -24,6 +25,7 @@ from rat_langchain.sim import Simulator, SimulatorProcess, SimulatorThread
 
 __all__ = [
     "ApiKeyError",
+    "BatchIndexer",
     "BreakerRegistry",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -34,6 +36,7 @@ __all__ = [
     "EmbeddingResponseError",
     "FaissStore",
     "IndexLoadError",
+    "IndexReport",
     "PoolClosedError",
     "PooledOpenAIEmbeddings",
     "RatConfig",
@@ -47,6 +50,7 @@ __all__ = [
     "Simulator",
     "SimulatorProcess",
     "SimulatorThread",
+    "load_folder",
     "resilient",
 ]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""``rat-langchain`` (also ``python -m rat_langchain``): ``sim`` and ``demo``."""
+"""``rat-langchain`` (also ``python -m rat_langchain``): sim, demo, index and search."""
 
 from __future__ import annotations
 
@@ -83,11 +83,73 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--resilience-calls", type=int, default=200, help="calls in the resilience part")
 
 
+def _add_index(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("index", help="index .txt/.md files into a FAISS store (resumable)")
+    p.add_argument("path", help="a folder (or one file) of .txt/.md")
+    p.add_argument("--out", required=True, help="store folder; an existing one is resumed")
+    p.add_argument("--config", help="path to config.yaml")
+    p.add_argument("--batch-size", type=int, default=500, help="documents per store update")
+    p.add_argument("--checkpoint-every", type=float, default=5.0, help="seconds between saves")
+    s = sub.add_parser("search", help="search a store made by `index`")
+    s.add_argument("store", help="store folder")
+    s.add_argument("query")
+    s.add_argument("-k", type=int, default=4)
+    s.add_argument("--config", help="path to config.yaml")
+
+
+def _index(args: argparse.Namespace) -> int:
+    from rat_langchain.client import ClientPool
+    from rat_langchain.config import RatConfig
+    from rat_langchain.indexer import BatchIndexer, load_folder
+
+    config = RatConfig.load(args.config) if args.config else RatConfig.load()
+
+    async def run() -> int:
+        async with ClientPool(config) as pool:
+            indexer = BatchIndexer(
+                pool.embeddings(),
+                out=args.out,
+                batch_size=args.batch_size,
+                checkpoint_every_s=args.checkpoint_every,
+            )
+            report = await indexer.aindex(load_folder(args.path))
+        print(
+            f"indexed {report.added} new, {report.skipped} already there, "
+            f"{len(report.failed)} failed, of {report.total} chunks in {report.seconds:.1f} s"
+        )
+        for doc_id, reason in report.failed.items():
+            print(f"  failed {doc_id}: {reason}")
+        return 1 if report.failed else 0
+
+    return asyncio.run(run())
+
+
+def _search(args: argparse.Namespace) -> int:
+    from rat_langchain.client import ClientPool
+    from rat_langchain.config import RatConfig
+    from rat_langchain.faiss_store import FaissStore
+
+    config = RatConfig.load(args.config) if args.config else RatConfig.load()
+
+    async def run() -> None:
+        async with ClientPool(config) as pool:
+            store = FaissStore.load(args.store, pool.embeddings())
+            hits = await store.asimilarity_search_with_score(args.query, k=args.k)
+        for doc, score in hits:
+            source = doc.metadata.get("source", "")
+            snippet = " ".join(doc.page_content.split())[:100]
+            print(f"{score:.3f}  {source}  {snippet}")
+
+    asyncio.run(run())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rat-langchain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_sim(sub)
     _add_demo(sub)
+    _add_index(sub)
     args = parser.parse_args(argv)
     if args.command == "sim":
         try:
@@ -96,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(exc))
         asyncio.run(_serve(config, args.host, args.port))
         return 0
+    if args.command == "index":
+        return _index(args)
+    if args.command == "search":
+        return _search(args)
     if args.command == "demo":
         from rat_langchain._demo import run_demo
 

@@ -3,6 +3,9 @@ import rat_langchain.sim
 
 EXPECTED = {
     "ApiKeyError",
+    "BatchIndexer",
+    "IndexReport",
+    "load_folder",
     "BreakerRegistry",
     "CircuitBreaker",
     "CircuitOpenError",
