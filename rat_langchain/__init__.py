@@ -18,6 +18,7 @@ from rat_langchain.embeddings import (
 from rat_langchain.errors import ConfigError, DeadlineExceeded, PoolClosedError, RatError
 from rat_langchain.faiss_store import FaissStore, IndexLoadError
 from rat_langchain.indexer import BatchIndexer, IndexReport, load_folder
+from rat_langchain.memory import MemoryStore
 from rat_langchain.ratelimit import RateLimit, RateLimiter, RequestTooLarge
 from rat_langchain.retry import ApiKeyError, RetryPolicy
 from rat_langchain.runnables import ResilientRunnable, resilient
@@ -37,6 +38,7 @@ __all__ = [
     "FaissStore",
     "IndexLoadError",
     "IndexReport",
+    "MemoryStore",
     "PoolClosedError",
     "PooledOpenAIEmbeddings",
     "RatConfig",

@@ -6,6 +6,7 @@ EXPECTED = {
     "BatchIndexer",
     "IndexReport",
     "load_folder",
+    "MemoryStore",
     "BreakerRegistry",
     "CircuitBreaker",
     "CircuitOpenError",
