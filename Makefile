@@ -36,7 +36,11 @@ test: lint
 	$(PY) -m pytest
 
 # Each benchmark starts its own simulator process and prints ratios measured side by side.
-bench: install
+$(VENV)/.installed-bench: pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
