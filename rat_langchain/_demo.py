@@ -103,6 +103,9 @@ def run_demo(args: argparse.Namespace) -> int:
             config.performance.rate_limiting.enabled = False
         _pooling_part(args, config, model, base_url, key, sim)
         if sim is not None and not args.skip_resilience:
+            from rat_langchain._demo_index import index_part
+
+            index_part(sim, model)
             from rat_langchain._demo_resilience import resilience_part
 
             resilience_part(sim, model, args.resilience_calls)

@@ -24,6 +24,8 @@ def test_demo_prints_the_side_by_side_table(
     assert ours.split()[2:4] == ["40", "0"]  # every call succeeded through limits and faults
     assert "requests that reached the server meanwhile: 0" in out
     assert "closed -> open -> half_open -> closed" in out
+    assert "chunks indexed in" in out
+    assert "answer (simulated model)" in out
 
 
 def test_demo_real_without_key_says_what_is_missing(no_openai_env: None) -> None:

@@ -131,3 +131,28 @@ def test_sigkill_half_way_then_resume_gives_every_document_once(tmp_path: Path) 
     (out / "index.faiss").write_bytes(b"garbage")
     with pytest.raises(IndexLoadError):
         FaissStore.load(out, FAKE)
+
+
+def test_5000_documents_under_faults_end_up_exactly_once(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    sim.configure(error_rate=0.10, reset_rate=0.05, seed=9)
+    too_many = {"status": 429, "error_type": "requests", "headers": {"retry-after-ms": "10"}}
+    sim.push(too_many, too_many, too_many, endpoint="embeddings")
+    config = {
+        "rate_limiting": {"enabled": False},
+        "retries": {"initial_backoff_s": 0.01, "max_backoff_s": 0.05, "max_attempts": 8},
+        "circuit_breaker": {"consecutive_failures": 50},
+    }
+    pool = ClientPool(RatConfig.from_dict({"performance": config}, env={}))
+    emb = pool.embeddings(base_url=sim.base_url, api_key=API_KEY)
+    docs = [Document(page_content=f"document number {i}", id=f"doc-{i}") for i in range(5000)]
+    indexer = BatchIndexer(emb, out=tmp_path / "s", batch_size=500, progress=False)
+    report = asyncio.run(indexer.aindex(docs))
+    assert (report.added, report.failed) == (5000, {})
+    store = FaissStore.load(tmp_path / "s", emb)
+    assert set(store._docs) == {d.id for d in docs}
+    assert store._index.ntotal == 5000
+    stats = sim.stats()
+    assert stats.count("embeddings", 429) == 3
+    assert stats.count("embeddings", 500) + stats.faults.get("reset", 0) > 0
