@@ -19,6 +19,7 @@ from rat_langchain.errors import ConfigError, DeadlineExceeded, PoolClosedError,
 from rat_langchain.faiss_store import FaissStore, IndexLoadError
 from rat_langchain.indexer import BatchIndexer, IndexReport, load_folder
 from rat_langchain.memory import MemoryStore
+from rat_langchain.plan import Plan, PlanError, Step
 from rat_langchain.ratelimit import RateLimit, RateLimiter, RequestTooLarge
 from rat_langchain.retry import ApiKeyError, RetryPolicy
 from rat_langchain.runnables import ResilientRunnable, resilient
@@ -39,6 +40,8 @@ __all__ = [
     "IndexLoadError",
     "IndexReport",
     "MemoryStore",
+    "Plan",
+    "PlanError",
     "PoolClosedError",
     "PooledOpenAIEmbeddings",
     "RatConfig",
@@ -52,6 +55,7 @@ __all__ = [
     "Simulator",
     "SimulatorProcess",
     "SimulatorThread",
+    "Step",
     "load_folder",
     "resilient",
 ]

@@ -7,6 +7,9 @@ EXPECTED = {
     "IndexReport",
     "load_folder",
     "MemoryStore",
+    "Plan",
+    "PlanError",
+    "Step",
     "BreakerRegistry",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -53,6 +56,7 @@ def test_every_error_is_a_rat_error() -> None:
         "EmbeddingInputError",
         "EmbeddingResponseError",
         "IndexLoadError",
+        "PlanError",
         "PoolClosedError",
         "RequestTooLarge",
     ):
