@@ -16,6 +16,7 @@ from rat_langchain.embeddings import (
     PooledOpenAIEmbeddings,
 )
 from rat_langchain.errors import ConfigError, DeadlineExceeded, PoolClosedError, RatError
+from rat_langchain.executor import ParallelPlanExecutor, PlanResult, StepResult, StepStatus
 from rat_langchain.faiss_store import FaissStore, IndexLoadError
 from rat_langchain.indexer import BatchIndexer, IndexReport, load_folder
 from rat_langchain.memory import MemoryStore
@@ -40,8 +41,10 @@ __all__ = [
     "IndexLoadError",
     "IndexReport",
     "MemoryStore",
+    "ParallelPlanExecutor",
     "Plan",
     "PlanError",
+    "PlanResult",
     "PoolClosedError",
     "PooledOpenAIEmbeddings",
     "RatConfig",
@@ -56,6 +59,8 @@ __all__ = [
     "SimulatorProcess",
     "SimulatorThread",
     "Step",
+    "StepResult",
+    "StepStatus",
     "load_folder",
     "resilient",
 ]

@@ -20,7 +20,7 @@ from rat_langchain.errors import RatError
 __all__ = ["Plan", "PlanError", "Reference", "Step", "find_references"]
 
 # $id or $id.path.to.field; ids are identifiers such as step3, fetch_docs, s-2
-_REFERENCE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_\-]*)((?:\.[A-Za-z0-9_\-]+)*)")
+REFERENCE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_\-]*)((?:\.[A-Za-z0-9_\-]+)*)")
 
 
 class PlanError(RatError):
@@ -44,8 +44,8 @@ class Reference(BaseModel):
 def find_references(value: Any) -> Iterator[Reference]:
     """Every reference in ``value``, walking nested dicts, lists and tuples."""
     if isinstance(value, str):
-        whole = _REFERENCE.fullmatch(value.strip())
-        for match in _REFERENCE.finditer(value):
+        whole = REFERENCE.fullmatch(value.strip())
+        for match in REFERENCE.finditer(value):
             path = tuple(p for p in match.group(2).split(".") if p)
             yield Reference(step=match.group(1), path=path, text=match.group(0), whole=bool(whole))
     elif isinstance(value, dict):
