@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import statistics
 import time
+from collections import Counter
 from typing import Any
 
 from langchain_openai import ChatOpenAI
@@ -79,7 +80,7 @@ def resilience_part(sim: SimulatorProcess, model: str, calls: int = CALLS) -> No
         ok, errors, wall = await _load(default, calls, 50)
         show("LangChain default (SDK retries)", ok, wall)
         if errors:
-            print(f"{'':<34} failures seen by the caller: {dict(_count(errors))}")
+            print(f"{'':<34} failures seen by the caller: {dict(Counter(errors))}")
         sim.reset_stats()
         sim.configure(rpm=1200, limit_window_s=1.0, seed=42, **FAULTS)
         async with ClientPool(_config()) as pool:
@@ -93,13 +94,6 @@ def resilience_part(sim: SimulatorProcess, model: str, calls: int = CALLS) -> No
             await _outage(sim, llm, guard.breaker)
 
     asyncio.run(main())
-
-
-def _count(items: list[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        out[item] = out.get(item, 0) + 1
-    return out
 
 
 async def _outage(sim: SimulatorProcess, llm: Any, breaker: Any) -> None:

@@ -86,7 +86,8 @@ class StateChange:
     reason: str
 
 
-_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+# Failures of the transport or the server, shared with the retry policy.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
     ConnectionError,
     openai.APITimeoutError,
@@ -96,7 +97,8 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
 )
 
 
-def _quota_exhausted(exc: openai.APIStatusError) -> bool:
+def quota_exhausted(exc: openai.APIStatusError) -> bool:
+    """A 429 that says the account is out of credit, not that it is going too fast."""
     body = exc.body if isinstance(exc.body, dict) else {}
     error = body.get("error", body) if isinstance(body, dict) else {}
     fields = {getattr(exc, "code", None), getattr(exc, "type", None)}
@@ -115,11 +117,11 @@ def classify(exc: BaseException | None) -> Outcome:
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         if status == 429:
-            return Outcome.FORCE_OPEN if _quota_exhausted(exc) else Outcome.IGNORED
+            return Outcome.FORCE_OPEN if quota_exhausted(exc) else Outcome.IGNORED
         if status >= 500 or status == 408:
             return Outcome.FAILURE
         return Outcome.IGNORED
-    if isinstance(exc, _TRANSIENT_TYPES):
+    if isinstance(exc, TRANSIENT_ERRORS):
         return Outcome.FAILURE
     if isinstance(exc, ValueError | TypeError | KeyError):
         return Outcome.IGNORED

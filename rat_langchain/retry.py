@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import openai
 import tenacity
 
-from rat_langchain.breaker import CircuitOpenError
+from rat_langchain.breaker import TRANSIENT_ERRORS, CircuitOpenError, quota_exhausted
 from rat_langchain.config import RetriesConfig
 from rat_langchain.errors import RatError
 from rat_langchain.ratelimit import RequestTooLarge, retry_after_seconds
@@ -28,27 +27,10 @@ from rat_langchain.ratelimit import RequestTooLarge, retry_after_seconds
 __all__ = ["ApiKeyError", "RetryPolicy", "explain", "is_retryable", "server_wait"]
 
 _RETRY_STATUS = {408, 409, 429}
-_TRANSIENT = (
-    TimeoutError,
-    ConnectionError,
-    openai.APITimeoutError,
-    openai.APIConnectionError,
-    openai.APIResponseValidationError,
-    json.JSONDecodeError,
-)
 
 
 class ApiKeyError(RatError):
     """The endpoint rejected the API key (401) or its permissions (403). Retrying cannot help."""
-
-
-def _is_quota(exc: openai.APIStatusError) -> bool:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    error = body.get("error", body)
-    codes = {exc.code, getattr(exc, "type", None)}
-    if isinstance(error, dict):
-        codes |= {error.get("code"), error.get("type")}
-    return "insufficient_quota" in codes
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -58,9 +40,9 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         if status == 429:
-            return not _is_quota(exc)
+            return not quota_exhausted(exc)
         return status in _RETRY_STATUS or status >= 500
-    return isinstance(exc, _TRANSIENT)
+    return isinstance(exc, TRANSIENT_ERRORS)
 
 
 def server_wait(exc: BaseException) -> float | None:
