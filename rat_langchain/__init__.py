@@ -7,6 +7,7 @@ The public API, in one place. Everything else is private or lives in a documente
 from __future__ import annotations
 
 from rat_langchain.breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError
+from rat_langchain.catalog import ToolCatalog
 from rat_langchain.chat import ResilientChatOpenAI
 from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
@@ -16,18 +17,28 @@ from rat_langchain.embeddings import (
     PooledOpenAIEmbeddings,
 )
 from rat_langchain.errors import ConfigError, DeadlineExceeded, PoolClosedError, RatError
-from rat_langchain.executor import ParallelPlanExecutor, PlanResult, StepResult, StepStatus
+from rat_langchain.executor import (
+    ParallelPlanExecutor,
+    PlanCallbacks,
+    PlanResult,
+    StepResult,
+    StepStatus,
+)
 from rat_langchain.faiss_store import FaissStore, IndexLoadError
 from rat_langchain.indexer import BatchIndexer, IndexReport, load_folder
 from rat_langchain.memory import MemoryStore
+from rat_langchain.orchestrator import Orchestrator
 from rat_langchain.plan import Plan, PlanError, Step
+from rat_langchain.planner import Planner, PlanningError
 from rat_langchain.ratelimit import RateLimit, RateLimiter, RequestTooLarge
 from rat_langchain.retry import ApiKeyError, RetryPolicy
 from rat_langchain.runnables import ResilientRunnable, resilient
 from rat_langchain.sim import Simulator, SimulatorProcess, SimulatorThread
+from rat_langchain.verification import BackgroundVerifier, Verdict
 
 __all__ = [
     "ApiKeyError",
+    "BackgroundVerifier",
     "BatchIndexer",
     "BreakerRegistry",
     "CircuitBreaker",
@@ -41,10 +52,14 @@ __all__ = [
     "IndexLoadError",
     "IndexReport",
     "MemoryStore",
+    "Orchestrator",
     "ParallelPlanExecutor",
     "Plan",
+    "PlanCallbacks",
     "PlanError",
     "PlanResult",
+    "Planner",
+    "PlanningError",
     "PoolClosedError",
     "PooledOpenAIEmbeddings",
     "RatConfig",
@@ -61,6 +76,8 @@ __all__ = [
     "Step",
     "StepResult",
     "StepStatus",
+    "ToolCatalog",
+    "Verdict",
     "load_folder",
     "resilient",
 ]

@@ -10,20 +10,25 @@ every 10 ms. Here each finished step starts exactly the dependents it unblocked,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import inspect
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from langchain_core.runnables import Runnable
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 
+from rat_langchain.config import RatConfig
 from rat_langchain.plan import REFERENCE, Plan, PlanError, Step, find_references, resolve_path
+from rat_langchain.verification import Verdict, Verifier, check_verifier, notify, verify
 
-__all__ = ["ParallelPlanExecutor", "PlanResult", "StepResult", "StepStatus"]
+__all__ = ["ParallelPlanExecutor", "PlanCallbacks", "PlanResult", "StepResult", "StepStatus"]
 
 
 class StepStatus(enum.StrEnum):
@@ -60,6 +65,21 @@ class PlanResult:
     steps: dict[str, StepResult] = field(default_factory=dict)
     started: float = 0.0
     ended: float = 0.0
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    pending: dict[str, asyncio.Task[Verdict]] = field(default_factory=dict)
+
+    async def wait_verified(self) -> dict[str, Verdict]:
+        """Every verdict, waiting for verifications still running (``wait_for_verification=
+        False``)."""
+        for step_id, task in list(self.pending.items()):
+            self.verdicts[step_id] = await task
+            del self.pending[step_id]
+        return dict(self.verdicts)
+
+    @property
+    def verified(self) -> bool:
+        """Every verification so far passed (and none is still running)."""
+        return not self.pending and all(v.passed for v in self.verdicts.values())
 
     @property
     def makespan(self) -> float:
@@ -87,31 +107,51 @@ class PlanResult:
 _Call = Callable[[Any], Awaitable[Any]]
 
 
-def _as_call(tool: Any) -> _Call:
-    """How a step calls its tool. Plain callables are called directly (LangChain's Runnable
-    machinery costs ~100 us a call, more than the scheduling itself); sync ones run off the loop."""
+def _as_call(tool: Any) -> tuple[_Call, bool]:
+    """How a step calls its tool, and whether it is a Runnable (which gets the step's callbacks).
+    Plain callables are called directly (LangChain's Runnable machinery costs ~100 us a call,
+    more than the scheduling itself); sync ones run off the loop."""
     if isinstance(tool, Runnable):
-        return tool.ainvoke
+        return tool.ainvoke, True
     if inspect.iscoroutinefunction(tool) or inspect.iscoroutinefunction(
         type(tool).__call__  # an object with an async __call__
     ):
-        return tool
+        return tool, False
     if callable(tool):
-        return lambda args: asyncio.to_thread(tool, args)
+        return (lambda args: asyncio.to_thread(tool, args)), False
     raise TypeError(
         f"a tool must be a Runnable, a BaseTool or a callable, got {type(tool).__name__}"
     )
 
 
-class ParallelPlanExecutor:
+class PlanCallbacks:
+    """Observer hooks for a plan run; override what you need, sync or async.
+
+    They are awaited in the step's task (keep them quick); one that raises is logged and
+    ignored, so an observer cannot break a plan."""
+
+    def on_step_start(self, step: Step) -> Any:
+        """A step got its slot and is about to call its tool."""
+
+    def on_step_end(self, step: Step, result: StepResult) -> Any:
+        """A step finished: succeeded, failed or timed out (``result.status``)."""
+
+    def on_verified(self, step: Step, verdict: Verdict) -> Any:
+        """A step's verification finished."""
+
+
+class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
     """Execute a :class:`~rat_langchain.plan.Plan` with eager, bounded parallelism.
 
     Example::
 
         tools = {"search": search_tool, "summarise": summarise}
-        executor = ParallelPlanExecutor(tools, max_parallel_steps=5)
+        executor = ParallelPlanExecutor(tools, max_parallel_steps=5, verifier=check)
         result = await executor.aexecute(plan)
-        result.steps["s2"].value, result.makespan, result.critical_path()
+        result.steps["s2"].value, result.makespan, result.critical_path(), result.verdicts
+
+    It is a Runnable too (``await executor.ainvoke(plan)``, ``planner | executor``); then each
+    step is a child run of the executor's run, and a Runnable tool's run nests under its step.
     """
 
     def __init__(
@@ -122,6 +162,11 @@ class ParallelPlanExecutor:
         step_timeout: float | None = None,
         fail_fast: bool = False,
         parallel: bool = True,
+        verifier: Verifier | None = None,
+        verify_all: bool = False,
+        background_verification: bool = True,
+        verify_timeout: float | None = None,
+        callbacks: Sequence[PlanCallbacks] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         named = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
@@ -132,90 +177,133 @@ class ParallelPlanExecutor:
         self.step_timeout = step_timeout
         self.fail_fast = fail_fast
         self.parallel = parallel
+        self.verifier = None if verifier is None else check_verifier(verifier)
+        self.verify_all = verify_all
+        self.background_verification = background_verification
+        self.verify_timeout = verify_timeout
+        self.callbacks = list(callbacks)
         self._clock = clock
+        self._background: asyncio.TaskGroup | None = None
 
-    async def aexecute(self, plan: Plan) -> PlanResult:
-        """Run ``plan``; every invalid plan is rejected with PlanError before any tool runs."""
+    @classmethod
+    def from_config(
+        cls,
+        tools: Mapping[str, Any] | Sequence[BaseTool],
+        config: RatConfig | None = None,
+        **kwargs: Any,
+    ) -> ParallelPlanExecutor:
+        """An executor following ``performance.parallel_execution`` and
+        ``performance.background_tasks.verification``; keyword arguments win."""
+        perf = (config or RatConfig()).performance
+        settings: dict[str, Any] = {
+            "parallel": perf.parallel_execution.enabled,
+            "max_parallel_steps": perf.parallel_execution.max_parallel_steps,
+            "background_verification": perf.background_tasks.verification,
+        }
+        return cls(tools, **{**settings, **kwargs})
+
+    def __repr__(self) -> str:
+        return (
+            f"ParallelPlanExecutor(tools={sorted(self.tools)}, "
+            f"max_parallel_steps={self.max_parallel_steps}, parallel={self.parallel})"
+        )
+
+    # -- lifetime for verifications that outlive aexecute -------------------------------------
+
+    async def __aenter__(self) -> ParallelPlanExecutor:
+        """Own a task group for verifications returned as handles (``wait_for_verification=
+        False``); leaving the block waits for them, so none is lost."""
+        self._background = asyncio.TaskGroup()
+        await self._background.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        group, self._background = self._background, None
+        if group is not None:
+            await group.__aexit__(*exc)
+
+    # -- running a plan ----------------------------------------------------------------------
+
+    async def aexecute(
+        self,
+        plan: Plan,
+        *,
+        wait_for_verification: bool = True,
+        _run: AsyncCallbackManagerForChainRun | None = None,
+    ) -> PlanResult:
+        """Run ``plan``; every invalid plan is rejected with PlanError before any tool runs.
+
+        With ``wait_for_verification=False`` the result comes back as soon as the steps are done
+        and ``result.pending`` holds the verification tasks (``await result.wait_verified()``);
+        that needs ``async with executor:``, which owns them."""
         plan.validate_tools(self.tools)
-        result = PlanResult(plan=plan, started=self._clock())
-        by_id = {step.id: step for step in plan.steps}
         deps = plan.dependencies()
-        users: dict[str, list[str]] = {step.id: [] for step in plan.steps}
-        waiting = {step_id: len(set(ds)) for step_id, ds in deps.items()}
-        for step_id, ds in deps.items():
-            for d in set(ds):
-                users[d].append(step_id)
-        limit = self.max_parallel_steps if self.parallel else 1
-        gate = asyncio.Semaphore(limit)
+        by_id = {step.id: step for step in plan.steps}
+        run = _Execution(self, Plan.model_construct(steps=[], goal=plan.goal), _run)
 
-        async def run(step: Step, tg: asyncio.TaskGroup) -> None:
-            async with gate:
-                outcome = await self._run_step(step, result)
-            result.steps[step.id] = outcome
-            if outcome.status != StepStatus.SUCCEEDED:
-                if self.fail_fast:
-                    raise _FailFast(step.id)
-                self._skip_dependents(step.id, users, result)
-                return
-            for user in users[step.id]:
-                waiting[user] -= 1
-                if waiting[user] == 0 and user not in result.steps:
-                    tg.create_task(run(by_id[user], tg))
+        def start(tg: asyncio.TaskGroup) -> None:
+            run.tg = tg
+            for step_id in plan.order():
+                run.add(by_id[step_id], deps[step_id])
 
-        try:
-            if self.parallel:
-                async with asyncio.TaskGroup() as tg:
-                    for step in plan.steps:
-                        if waiting[step.id] == 0:
-                            tg.create_task(run(step, tg))
-            else:
-                await self._run_sequential(plan, result, users)
-        except* _FailFast:
-            pass
-        for step in plan.steps:  # whatever fail_fast cancelled or never started
-            result.steps.setdefault(step.id, StepResult(step.id, StepStatus.CANCELLED))
-        result.ended = self._clock()
+        result = await run.go(start, wait_for_verification)
+        result.plan = plan
         result.steps = {step.id: result.steps[step.id] for step in plan.steps}
         return result
 
-    async def _run_sequential(
-        self, plan: Plan, result: PlanResult, users: dict[str, list[str]]
-    ) -> None:
-        """``parallel_execution.enabled: false``: a topological order, one step at a time."""
-        for step_id in plan.order():
-            if step_id in result.steps:  # skipped because a dependency failed
-                continue
-            outcome = await self._run_step(plan.step(step_id), result)
-            result.steps[step_id] = outcome
-            if outcome.status != StepStatus.SUCCEEDED:
-                if self.fail_fast:
-                    raise _FailFast(step_id)
-                self._skip_dependents(step_id, users, result)
+    async def aexecute_stream(
+        self,
+        steps: AsyncIterable[Step | Mapping[str, Any]],
+        *,
+        goal: str = "",
+        wait_for_verification: bool = True,
+        _run: AsyncCallbackManagerForChainRun | None = None,
+    ) -> PlanResult:
+        """Run a plan while it is still being written (a streaming planner, as in LLMCompiler).
 
-    def _skip_dependents(
-        self, failed: str, users: dict[str, list[str]], result: PlanResult
-    ) -> None:
-        stack = list(users[failed])
-        while stack:
-            user = stack.pop()
-            if user in result.steps:
-                continue
-            cause = PlanError(f"skipped: step {failed!r} did not succeed")
-            result.steps[user] = StepResult(user, StepStatus.SKIPPED, error=cause)
-            stack.extend(users[user])
+        Each step is checked when it arrives (its id is new, its tool known, and it depends only
+        on steps already seen) and starts as soon as those have succeeded, so execution overlaps
+        planning. A step that fails the check raises PlanError after cancelling whatever runs."""
+        run = _Execution(self, Plan.model_construct(steps=[], goal=goal), _run)
 
-    async def _run_step(self, step: Step, result: PlanResult) -> StepResult:
+        async def feed() -> None:
+            async for item in steps:
+                step = item if isinstance(item, Step) else Step.model_validate(item)
+                run.add(step, run.check_streamed(step))
+
+        def start(tg: asyncio.TaskGroup) -> None:
+            run.tg = tg
+            tg.create_task(feed())
+
+        result = await run.go(start, wait_for_verification)
+        result.plan = Plan(steps=result.plan.steps, goal=goal)
+        return result
+
+    async def _run_step(self, step: Step, result: PlanResult, parent: Any) -> StepResult:
         started = self._clock()
+        step_run = None
         try:
             args = _resolve(step.args, result)
-            call = self.tools[step.tool]
+            call, is_runnable = self.tools[step.tool]
+            if parent is not None:
+                step_run = await parent.get_child().on_chain_start(
+                    None, args, name=f"{step.id}:{step.tool}", run_type="chain"
+                )
+                if is_runnable:
+                    call = partial(call, config={"callbacks": step_run.get_child()})  # type: ignore[call-arg]
             if self.step_timeout is None:
                 value = await call(args)
             else:
                 async with asyncio.timeout(self.step_timeout):
                     value = await call(args)
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and self.step_timeout is not None:
+                exc = TimeoutError(f"step {step.id!r} took longer than {self.step_timeout} s")
+            if step_run is not None:
+                await step_run.on_chain_error(exc)
             return StepResult(step.id, StepStatus.FAILED, None, exc, started, self._clock(), 1)
+        if step_run is not None:
+            await step_run.on_chain_end(value)
         return StepResult(step.id, StepStatus.SUCCEEDED, value, None, started, self._clock(), 1)
 
     def execute(self, plan: Plan) -> PlanResult:
@@ -223,6 +311,191 @@ class ParallelPlanExecutor:
         from rat_langchain import _portal
 
         return _portal.run(self.aexecute(plan))
+
+    # -- Runnable ----------------------------------------------------------------------------
+
+    def invoke(
+        self, input: Plan, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> PlanResult:
+        from rat_langchain import _portal
+
+        return _portal.run(self.ainvoke(input, config, **kwargs))
+
+    async def ainvoke(
+        self, input: Plan, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> PlanResult:
+        """Run a Plan (or its dict/JSON form) as a traced run with one child run per step."""
+        return await self._acall_with_config(self._ainvoke, input, config, run_type="chain")
+
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun
+    ) -> PlanResult:
+        return await self.aexecute(_as_plan(input), _run=run_manager)
+
+
+def _single(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The one error inside nested task-group wrappers, or the group when there are several."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+def _as_plan(value: Any) -> Plan:
+    if isinstance(value, Plan):
+        return value
+    if isinstance(value, str):
+        return Plan.model_validate_json(value)
+    if isinstance(value, Mapping):
+        return Plan.model_validate(value)
+    raise TypeError(f"expected a Plan (or its dict or JSON form), got {type(value).__name__}")
+
+
+class _Execution:
+    """The state of one run: who waits for whom, what runs, what is verified.
+
+    Steps are added in an order where dependencies come first (a topological order of a whole
+    plan, or the order a streaming planner writes them)."""
+
+    def __init__(
+        self,
+        executor: ParallelPlanExecutor,
+        plan: Plan,
+        run_manager: AsyncCallbackManagerForChainRun | None,
+    ) -> None:
+        self.executor = executor
+        self.result = PlanResult(plan=plan)
+        self.run_manager = run_manager
+        self.users: dict[str, list[str]] = {}
+        self.waiting: dict[str, int] = {}
+        self.by_id: dict[str, Step] = {}
+        self.gate = asyncio.Semaphore(executor.max_parallel_steps if executor.parallel else 1)
+        self.tg: asyncio.TaskGroup
+        self.verifications: asyncio.TaskGroup | None = None
+        self.pending: dict[str, asyncio.Task[Verdict]] = {}
+        self.verdicts: dict[str, Verdict] = {}
+
+    async def go(
+        self, start: Callable[[asyncio.TaskGroup], None], wait_for_verification: bool
+    ) -> PlanResult:
+        executor, result = self.executor, self.result
+        if not wait_for_verification and executor._background is None:
+            raise RuntimeError(
+                "wait_for_verification=False needs `async with executor:` to own the "
+                "verifications that outlive aexecute"
+            )
+        result.started = executor._clock()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if wait_for_verification:
+                    self.verifications = await stack.enter_async_context(asyncio.TaskGroup())
+                else:
+                    self.verifications = executor._background
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        start(tg)
+                except* _FailFast:
+                    pass
+                for step in result.plan.steps:  # whatever fail_fast cancelled or never started
+                    result.steps.setdefault(step.id, StepResult(step.id, StepStatus.CANCELLED))
+                result.ended = executor._clock()
+        except ExceptionGroup as group:  # a streamed plan turned invalid, or its stream broke
+            raise _single(group) from None
+        result.steps = {step.id: result.steps[step.id] for step in result.plan.steps}
+        result.verdicts = dict(self.verdicts)
+        if wait_for_verification:
+            result.verdicts.update((i, t.result()) for i, t in self.pending.items())
+        else:
+            result.pending = dict(self.pending)
+        return result
+
+    def check_streamed(self, step: Step) -> list[str]:
+        known = self.by_id
+        if step.id in known:
+            raise PlanError(f"step id {step.id!r} is used twice")
+        if step.tool not in self.executor.tools:
+            raise PlanError(
+                f"step {step.id!r} uses tool {step.tool!r}, "
+                f"which is not one of {sorted(self.executor.tools)}"
+            )
+        deps = step.depends_on()
+        for dep in deps:
+            if dep == step.id:
+                raise PlanError(f"step {step.id!r} depends on itself")
+            if dep not in known:
+                raise PlanError(
+                    f"step {step.id!r} depends on {dep!r}, which the plan has not defined "
+                    "before it (a streamed plan may only refer to earlier steps)"
+                )
+        return deps
+
+    def add(self, step: Step, deps: list[str]) -> None:
+        self.by_id[step.id] = step
+        self.result.plan.steps.append(step)
+        self.users[step.id] = []
+        pending = 0
+        for dep in set(deps):
+            done = self.result.steps.get(dep)
+            if done is None:
+                self.users[dep].append(step.id)
+                pending += 1
+            elif done.status != StepStatus.SUCCEEDED:
+                cause = PlanError(f"skipped: step {dep!r} did not succeed")
+                self.result.steps[step.id] = StepResult(step.id, StepStatus.SKIPPED, error=cause)
+                return
+        self.waiting[step.id] = pending
+        if pending == 0:
+            self.tg.create_task(self.run(step))
+
+    async def run(self, step: Step) -> None:
+        executor, result = self.executor, self.result
+        async with self.gate:
+            for observer in executor.callbacks:
+                await notify(observer.on_step_start, step)
+            outcome = await executor._run_step(step, result, self.run_manager)
+        result.steps[step.id] = outcome
+        for observer in executor.callbacks:
+            await notify(observer.on_step_end, step, outcome)
+        if outcome.status != StepStatus.SUCCEEDED:
+            if executor.fail_fast:
+                raise _FailFast(step.id)
+            self.skip_dependents(step.id)
+            return
+        if executor.verifier is not None and (step.verify or executor.verify_all):
+            if executor.background_verification:
+                assert self.verifications is not None
+                self.pending[step.id] = self.verifications.create_task(self.verify(step, outcome))
+            else:  # verified before its dependents may start
+                self.verdicts[step.id] = await self.verify(step, outcome)
+        for user in self.users[step.id]:
+            self.waiting[user] -= 1
+            if self.waiting[user] == 0 and user not in result.steps:
+                self.tg.create_task(self.run(self.by_id[user]))
+
+    async def verify(self, step: Step, outcome: StepResult) -> Verdict:
+        executor = self.executor
+        assert executor.verifier is not None
+        payload = {
+            "kind": "step",
+            "name": step.tool,
+            "step": step.id,
+            "input": step.args,
+            "output": outcome.value,
+        }
+        verdict = await verify(executor.verifier, payload, timeout=executor.verify_timeout)
+        for observer in executor.callbacks:
+            await notify(observer.on_verified, step, verdict)
+        return verdict
+
+    def skip_dependents(self, failed: str) -> None:
+        stack = list(self.users[failed])
+        while stack:
+            user = stack.pop()
+            if user in self.result.steps:
+                continue
+            cause = PlanError(f"skipped: step {failed!r} did not succeed")
+            self.result.steps[user] = StepResult(user, StepStatus.SKIPPED, error=cause)
+            stack.extend(self.users[user])
 
 
 class _FailFast(Exception):

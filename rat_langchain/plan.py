@@ -104,6 +104,7 @@ class Plan(BaseModel):
 
     steps: list[Step]
     goal: str = ""
+    context: dict[str, Any] = Field(default_factory=dict)  # e.g. the planner's intent and route
 
     @model_validator(mode="after")
     def _check(self) -> Plan:

@@ -2,6 +2,13 @@ import rat_langchain
 import rat_langchain.sim
 
 EXPECTED = {
+    "ToolCatalog",
+    "PlanCallbacks",
+    "Orchestrator",
+    "Planner",
+    "PlanningError",
+    "BackgroundVerifier",
+    "Verdict",
     "ApiKeyError",
     "BatchIndexer",
     "IndexReport",

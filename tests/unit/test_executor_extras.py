@@ -1,0 +1,342 @@
+"""ParallelPlanExecutor: background verification, observers, streamed plans, Runnable tracing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+import pytest
+from langchain_core.callbacks import AsyncCallbackHandler
+from langchain_core.runnables import RunnableLambda
+
+from rat_langchain import PlanCallbacks, Verdict
+from rat_langchain.executor import ParallelPlanExecutor, StepResult, StepStatus
+from rat_langchain.plan import Plan, PlanError, Step
+
+
+async def echo(args: dict[str, Any]) -> dict[str, Any]:
+    return {"got": args}
+
+
+def chain_plan() -> Plan:
+    return Plan(
+        steps=[
+            Step(id="A", tool="echo", args={"x": 1}, verify=True),
+            Step(id="B", tool="echo", args={"y": "$A.got.x"}),
+            Step(id="C", tool="mark", args={"z": "$B"}),
+        ]
+    )
+
+
+async def test_background_verification_does_not_hold_back_dependents() -> None:
+    """A's verifier waits for C, which needs A's result: only a background verifier finishes."""
+    c_ran = asyncio.Event()
+
+    async def mark(args: dict[str, Any]) -> str:
+        c_ran.set()
+        return "done"
+
+    async def verifier(payload: dict[str, Any]) -> dict[str, Any]:
+        await c_ran.wait()  # would deadlock if verification blocked A's dependents
+        return {"passed": payload["output"] == {"got": {"x": 1}}, "step": payload["step"]}
+
+    executor = ParallelPlanExecutor({"echo": echo, "mark": mark}, verifier=verifier)
+    async with asyncio.timeout(5):
+        result = await executor.aexecute(chain_plan())
+    assert result.succeeded
+    assert result.verified
+    assert list(result.verdicts) == ["A"]  # only the step marked verify
+    assert result.verdicts["A"].value == {"passed": True, "step": "A"}
+    assert not result.pending
+
+
+async def test_inline_verification_runs_before_dependents() -> None:
+    log: list[str] = []
+
+    async def mark(args: dict[str, Any]) -> str:
+        log.append("C")
+        return "done"
+
+    async def verifier(payload: dict[str, Any]) -> bool:
+        log.append(f"verify {payload['step']}")
+        return True
+
+    executor = ParallelPlanExecutor(
+        {"echo": echo, "mark": mark},
+        verifier=verifier,
+        verify_all=True,
+        background_verification=False,
+    )
+    result = await executor.aexecute(chain_plan())
+    assert log == ["verify A", "verify B", "C", "verify C"]
+    assert set(result.verdicts) == {"A", "B", "C"}
+
+
+async def test_failing_verifier_and_failing_plan_lose_no_verdict() -> None:
+    release = asyncio.Event()
+
+    async def boom(args: dict[str, Any]) -> None:
+        release.set()  # fails only once the verifications below are under way
+        raise RuntimeError("tool broke")
+
+    async def verifier(payload: dict[str, Any]) -> bool:
+        await release.wait()
+        if payload["step"] == "A":
+            raise ValueError("verifier broke")
+        return payload["output"]["got"] == {}
+
+    plan = Plan(
+        steps=[
+            Step(id="A", tool="echo", verify=True),
+            Step(id="B", tool="echo", verify=True),
+            Step(id="F", tool="boom", dependencies=["A", "B"]),
+            Step(id="G", tool="echo", args={"x": "$F"}),
+        ]
+    )
+    for fail_fast in (False, True):
+        release.clear()
+        executor = ParallelPlanExecutor(
+            {"echo": echo, "boom": boom}, verifier=verifier, fail_fast=fail_fast
+        )
+        result = await executor.aexecute(plan)
+        assert result.steps["F"].status == StepStatus.FAILED
+        assert result.steps["G"].status in (StepStatus.SKIPPED, StepStatus.CANCELLED)
+        assert set(result.verdicts) == {"A", "B"}  # both verifications finished regardless
+        assert result.verdicts["A"].passed is False
+        assert isinstance(result.verdicts["A"].error, ValueError)
+        assert result.verdicts["B"].passed is True
+        assert not result.verified
+
+
+async def test_verifications_returned_as_handles_need_an_owner() -> None:
+    release = asyncio.Event()
+
+    async def verifier(payload: dict[str, Any]) -> bool:
+        await release.wait()
+        return True
+
+    executor = ParallelPlanExecutor({"echo": echo}, verifier=verifier, verify_all=True)
+    plan = Plan(steps=[Step(id="A", tool="echo"), Step(id="B", tool="echo")])
+    with pytest.raises(RuntimeError, match="async with executor"):
+        await executor.aexecute(plan, wait_for_verification=False)
+    async with executor:
+        result = await executor.aexecute(plan, wait_for_verification=False)
+        assert result.succeeded
+        assert set(result.pending) == {"A", "B"}
+        assert not result.verified  # still running
+        release.set()
+        verdicts = await result.wait_verified()
+    assert set(verdicts) == {"A", "B"}
+    assert result.verified
+
+
+async def test_verification_timeout_is_a_failed_verdict() -> None:
+    async def stuck(payload: dict[str, Any]) -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    executor = ParallelPlanExecutor(
+        {"echo": echo}, verifier=stuck, verify_all=True, verify_timeout=0.01
+    )
+    result = await executor.aexecute(Plan(steps=[Step(id="A", tool="echo")]))
+    assert result.succeeded
+    verdict = result.verdicts["A"]
+    assert not verdict.passed
+    assert isinstance(verdict.error, TimeoutError)
+    assert "'echo'" in str(verdict.error)
+
+
+async def test_observers_see_start_end_and_verified_and_cannot_break_the_plan(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[str] = []
+
+    class Observer(PlanCallbacks):
+        async def on_step_start(self, step: Step) -> None:
+            seen.append(f"start {step.id}")
+
+        def on_step_end(self, step: Step, result: StepResult) -> None:
+            seen.append(f"end {step.id} {result.status.value}")
+
+        def on_verified(self, step: Step, verdict: Verdict) -> None:
+            seen.append(f"verified {step.id} {verdict.passed}")
+
+    class Broken(PlanCallbacks):
+        def on_step_start(self, step: Step) -> None:
+            raise RuntimeError("observer bug")
+
+    plan = Plan(steps=[Step(id="A", tool="echo", verify=True), Step(id="B", tool="echo")])
+    executor = ParallelPlanExecutor(
+        {"echo": echo},
+        verifier=lambda payload: True,  # a sync verifier runs off the loop
+        callbacks=[Broken(), Observer()],
+        max_parallel_steps=1,
+    )
+    with caplog.at_level(logging.ERROR):
+        result = await executor.aexecute(plan)
+    assert result.succeeded
+    assert seen[:4] == ["start A", "end A succeeded", "start B", "end B succeeded"]
+    assert seen[4:] == ["verified A True"]
+    assert "observer bug" in caplog.text
+
+
+# -- streamed plans ---------------------------------------------------------------------------
+
+
+async def test_streamed_plan_starts_a_step_before_the_plan_is_complete() -> None:
+    a_started = asyncio.Event()
+    log: list[str] = []
+
+    async def first(args: dict[str, Any]) -> str:
+        log.append("A runs")
+        a_started.set()
+        return "a"
+
+    async def planner() -> AsyncIterator[Step]:
+        yield Step(id="A", tool="first")
+        await a_started.wait()  # the rest of the plan is written only after A has started
+        log.append("plan goes on")
+        yield Step(id="B", tool="echo", args={"x": "$A"})
+        yield Step(id="C", tool="echo")
+        log.append("plan complete")
+
+    executor = ParallelPlanExecutor({"first": first, "echo": echo})
+    async with asyncio.timeout(5):
+        result = await executor.aexecute_stream(planner(), goal="g")
+    assert log[:2] == ["A runs", "plan goes on"]
+    assert result.succeeded
+    assert result.steps["B"].value == {"got": {"x": "a"}}
+    assert [s.id for s in result.plan.steps] == ["A", "B", "C"]
+    assert result.plan.goal == "g"
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"id": "X", "tool": "nope"}, "not one of"),
+        ({"id": "X", "tool": "echo", "args": {"v": "$Z"}}, "has not defined before it"),
+        ({"id": "A", "tool": "echo"}, "used twice"),
+        ({"id": "X", "tool": "echo", "dependencies": ["X"]}, "depends on itself"),
+    ],
+)
+async def test_a_streamed_plan_that_turns_invalid_cancels_cleanly(
+    bad: dict[str, Any], message: str
+) -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def slow(args: dict[str, Any]) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def planner() -> AsyncIterator[dict[str, Any]]:
+        yield {"id": "A", "tool": "slow"}
+        await started.wait()
+        yield bad
+
+    executor = ParallelPlanExecutor({"slow": slow, "echo": echo})
+    before = asyncio.all_tasks()
+    with pytest.raises(PlanError, match=message):
+        await executor.aexecute_stream(planner())
+    assert cancelled.is_set()
+    assert asyncio.all_tasks() == before  # nothing left running
+
+
+async def test_cancelling_an_execution_cancels_every_running_step() -> None:
+    started = 0
+    cancelled = 0
+    all_started = asyncio.Event()
+
+    async def slow(args: dict[str, Any]) -> None:
+        nonlocal started, cancelled
+        started += 1
+        if started == 3:
+            all_started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled += 1
+            raise
+
+    plan = Plan(steps=[Step(id=f"s{i}", tool="slow") for i in range(3)])
+    before = asyncio.all_tasks()
+    task = asyncio.create_task(ParallelPlanExecutor({"slow": slow}).aexecute(plan))
+    await all_started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled == 3
+    assert asyncio.all_tasks() == before
+
+
+# -- as a Runnable ----------------------------------------------------------------------------
+
+
+class Runs(AsyncCallbackHandler):
+    def __init__(self) -> None:
+        self.starts: dict[UUID, tuple[str, UUID | None]] = {}
+        self.ends: list[UUID] = []
+        self.errors: list[UUID] = []
+
+    async def on_chain_start(
+        self,
+        serialized: Any,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.starts[run_id] = (name or "?", parent_run_id)
+
+    async def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self.ends.append(run_id)
+
+    async def on_chain_error(self, error: BaseException, *, run_id: UUID, **kw: Any) -> None:
+        self.errors.append(run_id)
+
+    def by_name(self, name: str) -> UUID:
+        return next(r for r, (n, _) in self.starts.items() if n == name)
+
+
+async def test_executor_as_runnable_traces_one_child_run_per_step() -> None:
+    async def boom(args: dict[str, Any]) -> None:
+        raise RuntimeError("no")
+
+    double = RunnableLambda(lambda args: args["x"] * 2, name="double")
+    executor = ParallelPlanExecutor({"echo": echo, "double": double, "boom": boom})
+    runs = Runs()
+    plan = {
+        "steps": [
+            {"id": "a", "tool": "echo", "args": {"x": 2}},
+            {"id": "b", "tool": "double", "args": {"x": "$a.got.x"}},
+            {"id": "c", "tool": "boom"},
+        ]
+    }
+    result = await executor.ainvoke(plan, config={"callbacks": [runs], "run_name": "plan"})
+    assert result.steps["b"].value == 4
+    root = runs.by_name("plan")
+    assert runs.starts[root][1] is None
+    for step in ("a:echo", "b:double", "c:boom"):
+        assert runs.starts[runs.by_name(step)][1] == root  # each step is a child of the plan
+    assert runs.starts[runs.by_name("double")][1] == runs.by_name("b:double")  # tool nests
+    assert runs.by_name("c:boom") in runs.errors
+    assert root in runs.ends
+    # and the sync Runnable entry point
+    assert executor.invoke(Plan.model_validate(plan)).steps["a"].value == {"got": {"x": 2}}
+
+
+async def test_executor_rejects_what_is_not_a_plan() -> None:
+    executor = ParallelPlanExecutor({"echo": echo})
+    with pytest.raises(TypeError, match="expected a Plan"):
+        await executor.ainvoke(42)  # type: ignore[arg-type]
+    with pytest.raises(PlanError, match="no step 'zz'"):
+        await executor.ainvoke('{"steps": [{"id": "a", "tool": "echo", "args": {"v": "$zz"}}]}')
