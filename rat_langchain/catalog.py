@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
@@ -54,7 +55,7 @@ class ToolCatalog:
         if isinstance(tools, Sequence) and len(named) != len(tools):
             raise ValueError("two tools in the catalog have the same name")
         for name, tool in named.items():
-            if not callable(tool) and not isinstance(tool, BaseTool):
+            if not (callable(tool) or isinstance(tool, Runnable)):
                 raise TypeError(f"tool {name!r} is a {type(tool).__name__}, not a tool")
         self.tools: dict[str, Any] = named
         self.cache = cache
@@ -82,6 +83,8 @@ class ToolCatalog:
             digest.update(b"\0" + description.encode() + b"\0")
             if isinstance(schema, dict):
                 digest.update(json.dumps(schema, sort_keys=True, default=str).encode())
+            elif isinstance(schema, Runnable):  # its schema is derived anew on each call
+                digest.update(f"runnable@{id(schema)}".encode())
             elif schema is not None:
                 digest.update(f"{schema.__module__}.{schema.__qualname__}@{id(schema)}".encode())
             digest.update(b"\1")
@@ -126,9 +129,12 @@ class ToolCatalog:
 
 
 def _describe(tool: Any) -> tuple[str, Any]:
-    """(description, schema) where schema is a pydantic class, a dict or None."""
+    """(description, schema) where schema is a pydantic class, a dict, None, or for a plain
+    Runnable the Runnable itself (a new object is a new tool: its schema is not cached)."""
     if isinstance(tool, BaseTool):
         return tool.description, tool.args_schema
+    if isinstance(tool, Runnable):
+        return str(getattr(tool, "description", "") or tool.get_name()), tool
     description = inspect.getdoc(tool) or ""
     return description, getattr(tool, "args_schema", None)
 
@@ -142,6 +148,8 @@ def _spec(name: str, tool: Any) -> dict[str, Any]:
     parameters: dict[str, Any] = {"type": "object", "properties": {}}
     if isinstance(schema, dict):
         parameters = schema
+    elif isinstance(schema, Runnable):
+        parameters = schema.get_input_jsonschema()
     elif schema is not None:
         parameters = schema.model_json_schema()
     return {

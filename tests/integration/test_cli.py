@@ -24,6 +24,10 @@ def test_demo_prints_the_side_by_side_table(
     assert ours.split()[2:4] == ["40", "0"]  # every call succeeded through limits and faults
     assert "requests that reached the server meanwhile: 0" in out
     assert "closed -> open -> half_open -> closed" in out
+    assert "3/3 background verifications passed" in out
+    timeline = {line.split()[0]: line for line in out.splitlines() if "extract_figures" in line}
+    assert timeline["s8"].endswith("ms")  # the plan ran; its timeline was printed
+    assert "level by level (each level waits for its slowest step)" in out
     assert "chunks indexed in" in out
     assert "answer (simulated model)" in out
 
