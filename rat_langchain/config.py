@@ -172,7 +172,9 @@ class ParallelExecutionConfig(_Section):
         100, gt=0, description="LLM calls in flight at once (default: the connection pool size)."
     )
     dependency_analysis: bool = Field(
-        True, description="Infer dependencies from $stepN references in step arguments."
+        True,
+        description="Infer dependencies from $stepN references in step arguments "
+        "(false: references must be listed in dependencies, else PlanError).",
     )
 
 

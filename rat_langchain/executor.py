@@ -167,6 +167,7 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
         background_verification: bool = True,
         verify_timeout: float | None = None,
         callbacks: Sequence[PlanCallbacks] = (),
+        infer_dependencies: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         named = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
@@ -182,6 +183,7 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
         self.background_verification = background_verification
         self.verify_timeout = verify_timeout
         self.callbacks = list(callbacks)
+        self.infer_dependencies = infer_dependencies
         self._clock = clock
         self._background: asyncio.TaskGroup | None = None
 
@@ -199,6 +201,7 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
             "parallel": perf.parallel_execution.enabled,
             "max_parallel_steps": perf.parallel_execution.max_parallel_steps,
             "background_verification": perf.background_tasks.verification,
+            "infer_dependencies": perf.parallel_execution.dependency_analysis,
         }
         return cls(tools, **{**settings, **kwargs})
 
@@ -237,6 +240,8 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
         and ``result.pending`` holds the verification tasks (``await result.wait_verified()``);
         that needs ``async with executor:``, which owns them."""
         plan.validate_tools(self.tools)
+        if not self.infer_dependencies:
+            plan.check_listed_dependencies()
         deps = plan.dependencies()
         by_id = {step.id: step for step in plan.steps}
         run = _Execution(self, Plan.model_construct(steps=[], goal=plan.goal), _run)
@@ -418,6 +423,8 @@ class _Execution:
                 f"step {step.id!r} uses tool {step.tool!r}, "
                 f"which is not one of {sorted(self.executor.tools)}"
             )
+        if not self.executor.infer_dependencies:
+            Plan.model_construct(steps=[*self.by_id.values(), step]).check_listed_dependencies()
         deps = step.depends_on()
         for dep in deps:
             if dep == step.id:

@@ -8,12 +8,17 @@ run per step) under the orchestrator's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun
+from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import patch_config
+from langchain_core.tools import BaseTool
 
+from rat_langchain.catalog import ToolCatalog
+from rat_langchain.config import RatConfig
 from rat_langchain.executor import ParallelPlanExecutor, PlanResult
 from rat_langchain.planner import Planner, request_text
 
@@ -38,6 +43,25 @@ class Orchestrator(Runnable[Any, PlanResult]):
         self.planner = planner
         self.executor = executor
         self.streaming = streaming
+
+    @classmethod
+    def from_config(
+        cls,
+        llm: BaseChatModel,
+        tools: Mapping[str, Any] | Sequence[BaseTool],
+        config: RatConfig | None = None,
+        *,
+        streaming: bool = False,
+        **executor_kwargs: Any,
+    ) -> Orchestrator:
+        """Planner and executor for ``tools`` as the config says (``parallel_execution``,
+        ``background_tasks.verification``, ``caching.tool_catalog``); extra keyword arguments
+        go to :class:`ParallelPlanExecutor` (``verifier=``, ``step_timeout=``...)."""
+        config = config or RatConfig()
+        catalog = ToolCatalog(tools, cache=config.performance.caching.tool_catalog)
+        planner = Planner(llm, catalog)
+        executor = ParallelPlanExecutor.from_config(tools, config, **executor_kwargs)
+        return cls(planner, executor, streaming=streaming)
 
     def __repr__(self) -> str:
         return f"Orchestrator({self.planner!r}, {self.executor!r}, streaming={self.streaming})"

@@ -181,6 +181,26 @@ class Plan(BaseModel):
                     f"step {step.id!r} uses tool {step.tool!r}, which is not one of {sorted(known)}"
                 )
 
+    def check_listed_dependencies(self) -> None:
+        """Strict mode (``parallel_execution.dependency_analysis: false``): every step a step
+        refers to must be among its listed dependencies, directly or through them; PlanError
+        names the first reference that is not."""
+        listed = {step.id: step.dependencies for step in self.steps}
+        for step in self.steps:
+            above: set[str] = set()
+            stack = list(step.dependencies)
+            while stack:
+                node = stack.pop()
+                if node not in above:
+                    above.add(node)
+                    stack.extend(listed[node])
+            for ref in step.references():
+                if ref.step not in above:
+                    raise PlanError(
+                        f"step {step.id!r} refers to {ref.text!r} but does not list "
+                        f"{ref.step!r} in its dependencies (dependency analysis is off)"
+                    )
+
     def step(self, step_id: str) -> Step:
         for step in self.steps:
             if step.id == step_id:

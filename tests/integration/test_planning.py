@@ -196,11 +196,7 @@ async def test_orchestrator_plans_executes_and_verifies(
 
 def test_orchestrator_sync_execute_works_inside_a_running_loop(sim: SimulatorThread) -> None:
     pool = ClientPool(pool_config())
-    orch = Orchestrator(
-        Planner(chat(pool, sim), TOOLS),
-        ParallelPlanExecutor(TOOLS),
-        streaming=True,
-    )
+    orch = Orchestrator.from_config(chat(pool, sim), TOOLS, pool_config(), streaming=True)
 
     async def old_caller() -> Any:
         return orch.execute("Compare")  # a sync call made from async code

@@ -340,3 +340,43 @@ async def test_executor_rejects_what_is_not_a_plan() -> None:
         await executor.ainvoke(42)  # type: ignore[arg-type]
     with pytest.raises(PlanError, match="no step 'zz'"):
         await executor.ainvoke('{"steps": [{"id": "a", "tool": "echo", "args": {"v": "$zz"}}]}')
+
+
+async def test_from_config_and_strict_dependencies() -> None:
+    from rat_langchain import RatConfig
+
+    config = RatConfig.from_dict(
+        {
+            "performance": {
+                "parallel_execution": {
+                    "enabled": False,
+                    "max_parallel_steps": 3,
+                    "dependency_analysis": False,
+                },
+                "background_tasks": {"verification": False},
+            }
+        },
+        env={},
+    )
+    executor = ParallelPlanExecutor.from_config({"echo": echo}, config)
+    assert not executor.parallel
+    assert executor.max_parallel_steps == 3
+    assert not executor.background_verification
+    unlisted = Plan(steps=[Step(id="a", tool="echo"), Step(id="b", tool="echo", args={"x": "$a"})])
+    with pytest.raises(PlanError, match="does not list 'a'"):
+        await executor.aexecute(unlisted)
+    listed = Plan(
+        steps=[
+            Step(id="a", tool="echo"),
+            Step(id="b", tool="echo", dependencies=["a"]),
+            Step(id="c", tool="echo", args={"x": "$a"}, dependencies=["b"]),  # through b
+        ]
+    )
+    assert (await executor.aexecute(listed)).succeeded
+
+    async def stream() -> AsyncIterator[Step]:
+        for step in unlisted.steps:
+            yield step
+
+    with pytest.raises(PlanError, match="does not list 'a'"):
+        await executor.aexecute_stream(stream())
