@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: demo test lint bench install install-dev clean
+.PHONY: demo test lint bench install install-dev redis-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,16 @@ lint: install-dev
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-test: lint
+# The Redis tests start their own redis-server on a free loopback port; install it if missing
+# (Debian's package; needs root or sudo, as on CI).
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q redis-server >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q redis-server >/dev/null; }; }
+	@command -v redis-server >/dev/null 2>&1 || { echo "could not install redis-server" >&2; exit 1; }
+
+test: lint redis-server
 	$(PY) -m pytest
 
 # Each benchmark starts its own simulator process and prints ratios measured side by side.

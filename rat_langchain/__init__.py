@@ -30,9 +30,10 @@ from rat_langchain.memory import MemoryStore
 from rat_langchain.orchestrator import Orchestrator
 from rat_langchain.plan import Plan, PlanError, Step
 from rat_langchain.planner import Planner, PlanningError
-from rat_langchain.ratelimit import RateLimit, RateLimiter, RequestTooLarge
+from rat_langchain.ratelimit import RateLimit, RateLimiter, RateLimitExceeded, RequestTooLarge
 from rat_langchain.retry import ApiKeyError, RetryPolicy
 from rat_langchain.runnables import ResilientRunnable, resilient
+from rat_langchain.shared import RateLimiterUnavailable, RedisRateLimiter, SharedBreakerState
 from rat_langchain.sim import Simulator, SimulatorProcess, SimulatorThread
 from rat_langchain.verification import BackgroundVerifier, Verdict
 
@@ -65,11 +66,15 @@ __all__ = [
     "RatConfig",
     "RatError",
     "RateLimit",
+    "RateLimitExceeded",
     "RateLimiter",
+    "RateLimiterUnavailable",
+    "RedisRateLimiter",
     "RequestTooLarge",
     "ResilientChatOpenAI",
     "ResilientRunnable",
     "RetryPolicy",
+    "SharedBreakerState",
     "Simulator",
     "SimulatorProcess",
     "SimulatorThread",

@@ -196,6 +196,8 @@ class Guard:
         number: int,
     ) -> T:
         self._count_attempt(number)
+        if self.breaker is not None and self.breaker.shared is not None:
+            await self.breaker.shared.refresh(self.breaker)  # another process may have tripped
         with self._permit() as permit:
             reservation = (
                 await self.limiter.acquire(self.key, tokens) if self.limiter is not None else None

@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 
+REMOTE_REASON = "opened by another process"
+
+
 class State(enum.StrEnum):
     CLOSED = "closed"
     OPEN = "open"
@@ -220,10 +223,11 @@ class CircuitBreaker:
         self._listeners: list[Callable[[StateChange], None]] = []
         self.transitions: Counter[tuple[State, State]] = Counter()
         self.calls: Counter[str] = Counter()
+        self.shared: Any = None  # a SharedBreakerState when openings are shared (Redis)
 
     @classmethod
     def from_config(cls, config: CircuitBreakerConfig, name: str, **kwargs: Any) -> CircuitBreaker:
-        fields = config.model_dump(exclude={"enabled"})
+        fields = config.model_dump(exclude={"enabled", "share_open_state"})
         return cls(name, **fields, **kwargs)
 
     # -- state ---------------------------------------------------------------------------------
@@ -394,6 +398,21 @@ class CircuitBreaker:
         with self.guard_sync() as permit:
             yield permit
 
+    @property
+    def open_for_s(self) -> float:
+        """How long the current (or last) opening lasts."""
+        return self._open_for
+
+    def open_remotely(self, seconds: float) -> None:
+        """Another process opened this breaker for ``seconds`` more: fail fast here too. Only a
+        closed breaker follows (a half-open one is already probing on its own)."""
+        with self._lock:
+            if self._state != State.CLOSED:
+                return
+            self._open_for = max(0.0, seconds)
+            change = self._transition(State.OPEN, f"{REMOTE_REASON} ({seconds:.2f} s left)")
+        self._emit(change)
+
     # -- operator controls ---------------------------------------------------------------------
 
     def force_open(self) -> None:
@@ -437,8 +456,11 @@ class CircuitBreaker:
 class BreakerRegistry:
     """One breaker per key (by default (endpoint, model)), created on first use from the config."""
 
-    def __init__(self, config: CircuitBreakerConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, config: CircuitBreakerConfig | None = None, *, shared: Any = None, **kwargs: Any
+    ) -> None:
         self.config = config or CircuitBreakerConfig()
+        self.shared = shared  # a SharedBreakerState: openings published to other processes
         self._kwargs = kwargs
         self._breakers: dict[Hashable, CircuitBreaker] = {}
         self._lock = threading.Lock()
@@ -449,6 +471,8 @@ class BreakerRegistry:
             if breaker is None:
                 name = "/".join(map(str, key)) if isinstance(key, tuple) else str(key)
                 breaker = CircuitBreaker.from_config(self.config, name, **self._kwargs)
+                if self.shared is not None:
+                    self.shared.attach(breaker)
                 self._breakers[key] = breaker
             return breaker
 

@@ -101,7 +101,7 @@ class ClientPool:
         pooling = perf.connection_pooling
         # Shared by every model this pool makes: one quota and one breaker per (endpoint, model).
         self.limiter = limiter or (
-            RateLimiter.from_config(
+            _limiter_class(perf.rate_limiting.backend).from_config(
                 perf.rate_limiting,
                 max_concurrency=perf.parallel_execution.max_parallel_llm_calls,
             )
@@ -109,7 +109,14 @@ class ClientPool:
             else None
         )
         self.breakers = breakers or (
-            BreakerRegistry(perf.circuit_breaker) if perf.circuit_breaker.enabled else None
+            BreakerRegistry(
+                perf.circuit_breaker,
+                shared=_shared_breakers(perf.rate_limiting.redis_url)
+                if perf.circuit_breaker.share_open_state
+                else None,
+            )
+            if perf.circuit_breaker.enabled
+            else None
         )
         self.retry = RetryPolicy.from_config(perf.retries)
         transport = _http.DEFAULT_TRANSPORT if pooling.transport == "auto" else pooling.transport
@@ -376,6 +383,10 @@ class ClientPool:
         self._closed = True
         if self._http is not None:
             await self._http.aclose()
+        for shared in (self.limiter, self.breakers.shared if self.breakers else None):
+            closer = getattr(shared, "aclose", None)
+            if closer is not None:
+                await closer()
         self.close()
         self._async.clear()
 
@@ -407,3 +418,17 @@ class ClientPool:
             f"max_connections={self._settings.max_connections}, "
             f"endpoints=[{', '.join(endpoints)}], closed={self._closed})"
         )
+
+
+def _limiter_class(backend: str) -> type[RateLimiter]:
+    if backend == "redis":
+        from rat_langchain.shared import RedisRateLimiter
+
+        return RedisRateLimiter
+    return RateLimiter
+
+
+def _shared_breakers(url: str) -> Any:
+    from rat_langchain.shared import SharedBreakerState
+
+    return SharedBreakerState(url)

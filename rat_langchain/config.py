@@ -117,6 +117,32 @@ class RateLimitingConfig(_Section):
     per_model: dict[str, ModelRateLimit] = Field(
         default_factory=dict, description="Overrides by model name."
     )
+    max_queue: int | None = Field(
+        None,
+        gt=0,
+        description="Backpressure: callers allowed to wait per API and model; past it a "
+        "caller gets RateLimitExceeded at once. None = unbounded.",
+    )
+    max_queue_wait_s: float | None = Field(
+        None,
+        gt=0,
+        description="Backpressure: a caller whose expected wait is longer gets "
+        "RateLimitExceeded at once. None = wait as long as it takes.",
+    )
+    backend: Literal["local", "redis"] = Field(
+        "local",
+        description="Where the buckets live: this process, or Redis (one budget shared by "
+        "every process using it).",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis for backend: redis (and circuit_breaker.share_open_state).",
+    )
+    redis_failure: Literal["degrade", "fail_closed"] = Field(
+        "degrade",
+        description="When Redis is unreachable: degrade to local buckets (with a warning), "
+        "or fail_closed (RateLimiterUnavailable).",
+    )
 
 
 class CircuitBreakerConfig(_Section):
@@ -138,6 +164,11 @@ class CircuitBreakerConfig(_Section):
     wait_s: float = Field(5.0, gt=0, description="Open time before the first probe.")
     max_wait_s: float = Field(60.0, gt=0, description="Cap on the open time as it grows.")
     half_open_permits: int = Field(2, gt=0, description="Probe calls allowed while half-open.")
+    share_open_state: bool = Field(
+        False,
+        description="Publish an opening through Redis (rate_limiting.redis_url), so every "
+        "process fails fast once one has tripped.",
+    )
 
     @model_validator(mode="after")
     def _wait_fits(self) -> Self:

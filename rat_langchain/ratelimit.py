@@ -28,6 +28,7 @@ from rat_langchain.errors import RatError
 
 __all__ = [
     "RateLimit",
+    "RateLimitExceeded",
     "RateLimiter",
     "RequestTooLarge",
     "Reservation",
@@ -42,6 +43,20 @@ _EPSILON = 1e-9
 
 class RequestTooLarge(RatError, ValueError):
     """A request needs more tokens than the bucket can ever hold; waiting would never end."""
+
+
+class RateLimitExceeded(RatError):
+    """Backpressure: the wait queue of a key is full (``max_queue``) or the wait would be longer
+    than ``max_queue_wait_s``, so the caller is told at once instead of queueing."""
+
+    def __init__(self, key: object, queued: int, expected_wait_s: float, reason: str) -> None:
+        super().__init__(
+            f"rate limit queue for {key!r} {reason}: {queued} callers waiting, "
+            f"expected wait {expected_wait_s:.2f} s"
+        )
+        self.key = key
+        self.queued = queued
+        self.expected_wait_s = expected_wait_s
 
 
 class _TimerHandle(Protocol):
@@ -227,6 +242,19 @@ class _KeyState:
             wait = max(wait, self.tokens.wait_for(tokens))
         return wait
 
+    def queue_wait(self, tokens: int) -> float:
+        """Expected wait of a caller joining the back of the queue now (an estimate: waiters
+        that were cancelled but not yet removed still count)."""
+        wait = max(0.0, self.paused_until - self.clock())
+        ahead = [w for w in self.waiters if not w.future.done()]
+        if self.requests is not None:
+            missing = len(ahead) + 1 - self.requests.level()
+            wait = max(wait, missing / self.requests.rate)
+        if self.tokens is not None:
+            missing = sum(w.tokens for w in ahead) + tokens - self.tokens.level()
+            wait = max(wait, missing / self.tokens.rate)
+        return wait
+
     def take(self, tokens: int) -> None:
         if self.requests is not None:
             self.requests.take(1)
@@ -260,10 +288,18 @@ class RateLimiter:
         per_model: Mapping[str, RateLimit] | None = None,
         max_concurrency: int | None = None,
         first_hold_s: float = 0.0,
+        max_queue: int | None = None,
+        max_queue_wait_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
     ) -> None:
+        if max_queue is not None and max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0 or None, got {max_queue}")
+        if max_queue_wait_s is not None and max_queue_wait_s < 0:
+            raise ValueError(f"max_queue_wait_s must be >= 0 or None, got {max_queue_wait_s}")
         self.default = RateLimit(rpm, tpm, safety_margin, burst_s)
+        self.max_queue = max_queue
+        self.max_queue_wait_s = max_queue_wait_s
         self.per_model = dict(per_model or {})
         self.max_concurrency = max_concurrency
         self.first_hold_s = first_hold_s
@@ -273,7 +309,14 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
         self._semaphores = weakref.WeakKeyDictionary()
-        self.stats = {"acquired": 0, "waited": 0, "wait_s": 0.0, "paused": 0, "too_large": 0}
+        self.stats: dict[str, Any] = {
+            "acquired": 0,
+            "waited": 0,
+            "wait_s": 0.0,
+            "paused": 0,
+            "too_large": 0,
+            "rejected": 0,
+        }
 
     @classmethod
     def from_config(cls, config: RateLimitingConfig, **kwargs: Any) -> RateLimiter:
@@ -287,6 +330,8 @@ class RateLimiter:
             for model, limits in config.per_model.items()
         }
         kwargs.setdefault("first_hold_s", config.first_hold_s)
+        kwargs.setdefault("max_queue", config.max_queue)
+        kwargs.setdefault("max_queue_wait_s", config.max_queue_wait_s)
         return cls(
             config.rpm_limit,
             config.tpm_limit,
@@ -359,6 +404,7 @@ class RateLimiter:
                 state.take(tokens)
                 self.stats["acquired"] += 1
                 return Reservation(key, tokens, self)
+            self._backpressure(state, key, tokens)
             waiter = _Waiter(loop.create_future(), tokens)
             state.waiters.append(waiter)
             self._schedule(key, state, loop)
@@ -388,14 +434,33 @@ class RateLimiter:
 
         Not FIFO against async waiters; async callers are served first when both compete.
         """
+        first = True
         while True:
             reservation = self.try_acquire(key, tokens)
             if reservation is not None:
                 return reservation
             with self._lock:
                 state = self._state(key)
+                if first:
+                    self._backpressure(state, key, tokens)
+                    first = False
                 wait = state.wait_time(tokens) if not state.waiters else 0.01
             time.sleep(max(wait, 0.001))
+
+    def _backpressure(self, state: _KeyState, key: Key, tokens: int) -> None:
+        """Refuse to queue past ``max_queue`` callers or ``max_queue_wait_s``. Lock held."""
+        queued = sum(1 for w in state.waiters if not w.future.done())
+        reason = None
+        if self.max_queue is not None and queued >= self.max_queue:
+            reason = f"is full (max_queue={self.max_queue})"
+        expected = 0.0
+        if self.max_queue_wait_s is not None:
+            expected = state.queue_wait(tokens)
+            if reason is None and expected > self.max_queue_wait_s:
+                reason = f"would wait too long (max_queue_wait_s={self.max_queue_wait_s})"
+        if reason is not None:
+            self.stats["rejected"] += 1
+            raise RateLimitExceeded(key, queued, expected, reason)
 
     def _check(self, state: _KeyState, key: Key, tokens: int) -> None:
         if tokens < 0:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from rat_langchain import RatConfig
+from rat_langchain._redis_server import RedisServer
 from rat_langchain.sim import Simulator, SimulatorThread
 
 API_KEY = "sk-test-SECRET-do-not-leak-0123456789"
@@ -40,3 +42,15 @@ def pool_config(*, performance: dict[str, object] | None = None, **pooling: obje
         **(performance or {}),
     }
     return RatConfig.from_dict({"performance": sections}, env={})
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed: `make test` installs it (apt redis-server)")
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -2,6 +2,10 @@ import rat_langchain
 import rat_langchain.sim
 
 EXPECTED = {
+    "RateLimitExceeded",
+    "RateLimiterUnavailable",
+    "RedisRateLimiter",
+    "SharedBreakerState",
     "ToolCatalog",
     "PlanCallbacks",
     "Orchestrator",

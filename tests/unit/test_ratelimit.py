@@ -309,3 +309,58 @@ async def test_the_hold_ends_by_itself_when_no_answer_comes() -> None:
     assert not late.done()
     await clock.advance(0.1)
     assert late.done()  # 0.5 s of hold (never more than one burst window), then 0.1 s of refill
+
+
+async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow() -> None:
+    from rat_langchain.ratelimit import RateLimitExceeded
+
+    fake = FakeTime()
+    limiter = RateLimiter(
+        rpm=60,
+        tpm=None,
+        safety_margin=1.0,
+        burst_s=1,
+        max_queue=2,
+        clock=fake,
+        call_later=fake.call_later,
+    )  # one request per second, bucket of one
+    await limiter.acquire(KEY)  # takes the bucket
+    waiting = [asyncio.create_task(limiter.acquire(KEY)) for _ in range(2)]
+    await _settle()
+    with pytest.raises(RateLimitExceeded, match="is full") as caught:
+        await limiter.acquire(KEY)  # a third waiter: refused without waiting
+    assert caught.value.queued == 2
+    assert limiter.stats["rejected"] == 1
+    await fake.advance(2.0)
+    assert all(t.done() for t in waiting)  # the queued ones were served, not dropped
+
+    timed = RateLimiter(
+        rpm=60,
+        tpm=6000,
+        safety_margin=1.0,
+        burst_s=1,
+        max_queue_wait_s=3.0,
+        clock=fake,
+        call_later=fake.call_later,
+    )
+    await timed.acquire(KEY, tokens=100)  # empties both buckets (1 request, 100 tokens)
+    second = asyncio.create_task(timed.acquire(KEY, tokens=100))  # ~1 s away: queued
+    await _settle()
+    with pytest.raises(RateLimitExceeded, match="too long") as slow:
+        await timed.acquire(KEY, tokens=250)  # behind 100 tokens, 350 missing at 100/s
+    assert slow.value.expected_wait_s == pytest.approx(3.5)
+    third = asyncio.create_task(timed.acquire(KEY, tokens=50))  # 2.5 s expected: accepted
+    await fake.advance(5.0)
+    assert second.done()
+    assert third.done()
+    blocking = RateLimiter(rpm=60, tpm=None, burst_s=1, max_queue_wait_s=0.5, clock=fake)
+    blocking.acquire_blocking(KEY)  # takes the bucket
+    with pytest.raises(RateLimitExceeded, match="too long"):
+        blocking.acquire_blocking(KEY)  # 1 s away: refused instead of sleeping
+
+
+def test_backpressure_settings_come_from_config() -> None:
+    config = RateLimitingConfig(max_queue=7, max_queue_wait_s=2.5)
+    limiter = RateLimiter.from_config(config)
+    assert limiter.max_queue == 7
+    assert limiter.max_queue_wait_s == 2.5

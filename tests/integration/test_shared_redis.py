@@ -1,0 +1,184 @@
+"""RedisRateLimiter and SharedBreakerState against a real redis-server on a free port.
+
+Two limiter (or breaker-state) objects stand for two processes: they share nothing but Redis.
+Limits are chosen so that refill during a test is negligible (one request per 10 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from rat_langchain import CircuitBreaker, CircuitOpenError
+from rat_langchain.breaker import Outcome, State
+from rat_langchain.shared import RateLimiterUnavailable, RedisRateLimiter, SharedBreakerState
+from tests.conftest import RedisServer
+
+KEY = ("http://sim/v1", "gpt-4o-mini")
+
+
+def limiter(url: str, **kwargs: object) -> RedisRateLimiter:
+    settings: dict[str, object] = {"safety_margin": 1.0, "burst_s": 10.0, "timeout_s": 0.5}
+    settings.update(kwargs)
+    return RedisRateLimiter(url=url, **settings)  # type: ignore[arg-type]
+
+
+async def test_two_processes_share_one_request_budget(redis_server: RedisServer) -> None:
+    a = limiter(redis_server.url, rpm=12, tpm=None)  # bucket of 2 requests, 1 per 5 s
+    b = limiter(redis_server.url, rpm=12, tpm=None)
+    assert a.try_acquire(KEY) is not None
+    assert b.try_acquire(KEY) is not None
+    assert a.try_acquire(KEY) is None  # the budget is shared: both slots are gone
+    assert b.try_acquire(KEY) is None
+    assert (await asyncio.gather(a.aclose(), b.aclose())) == [None, None]
+
+
+async def test_both_buckets_are_charged_together_or_not_at_all(redis_server: RedisServer) -> None:
+    a = limiter(redis_server.url, rpm=12, tpm=6000)  # 2 requests, 1000 tokens per 10 s
+    b = limiter(redis_server.url, rpm=12, tpm=6000)
+    assert a.try_acquire(KEY, tokens=900) is not None
+    assert b.try_acquire(KEY, tokens=200) is None  # tokens short: the request slot is kept
+    assert b.try_acquire(KEY, tokens=100) is not None  # ... and used here
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_reconcile_and_pause_reach_the_other_process(redis_server: RedisServer) -> None:
+    a = limiter(redis_server.url, rpm=60, tpm=6000)  # 10 requests, 1000 tokens
+    b = limiter(redis_server.url, rpm=60, tpm=6000)
+    reservation = await a.acquire(KEY, tokens=1000)
+    assert b.try_acquire(KEY, tokens=500) is None
+    reservation.reconcile(100)  # the call used 100: 900 go back to the shared bucket
+    await a.flush()
+    assert b.try_acquire(KEY, tokens=800) is not None
+    a.pause(KEY, 30)  # a 429 seen by a pauses b too
+    await a.flush()
+    assert b.try_acquire(KEY, tokens=1) is None
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_waiting_for_the_shared_bucket_and_backpressure(redis_server: RedisServer) -> None:
+    fast = limiter(redis_server.url, rpm=600, tpm=None, burst_s=0.1, max_queue_wait_s=5.0)
+    # a bucket of one request refilled every 100 ms: the second caller waits for the refill
+    first = await fast.acquire(KEY)
+    second = await fast.acquire(KEY)
+    assert first.key == second.key == KEY
+    assert fast.stats["waited"] == 1
+    slow = limiter(redis_server.url, rpm=6, tpm=None, max_queue_wait_s=1.0)
+    await slow.acquire(("x", "m"))
+    with pytest.raises(Exception, match="would wait too long"):
+        await slow.acquire(("x", "m"))  # 10 s away: refused at once
+    await fast.aclose()
+    await slow.aclose()
+
+
+async def test_redis_outage_degrades_to_local_buckets_and_recovers(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    shared = limiter(redis_server.url, rpm=600, tpm=None, retry_s=0.0, timeout_s=0.3)
+    await shared.acquire(KEY)
+    assert not shared.degraded
+    redis_server.stop()
+    with caplog.at_level(logging.WARNING, logger="rat_langchain.shared"):
+        async with asyncio.timeout(5):  # no call hangs on a dead Redis
+            await shared.acquire(KEY)
+            assert shared.try_acquire(KEY) is not None
+    assert shared.stats["degraded_acquires"] >= 1
+    assert shared.outages == 1
+    assert "unreachable" in caplog.text
+    assert "127.0.0.1" in caplog.text
+    redis_server.start()
+    calls = shared.stats["redis_calls"]
+    await shared.acquire(KEY)  # retry_s=0: Redis is tried again at once
+    assert shared.stats["redis_calls"] == calls + 1
+    assert not shared.degraded
+    await shared.aclose()
+
+
+async def test_fail_closed_refuses_while_redis_is_down(redis_server: RedisServer) -> None:
+    closed = limiter(redis_server.url, rpm=600, tpm=None, fail_closed=True, timeout_s=0.3)
+    await closed.acquire(KEY)
+    redis_server.stop()
+    with pytest.raises(RateLimiterUnavailable, match="fail_closed"):
+        await closed.acquire(KEY)
+    with pytest.raises(RateLimiterUnavailable):
+        closed.try_acquire(KEY)
+    redis_server.start()
+    await closed.acquire(KEY)
+    await closed.aclose()
+
+
+def test_the_redis_password_never_shows(redis_server: RedisServer) -> None:
+    secret = RedisRateLimiter(url="redis://user:hunter2@127.0.0.1:1/0")
+    assert "hunter2" not in repr(secret)
+    assert "***" in repr(secret)
+
+
+async def test_an_opening_in_one_process_is_seen_by_another(redis_server: RedisServer) -> None:
+    state_a = SharedBreakerState(redis_server.url, sync_s=0.0)
+    state_b = SharedBreakerState(redis_server.url, sync_s=0.0)
+    a = CircuitBreaker("sim/gpt-4o-mini", consecutive_failures=2, minimum_calls=50, wait_s=30)
+    b = CircuitBreaker("sim/gpt-4o-mini", consecutive_failures=2, minimum_calls=50, wait_s=30)
+    state_a.attach(a)
+    state_b.attach(b)
+    await state_b.refresh(b)
+    assert b.state == State.CLOSED  # nothing published yet
+    for _ in range(2):
+        a.acquire().record(Outcome.FAILURE)
+    assert a.state == State.OPEN
+    await state_a.flush()
+    assert state_a.stats["published"] == 1
+    await state_b.refresh(b)
+    assert b.state == State.OPEN
+    with pytest.raises(CircuitOpenError) as caught:
+        b.acquire()
+    assert caught.value.retry_in is not None
+    assert 25 < caught.value.retry_in <= 30  # the remaining open time, not a fresh wait
+    assert state_b.stats["published"] == 0  # an applied opening is not echoed back
+    await state_a.aclose()
+    await state_b.aclose()
+
+
+@pytest.mark.timeout(180)
+def test_four_processes_stay_under_one_quota_together(redis_server: RedisServer) -> None:
+    """Acceptance: 4 worker processes, one Redis-backed limiter, a simulator enforcing 1200 RPM
+    (over 1 s windows): no 429s to speak of, and most of the quota used; the same with local
+    limiters overshoots (each process thinks the whole quota is its own). The throughput figure
+    itself is measured by benchmarks/bench_shared_limiter.py."""
+    from rat_langchain import _quota_run
+    from rat_langchain.sim import SimulatorProcess
+
+    with SimulatorProcess(rpm=1200, limit_window_s=1.0) as sim:
+        shared = _quota_run.run(sim, backend="redis", redis_url=redis_server.url, seconds=2.0)
+        local = _quota_run.run(sim, backend="local", seconds=2.0)
+    assert shared.throttled_share <= 0.01, shared
+    assert shared.share_of_limit >= 0.6, shared  # loose here: 2 cores, 4 processes, 2 s
+    assert local.throttled_share > 0.2, local
+
+
+async def test_a_pool_configured_for_redis_shares_its_limiter_and_breakers(
+    redis_server: RedisServer, sim: object
+) -> None:
+    from rat_langchain import ClientPool, RatConfig
+    from tests.conftest import API_KEY
+
+    config = RatConfig.from_dict(
+        {
+            "performance": {
+                "rate_limiting": {"backend": "redis", "redis_url": redis_server.url},
+                "circuit_breaker": {"share_open_state": True},
+            }
+        },
+        env={},
+    )
+    async with ClientPool(config) as pool:
+        assert isinstance(pool.limiter, RedisRateLimiter)
+        llm = pool.chat_model(base_url=sim.base_url, api_key=API_KEY)  # type: ignore[attr-defined]
+        assert await llm.ainvoke("hi")
+        assert pool.limiter.stats["redis_calls"] >= 1
+        guard = llm.guard
+        assert guard is not None
+        assert isinstance(guard.breaker.shared, SharedBreakerState)  # type: ignore[union-attr]
