@@ -27,6 +27,7 @@ from rat_langchain.executor import (
 from rat_langchain.faiss_store import FaissStore, IndexLoadError
 from rat_langchain.indexer import BatchIndexer, IndexReport, load_folder
 from rat_langchain.memory import MemoryStore
+from rat_langchain.metrics import Metrics, MetricsCallbackHandler
 from rat_langchain.orchestrator import Orchestrator
 from rat_langchain.plan import Plan, PlanError, Step
 from rat_langchain.planner import Planner, PlanningError
@@ -53,6 +54,8 @@ __all__ = [
     "IndexLoadError",
     "IndexReport",
     "MemoryStore",
+    "Metrics",
+    "MetricsCallbackHandler",
     "Orchestrator",
     "ParallelPlanExecutor",
     "Plan",

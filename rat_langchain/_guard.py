@@ -20,6 +20,7 @@ import tenacity
 
 from rat_langchain.breaker import CircuitBreaker
 from rat_langchain.errors import DeadlineExceeded
+from rat_langchain.metrics import Metrics
 from rat_langchain.ratelimit import Key, RateLimiter, Reservation
 from rat_langchain.retry import RetryPolicy, explain, is_retryable
 
@@ -56,6 +57,18 @@ class Guard:
     endpoint: str = ""
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     stats: GuardStats = field(default_factory=GuardStats)
+    metrics: Metrics | None = None
+
+    @property
+    def series(self) -> tuple[str, str]:
+        """The metrics series of this guard: (endpoint, model)."""
+        if isinstance(self.key, tuple):
+            return (str(self.key[0]), str(self.key[1]))
+        return (self.endpoint, str(self.key))
+
+    def _record(self, started: float, error: BaseException | None) -> None:
+        if self.metrics is not None:
+            self.metrics.record_call(self.series, time.monotonic() - started, error)
 
     def _attempt_budget(self, deadline: float | None, attempt_number: int) -> float | None:
         """The first attempts get half of what is left, the last gets all of it, so an attempt
@@ -75,25 +88,32 @@ class Guard:
     ) -> T:
         """Run ``attempt`` (a fresh awaitable per call) under the whole policy."""
         self.stats.calls += 1
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        started = time.monotonic()
+        deadline = None if self.timeout is None else started + self.timeout
         scope = asyncio.timeout(self.timeout) if self.timeout is not None else None
         try:
             async with scope or contextlib.nullcontext():
-                return await self._attempts(attempt, tokens, on_result, deadline)
+                result = await self._attempts(attempt, tokens, on_result, deadline)
         except TimeoutError as exc:
             self.stats.failures += 1
             if scope is not None and scope.expired():
-                raise DeadlineExceeded(
+                error = DeadlineExceeded(
                     f"call to {self.key!r} did not finish within its {self.timeout}s deadline "
                     f"(retries included); raise performance.retries.timeout_s or the timeout= "
                     "of resilient()"
-                ) from exc
+                )
+                self._record(started, error)
+                raise error from exc
+            self._record(started, exc)
             raise
         except Exception as exc:
             explained = self._failed(exc)
+            self._record(started, explained)
             if explained is exc:
                 raise
             raise explained from exc
+        self._record(started, None)
+        return result
 
     def _failed(self, exc: Exception) -> BaseException:
         """Count a failed call and return what to raise: 401/403 become ``ApiKeyError``."""
@@ -120,7 +140,7 @@ class Guard:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and delay >= remaining:
             raise first
-        self.stats.retries += 1
+        self._count_retry(None)
         await self.sleep(delay)
         retrying = policy.retrying(
             max_attempts=policy.max_attempts - 1,
@@ -144,6 +164,7 @@ class Guard:
         """The same policy for sync callers. A running sync attempt cannot be interrupted, so
         the deadline stops retries before they would cross it; the HTTP timeout ends attempts."""
         self.stats.calls += 1
+        started = time.monotonic()
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.retry.max_attempts if self.retry else 1)
             | (tenacity.stop_before_delay(self.timeout) if self.timeout else tenacity.stop_never),
@@ -156,9 +177,12 @@ class Guard:
             for state in retrying:
                 with state:
                     number = state.retry_state.attempt_number
-                    return self._once_sync(attempt, tokens, on_result, number)
+                    result = self._once_sync(attempt, tokens, on_result, number)
+                    self._record(started, None)
+                    return result
         except Exception as exc:
             explained = self._failed(exc)
+            self._record(started, explained)
             if explained is exc:
                 raise
             raise explained from exc
@@ -199,9 +223,14 @@ class Guard:
         if self.breaker is not None and self.breaker.shared is not None:
             await self.breaker.shared.refresh(self.breaker)  # another process may have tripped
         with self._permit() as permit:
+            waited = time.monotonic()
             reservation = (
                 await self.limiter.acquire(self.key, tokens) if self.limiter is not None else None
             )
+            if self.metrics is not None and self.limiter is not None:
+                waited = time.monotonic() - waited
+                if waited > 0.001:  # a free bucket answers in microseconds
+                    self.metrics.record_limiter_wait(self.series, waited)
             semaphore = self.limiter.semaphore() if self.limiter is not None else None
             async with semaphore or _ANULL:
                 if permit is not None:
@@ -233,6 +262,8 @@ class Guard:
 
     def _count_retry(self, _state: Any) -> None:
         self.stats.retries += 1
+        if self.metrics is not None:
+            self.metrics.record_retry(self.series)
 
     def _count_attempt(self, number: int) -> None:
         self.stats.attempts += 1
@@ -240,5 +271,7 @@ class Guard:
 
     def _rate_limited(self, exc: openai.RateLimitError) -> None:
         self.stats.rate_limited += 1
+        if self.metrics is not None:
+            self.metrics.record_rate_limited(self.series)
         if self.limiter is not None:
             self.limiter.observe_429(self.key, exc.response.headers)

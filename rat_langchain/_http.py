@@ -46,6 +46,8 @@ class HttpSettings:
     connect_timeout_s: float
     request_timeout_s: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # counts TCP connections opened vs reused (aiohttp transport; None: not counted)
+    connections: Any = field(default=None, compare=False)
 
     def timeout(self) -> httpx2.Timeout:
         return httpx2.Timeout(self.request_timeout_s, connect=self.connect_timeout_s)
@@ -60,7 +62,10 @@ class HttpSettings:
 
 def _inner_client(settings: HttpSettings) -> httpx2.AsyncClient | httpx.AsyncClient:
     if settings.transport == "aiohttp":
-        return openai.DefaultAioHttpClient(timeout=settings.timeout(), limits=settings.limits())
+        client = openai.DefaultAioHttpClient(timeout=settings.timeout(), limits=settings.limits())
+        if settings.connections is not None:
+            _count_connections(client, settings)
+        return client
     if settings.transport == "httpx":
         return httpx.AsyncClient(
             timeout=httpx.Timeout(settings.request_timeout_s, connect=settings.connect_timeout_s),
@@ -72,6 +77,38 @@ def _inner_client(settings: HttpSettings) -> httpx2.AsyncClient | httpx.AsyncCli
             follow_redirects=True,
         )
     return openai.DefaultAsyncHttpx2Client(timeout=settings.timeout(), limits=settings.limits())
+
+
+def _count_connections(client: Any, settings: HttpSettings) -> None:
+    """Give the aiohttp transport a session that counts connections opened and reused (an
+    aiohttp ``TraceConfig``), with the connector the transport would have built itself. The
+    transport takes a session factory by design; if its shape ever changes, nothing is
+    counted and nothing breaks."""
+    import aiohttp
+
+    transport = getattr(client, "_transport", None)
+    if transport is None or getattr(transport, "client", ...) is not None:
+        return
+    counter = settings.connections
+
+    async def opened(*_: Any) -> None:
+        counter.opened += 1
+
+    async def reused(*_: Any) -> None:
+        counter.reused += 1
+
+    def session() -> aiohttp.ClientSession:
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(opened)
+        trace.on_connection_reuseconn.append(reused)
+        connector = aiohttp.TCPConnector(
+            limit=settings.max_connections,
+            keepalive_timeout=settings.keepalive_expiry_s,
+            ssl=getattr(transport, "ssl_context", True),
+        )
+        return aiohttp.ClientSession(connector=connector, trace_configs=[trace])
+
+    transport.client = session
 
 
 class _PerLoop:

@@ -20,7 +20,7 @@ import json
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -457,10 +457,16 @@ class BreakerRegistry:
     """One breaker per key (by default (endpoint, model)), created on first use from the config."""
 
     def __init__(
-        self, config: CircuitBreakerConfig | None = None, *, shared: Any = None, **kwargs: Any
+        self,
+        config: CircuitBreakerConfig | None = None,
+        *,
+        shared: Any = None,
+        listeners: Iterable[Callable[[StateChange], None]] = (),
+        **kwargs: Any,
     ) -> None:
         self.config = config or CircuitBreakerConfig()
         self.shared = shared  # a SharedBreakerState: openings published to other processes
+        self.listeners = list(listeners)  # added to every breaker, e.g. metrics
         self._kwargs = kwargs
         self._breakers: dict[Hashable, CircuitBreaker] = {}
         self._lock = threading.Lock()
@@ -473,6 +479,8 @@ class BreakerRegistry:
                 breaker = CircuitBreaker.from_config(self.config, name, **self._kwargs)
                 if self.shared is not None:
                     self.shared.attach(breaker)
+                for listener in self.listeners:
+                    breaker.add_listener(listener)
                 self._breakers[key] = breaker
             return breaker
 

@@ -25,6 +25,7 @@ from rat_langchain.breaker import BreakerRegistry
 from rat_langchain.chat import ResilientChatOpenAI
 from rat_langchain.config import RatConfig
 from rat_langchain.errors import ConfigError, PoolClosedError
+from rat_langchain.metrics import Metrics
 from rat_langchain.ratelimit import RateLimiter
 from rat_langchain.retry import RetryPolicy
 
@@ -99,6 +100,7 @@ class ClientPool:
         self.config = config if config is not None else RatConfig.load()
         perf = self.config.performance
         pooling = perf.connection_pooling
+        self.metrics = Metrics()
         # Shared by every model this pool makes: one quota and one breaker per (endpoint, model).
         self.limiter = limiter or (
             _limiter_class(perf.rate_limiting.backend).from_config(
@@ -114,6 +116,7 @@ class ClientPool:
                 shared=_shared_breakers(perf.rate_limiting.redis_url)
                 if perf.circuit_breaker.share_open_state
                 else None,
+                listeners=[self.metrics.record_breaker],
             )
             if perf.circuit_breaker.enabled
             else None
@@ -127,6 +130,7 @@ class ClientPool:
             keepalive_expiry_s=pooling.keepalive_expiry_s,
             connect_timeout_s=pooling.connect_timeout_s,
             request_timeout_s=pooling.request_timeout_s,
+            connections=self.metrics.connections,
         )
         self._user_http = http_client
         self._user_sync_http = sync_http_client
@@ -248,6 +252,7 @@ class ClientPool:
             retry=self.retry,
             timeout=self.config.performance.retries.timeout_s,
             endpoint=base_url,
+            metrics=self.metrics,
         )
 
     def chat_model(

@@ -2,6 +2,8 @@ import rat_langchain
 import rat_langchain.sim
 
 EXPECTED = {
+    "Metrics",
+    "MetricsCallbackHandler",
     "RateLimitExceeded",
     "RateLimiterUnavailable",
     "RedisRateLimiter",

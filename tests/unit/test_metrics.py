@@ -1,0 +1,68 @@
+"""Metrics: percentiles on a known distribution, counters, breaker transitions, snapshots."""
+
+from __future__ import annotations
+
+import random
+
+import openai
+import pytest
+
+from rat_langchain import CircuitBreaker, Metrics
+from rat_langchain.breaker import Outcome
+
+KEY = ("http://sim/v1", "gpt-4o-mini")
+
+
+def test_percentiles_are_right_on_a_known_distribution() -> None:
+    metrics = Metrics()
+    latencies = [i / 1000 for i in range(1, 1001)]  # 1..1000 ms, shuffled
+    random.Random(3).shuffle(latencies)
+    for latency in latencies:
+        metrics.record_call(KEY, latency)
+    series = metrics.series(*KEY)
+    assert series["latency_ms"]["p50"] == pytest.approx(500)
+    assert series["latency_ms"]["p95"] == pytest.approx(950)
+    assert series["latency_ms"]["p99"] == pytest.approx(990)
+    assert series["latency_ms"]["max"] == pytest.approx(1000)
+    assert series["calls"] == series["ok"] == 1000
+
+
+def test_errors_retries_waits_throughput_and_bounded_samples() -> None:
+    now = [0.0]
+    metrics = Metrics(max_samples=10, clock=lambda: now[0])
+    for i in range(20):
+        now[0] = i + 1.0
+        metrics.record_call(KEY, 1.0)  # one call a second, each lasting 1 s
+    now[0] = 21.0
+    metrics.record_call(KEY, 0.5, TimeoutError("slow"))
+    metrics.record_retry(KEY)
+    metrics.record_rate_limited(KEY)
+    metrics.record_limiter_wait(KEY, 0.25)
+    metrics.record_limiter_wait(KEY, 0.5)
+    series = metrics.snapshot()["series"]["http://sim/v1 gpt-4o-mini"]
+    assert series["errors"] == {"TimeoutError": 1}
+    assert series["error_count"] == 1
+    assert series["retries"] == 1
+    assert series["rate_limited"] == 1
+    assert series["limiter_waits"] == 2
+    assert series["limiter_wait_s"] == pytest.approx(0.75)
+    assert series["latency_ms"]["samples"] == 10  # only the last max_samples are kept
+    assert series["throughput_per_s"] == pytest.approx(21 / 21)  # 21 calls from t=0 to t=21
+    metrics.reset()
+    assert metrics.snapshot()["series"] == {}
+
+
+def test_breaker_transitions_are_counted() -> None:
+    metrics = Metrics()
+    breaker = CircuitBreaker("sim/m", consecutive_failures=1, minimum_calls=5)
+    breaker.add_listener(metrics.record_breaker)
+    breaker.acquire().record(Outcome.FAILURE)
+    snapshot = metrics.snapshot()
+    assert snapshot["breaker_transitions"] == {"sim/m: closed->open": 1}
+    assert snapshot["breaker_states"] == {"sim/m": "open"}
+
+
+def test_bad_settings() -> None:
+    with pytest.raises(ValueError, match="max_samples"):
+        Metrics(max_samples=0)
+    assert openai.RateLimitError  # the handler recognises it by type
