@@ -6,6 +6,7 @@ The public API, in one place. Everything else is private or lives in a documente
 
 from __future__ import annotations
 
+from rat_langchain.batcher import LLMBatcher
 from rat_langchain.breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError
 from rat_langchain.catalog import ToolCatalog
 from rat_langchain.chat import ResilientChatOpenAI
@@ -53,6 +54,7 @@ __all__ = [
     "FaissStore",
     "IndexLoadError",
     "IndexReport",
+    "LLMBatcher",
     "MemoryStore",
     "Metrics",
     "MetricsCallbackHandler",
