@@ -12,6 +12,7 @@ from rat_langchain.catalog import ToolCatalog
 from rat_langchain.chat import ResilientChatOpenAI
 from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
+from rat_langchain.embedding_cache import EmbeddingCache
 from rat_langchain.embeddings import (
     EmbeddingInputError,
     EmbeddingResponseError,
@@ -49,6 +50,7 @@ __all__ = [
     "ClientPool",
     "ConfigError",
     "DeadlineExceeded",
+    "EmbeddingCache",
     "EmbeddingInputError",
     "EmbeddingResponseError",
     "FaissStore",

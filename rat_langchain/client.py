@@ -30,6 +30,7 @@ from rat_langchain.ratelimit import RateLimiter
 from rat_langchain.retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from rat_langchain.embedding_cache import EmbeddingCache
     from rat_langchain.embeddings import PooledOpenAIEmbeddings
 
 __all__ = ["ClientPool"]
@@ -132,6 +133,7 @@ class ClientPool:
             request_timeout_s=pooling.request_timeout_s,
             connections=self.metrics.connections,
         )
+        self._embedding_cache: EmbeddingCache | None = None
         self._user_http = http_client
         self._user_sync_http = sync_http_client
         self._http: _http.PerLoopHttpx2Client | _http.PerLoopHttpxClient | None = None
@@ -310,6 +312,9 @@ class ClientPool:
         from rat_langchain.embeddings import PooledOpenAIEmbeddings  # imports this module
 
         self._check_open()
+        caching = self.config.performance.caching
+        if caching.embeddings and "cache" not in kwargs:
+            kwargs["cache"] = self.embedding_cache()
         embeddings = PooledOpenAIEmbeddings(
             model=model or self.config.endpoint.embedding_model,
             base_url=base_url,
@@ -318,6 +323,16 @@ class ClientPool:
             **kwargs,
         )
         return embeddings.with_pool(self)
+
+    def embedding_cache(self) -> EmbeddingCache:
+        """The pool's on-disk embedding cache (``caching.embedding_cache_path``), opened once."""
+        if self._embedding_cache is None:
+            from rat_langchain.embedding_cache import EmbeddingCache
+
+            self._embedding_cache = EmbeddingCache(
+                self.config.performance.caching.embedding_cache_path
+            )
+        return self._embedding_cache
 
     def openai_embeddings(
         self,
@@ -397,6 +412,9 @@ class ClientPool:
 
     def close(self) -> None:
         """Close the sync clients; async clients close with their event loops or ``aclose()``."""
+        if self._embedding_cache is not None:
+            self._embedding_cache.close()
+            self._embedding_cache = None
         if self._sync_http is not None:
             self._sync_http.close()
             self._sync_http = None

@@ -222,6 +222,14 @@ class CachingConfig(_Section):
 
     tool_catalog: bool = Field(True, description="Render tool descriptions once per tool set.")
     prompt_templates: bool = Field(True, description="Reuse compiled prompt templates.")
+    embeddings: bool = Field(
+        False,
+        description="Keep embeddings on disk (SQLite), keyed by model, dimensions and text, "
+        "so unchanged texts are never embedded twice.",
+    )
+    embedding_cache_path: str = Field(
+        ".rat_cache/embeddings.sqlite3", description="Where the embedding cache lives."
+    )
 
 
 class BackgroundTasksConfig(_Section):

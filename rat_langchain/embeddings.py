@@ -27,6 +27,7 @@ from rat_langchain import _portal
 from rat_langchain._tokens import _encoding
 from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
+from rat_langchain.embedding_cache import EmbeddingCache
 from rat_langchain.errors import RatError
 
 __all__ = ["EmbeddingInputError", "EmbeddingResponseError", "PooledOpenAIEmbeddings"]
@@ -101,6 +102,8 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
     """Over-long text: embed its chunks and average them weighted by length, or raise."""
     config: RatConfig | None = Field(default=None, exclude=True, repr=False)
     """Settings; default ``RatConfig.load()``."""
+    cache: EmbeddingCache | None = Field(default=None, exclude=True, repr=False)
+    """Vectors already embedded, on disk: they are not requested again."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
@@ -133,29 +136,45 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         unique: dict[str, int] = {}
         for text in texts:
             unique.setdefault(text, len(unique))
-        split = self._split(list(unique), texts)
-        piece_vectors, failed = await self._embed_pieces(split)
-        dim = next((v.shape[0] for v in piece_vectors if v is not None), self.dimensions or 0)
-        out = np.zeros((len(unique), dim), dtype=np.float32)
-        bad_unique: dict[int, str] = {}
-        for u, rows in enumerate(split.groups):
-            if any(piece_vectors[p] is None for p in rows):
-                bad_unique[u] = next(failed[p] for p in rows if p in failed)
-            elif len(rows) == 1:
-                out[u] = piece_vectors[rows[0]]
-            else:  # a long text: length-weighted average of its chunks, renormalised
-                stacked = np.stack([piece_vectors[p] for p in rows])  # type: ignore[misc]
-                mean = np.average(stacked, axis=0, weights=[split.tokens[p] for p in rows])
-                out[u] = mean / np.linalg.norm(mean)
-        result = out[[unique[text] for text in texts]]
-        if bad_unique:
-            failed_inputs = {
-                i: bad_unique[unique[t]] for i, t in enumerate(texts) if unique[t] in bad_unique
-            }
-            vectors = [
+        cache = self.cache
+        vectors: dict[str, np.ndarray] = (
+            cache.get_many(self.model, self.dimensions, list(unique)) if cache else {}
+        )
+        misses = [text for text in unique if text not in vectors]
+        bad: dict[str, str] = {}
+        if misses:
+            split = self._split(misses, texts)
+            piece_vectors, failed = await self._embed_pieces(split)
+            fresh: dict[str, np.ndarray] = {}
+            for u, rows in enumerate(split.groups):
+                if any(piece_vectors[p] is None for p in rows):
+                    bad[misses[u]] = next(failed[p] for p in rows if p in failed)
+                elif len(rows) == 1:
+                    fresh[misses[u]] = piece_vectors[rows[0]]  # type: ignore[assignment]
+                else:  # a long text: length-weighted average of its chunks, renormalised
+                    stacked = np.stack([piece_vectors[p] for p in rows])  # type: ignore[misc]
+                    mean = np.average(stacked, axis=0, weights=[split.tokens[p] for p in rows])
+                    fresh[misses[u]] = (mean / np.linalg.norm(mean)).astype(np.float32)
+            if cache is not None and fresh:
+                cache.put_many(self.model, self.dimensions, fresh)
+            vectors.update(fresh)
+        dims = {v.shape[0] for v in vectors.values()}
+        if len(dims) > 1:
+            raise EmbeddingResponseError(
+                f"vectors of different sizes {sorted(dims)} for one model (a cache written with "
+                "other settings?)"
+            )
+        dim = next(iter(dims), self.dimensions or 0)
+        result = np.zeros((len(texts), dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            if text in vectors:
+                result[i] = vectors[text]
+        if bad:
+            failed_inputs = {i: bad[t] for i, t in enumerate(texts) if t in bad}
+            rows_out = [
                 None if i in failed_inputs else result[i].tolist() for i in range(len(texts))
             ]
-            raise EmbeddingInputError(failed_inputs, vectors)
+            raise EmbeddingInputError(failed_inputs, rows_out)
         return result
 
     def _split(self, unique: list[str], texts: Sequence[str]) -> _Split:

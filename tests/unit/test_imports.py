@@ -2,6 +2,7 @@ import rat_langchain
 import rat_langchain.sim
 
 EXPECTED = {
+    "EmbeddingCache",
     "LLMBatcher",
     "Metrics",
     "MetricsCallbackHandler",
