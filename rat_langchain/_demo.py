@@ -109,6 +109,9 @@ def run_demo(args: argparse.Namespace) -> int:
             from rat_langchain._demo_plan import plan_part
 
             plan_part(sim, model)
+            from rat_langchain._demo_e2e import e2e_part
+
+            e2e_part(sim, model)
             from rat_langchain._demo_resilience import resilience_part
 
             resilience_part(sim, model, args.resilience_calls)

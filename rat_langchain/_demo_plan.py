@@ -65,6 +65,25 @@ def _timed_tool(name: str) -> Any:
     return run
 
 
+def build_tools(llm: Any) -> dict[str, Any]:
+    """The plan's tools: simulated ones of fixed latency, and an LLM summariser on ``llm``."""
+    tools: dict[str, Any] = {name: _timed_tool(name) for name in LATENCY_S}
+    chain = _SUMMARY | llm | StrOutputParser()
+
+    async def summarise(text: str) -> str:
+        """Summarise a text in one line (an LLM call)."""
+        return str(await chain.ainvoke({"text": text[:200]}))
+
+    tools["summarise"] = StructuredTool.from_function(coroutine=summarise)
+    return tools
+
+
+async def slow_verifier(payload: dict[str, Any]) -> bool:
+    """A check that takes 200 ms: in the background it delays no step."""
+    await asyncio.sleep(0.2)
+    return bool(payload["output"])
+
+
 def plan_part(sim: SimulatorProcess, model: str) -> None:
     print(f"\nPlanning and running a research request (scripted LLM plan):\n  {REQUEST!r}")
     config = RatConfig.from_dict({"performance": {"rate_limiting": {"enabled": False}}}, env={})
@@ -72,21 +91,9 @@ def plan_part(sim: SimulatorProcess, model: str) -> None:
     async def main() -> None:
         async with ClientPool(config) as pool:
             llm = pool.chat_model(model=model, base_url=sim.base_url, api_key=KEY)
-            tools: dict[str, Any] = {name: _timed_tool(name) for name in LATENCY_S}
-            chain = _SUMMARY | llm | StrOutputParser()
-
-            async def summarise(text: str) -> str:
-                """Summarise a text in one line (an LLM call)."""
-                return await chain.ainvoke({"text": text[:200]})
-
-            tools["summarise"] = StructuredTool.from_function(coroutine=summarise)
-
-            async def verifier(payload: dict[str, Any]) -> bool:
-                await asyncio.sleep(0.2)  # a slow check, off the critical path
-                return bool(payload["output"])
-
+            tools = build_tools(llm)
             planner = Planner(llm, tools)
-            executor = ParallelPlanExecutor(tools, verifier=verifier, max_parallel_steps=8)
+            executor = ParallelPlanExecutor(tools, verifier=slow_verifier, max_parallel_steps=8)
             sim.push(Reply(content=json.dumps(PLAN)))
             result = await Orchestrator(planner, executor).aexecute(REQUEST)
             sequential = await ParallelPlanExecutor(tools, parallel=False).aexecute(result.plan)

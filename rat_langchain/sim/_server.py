@@ -89,9 +89,8 @@ class Simulator:
         self._port = port
         self._clock = clock
         self._rng = random.Random(self.config.seed)
-        self._limits = RateLimits(
-            self.config.rpm, self.config.tpm, clock, self.config.limit_window_s
-        )
+        # one pair of buckets per model, as OpenAI limits each model separately
+        self._limits: dict[str, RateLimits] = {}
         self._scripts: dict[str, deque[Reply]] = {name: deque() for name in _ENDPOINTS}
         self._stats = SimStats()
         self._ids = itertools.count(1)
@@ -173,19 +172,24 @@ class Simulator:
         self._stats = SimStats()
         for script in self._scripts.values():
             script.clear()
-        self._limits = RateLimits(
-            self.config.rpm, self.config.tpm, self._clock, self.config.limit_window_s
-        )
+        self._limits = {}
 
     def configure(self, **changes: Any) -> None:
         """Change settings while running, e.g. ``sim.configure(error_rate=0.5)``."""
         self.config = SimConfig.model_validate({**self.config.model_dump(), **changes})
         if {"rpm", "tpm", "limit_window_s"} & changes.keys():
-            self._limits = RateLimits(
-                self.config.rpm, self.config.tpm, self._clock, self.config.limit_window_s
-            )
+            self._limits = {}
         if "seed" in changes:
             self._rng = random.Random(self.config.seed)
+
+    def _limits_for(self, model: str) -> RateLimits:
+        limits = self._limits.get(model)
+        if limits is None:
+            cfg = self.config
+            limits = self._limits[model] = RateLimits(
+                cfg.rpm, cfg.tpm, self._clock, cfg.limit_window_s
+            )
+        return limits
 
     def push(self, *replies: Reply | dict[str, Any], endpoint: str = "chat") -> None:
         """Script the next answers of ``endpoint`` ("chat" or "embeddings"), first in first out."""
@@ -244,10 +248,10 @@ class Simulator:
             self._check_auth(request)
             body = await self._json_body(request)
             tokens = cost(body)  # validates the body too
-            scripted = self._scripts[endpoint].popleft() if self._scripts[endpoint] else None
-            decision = self._limits.admit(tokens)
-            if not decision.allowed:
+            decision = self._limits_for(str(body.get("model"))).admit(tokens)
+            if not decision.allowed:  # before taking a scripted reply: a 429 must not eat it
                 raise self._rate_limit_error(decision, body, tokens)
+            scripted = self._scripts[endpoint].popleft() if self._scripts[endpoint] else None
             fault = self._draw_fault(scripted)
             await self._delay(scripted)
             if fault is not None:
@@ -308,7 +312,8 @@ class Simulator:
     def _rate_limit_error(self, decision: Any, body: dict[str, Any], tokens: int) -> _ApiError:
         model = body["model"]
         if decision.too_large:
-            limit = self._limits.tokens.limit if self._limits.tokens else 0
+            bucket = self._limits_for(model).tokens
+            limit = bucket.limit if bucket else 0
             message = (
                 f"Request too large for {model} on tokens per min (TPM): Limit {limit}, "
                 f"Requested {tokens}."

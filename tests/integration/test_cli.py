@@ -28,6 +28,10 @@ def test_demo_prints_the_side_by_side_table(
     timeline = {line.split()[0]: line for line in out.splitlines() if "extract_figures" in line}
     assert timeline["s8"].endswith("ms")  # the plan ran; its timeline was printed
     assert "level by level (each level waits for its slowest step)" in out
+    table = out[out.index("The main job, end to end") :]
+    total = next(line for line in table.splitlines() if line.startswith("total"))
+    assert float(total.split()[1]) > float(total.split()[2])  # the old way took longer
+    assert "chart written to" in table
     assert "chunks indexed in" in out
     assert "answer (simulated model)" in out
 
