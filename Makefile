@@ -46,11 +46,11 @@ test: lint redis-server
 
 # Each benchmark starts its own simulator process and prints ratios measured side by side.
 $(VENV)/.installed-bench: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[bench]'
+	$(PIP) install --quiet -e '.[bench,demo,redis]'
 	touch $@
 
-bench: $(VENV)/.installed-bench
-	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+bench: $(VENV)/.installed-bench redis-server
+	$(PY) -m rat_langchain bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

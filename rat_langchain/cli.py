@@ -1,4 +1,4 @@
-"""``rat-langchain`` (also ``python -m rat_langchain``): sim, demo, index and search."""
+"""``rat-langchain`` (also ``python -m rat_langchain``): sim, demo, index, search and bench."""
 
 from __future__ import annotations
 
@@ -144,12 +144,20 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("bench", help="run every benchmark and write docs/benchmarks.md")
+    p.add_argument("names", nargs="*", help="only these (e.g. plans pool); default: all")
+    p.add_argument("--out", default="docs/benchmarks.md", help="report path")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rat-langchain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_sim(sub)
     _add_demo(sub)
     _add_index(sub)
+    _add_bench(sub)
     args = parser.parse_args(argv)
     if args.command == "sim":
         try:
@@ -166,6 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rat_langchain._demo import run_demo
 
         return run_demo(args)
+    if args.command == "bench":
+        from pathlib import Path
+
+        from rat_langchain._bench_report import run as bench
+
+        return bench(args.names or None, Path(args.out), plots=not args.no_plots)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -51,9 +51,14 @@ class FaissStore(VectorStore):
         store = FaissStore.load("index/", pool.embeddings())
     """
 
-    def __init__(self, embedding: Embeddings, *, metric: Metric = "cosine") -> None:
+    def __init__(
+        self, embedding: Embeddings, *, metric: Metric = "cosine", add_chunk_size: int = 1024
+    ) -> None:
         if metric not in ("cosine", "l2"):
             raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
+        if add_chunk_size < 1:
+            raise ValueError(f"add_chunk_size must be >= 1, got {add_chunk_size}")
+        self.add_chunk_size = add_chunk_size
         self.embedding = embedding
         self.metric: Metric = metric
         # Any: faiss's stubs describe the SWIG layer, not the numpy-friendly methods it patches in
@@ -74,6 +79,10 @@ class FaissStore(VectorStore):
 
     def __len__(self) -> int:
         return len(self._docs)
+
+    def __contains__(self, doc_id: object) -> bool:
+        """Whether a document with this id is in the store (e.g. to skip it when resuming)."""
+        return doc_id in self._docs
 
     # -- adding ----------------------------------------------------------------------------------
 
@@ -162,12 +171,29 @@ class FaissStore(VectorStore):
         texts, metadatas, ids = self._prepare(texts, metadatas, ids)
         if not texts:
             return []
+        # Pipelined: chunk k goes into FAISS (off the loop, one bulk add) while chunk k+1 is
+        # being embedded. Adds are upserts by id, so if a later chunk fails, retrying the call
+        # is safe: the chunks already added are replaced, not duplicated.
+        size = self.add_chunk_size
+        inserting: asyncio.Task[list[str]] | None = None
+        async with asyncio.TaskGroup() as tg:
+            for start in range(0, len(texts), size):
+                part = slice(start, start + size)
+                vectors = await self._embed(texts[part])
+                if inserting is not None:
+                    await inserting
+                inserting = tg.create_task(
+                    asyncio.to_thread(
+                        self._insert, texts[part], metadatas[part], ids[part], vectors
+                    )
+                )
+        return ids
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
         aembed_array = getattr(self.embedding, "aembed_array", None)
         if aembed_array is not None:  # ours: straight to float32, no Python float lists
-            vectors = await aembed_array(texts)
-        else:
-            vectors = np.asarray(await self.embedding.aembed_documents(texts), dtype=np.float32)
-        return await asyncio.to_thread(self._insert, texts, metadatas, ids, vectors)
+            return np.asarray(await aembed_array(texts), dtype=np.float32)
+        return np.asarray(await self.embedding.aembed_documents(texts), dtype=np.float32)
 
     # -- reading ---------------------------------------------------------------------------------
 

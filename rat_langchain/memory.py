@@ -8,14 +8,20 @@ write (and raises if one failed), so nothing is fire-and-forget.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from rat_langchain.faiss_store import FaissStore, Metric
+from rat_langchain.faiss_store import FaissStore, IndexLoadError, Metric
 
 __all__ = ["MemoryStore"]
 
@@ -37,6 +43,7 @@ class MemoryStore:
         self.metric = metric
         self._stores: dict[str, FaissStore] = {}
         self._tasks: asyncio.TaskGroup | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self.pending = 0
 
     def _store(self, user: str) -> FaissStore:
@@ -76,7 +83,72 @@ class MemoryStore:
             finally:
                 self.pending -= 1
 
-        self._tasks.create_task(write())
+        task = self._tasks.create_task(write())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def flush(self) -> None:
+        """Wait for the background writes started so far."""
+        while self._running:
+            await asyncio.wait(list(self._running))
+
+    @property
+    def users(self) -> list[str]:
+        return sorted(self._stores)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write every user's memories under ``path`` atomically (each user a saved FaissStore in
+        a folder named by a hash of the user id, plus ``memory.json`` mapping ids to folders).
+        Background writes still running are not included: ``await asave(path)`` waits for them."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            users: dict[str, str] = {}
+            for user, store in sorted(self._stores.items()):
+                if not len(store):
+                    continue
+                folder = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+                store.save(tmp / "users" / folder)
+                users[user] = folder
+            manifest = {"format": "rat_langchain.MemoryStore", "version": 1, "metric": self.metric}
+            (tmp / "memory.json").write_text(json.dumps({**manifest, "users": users}))
+            old = target.with_name(f".{target.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            if target.exists():
+                target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    async def asave(self, path: str | os.PathLike[str]) -> None:
+        """Wait for pending background writes, then save (off the event loop)."""
+        await self.flush()
+        await asyncio.to_thread(self.save, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], embedding: Embeddings) -> Self:
+        """Read what ``save`` wrote; IndexLoadError names what is missing or damaged."""
+        folder = Path(path)
+        try:
+            manifest = json.loads((folder / "memory.json").read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise IndexLoadError(f"{folder} is not a saved MemoryStore: no memory.json") from exc
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise IndexLoadError(f"{folder}/memory.json is damaged: {exc}") from exc
+        if manifest.get("format") != "rat_langchain.MemoryStore" or not isinstance(
+            manifest.get("users"), dict
+        ):
+            raise IndexLoadError(f"{folder}/memory.json is not a MemoryStore manifest")
+        memory = cls(embedding, metric=manifest.get("metric", "cosine"))
+        for user, name in manifest["users"].items():
+            memory._stores[user] = FaissStore.load(folder / "users" / name, embedding)
+        return memory
 
     async def search_memories(self, user: str, query: str, k: int = 4) -> list[Document]:
         store = self._stores.get(user)

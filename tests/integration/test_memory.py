@@ -56,3 +56,28 @@ def test_background_writes_are_awaited_on_exit_never_lost(sim: SimulatorThread) 
             await memory.add_memory("", "x")
 
     asyncio.run(main())
+
+
+def test_memories_survive_save_and_load(sim: SimulatorThread, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from rat_langchain import IndexLoadError
+
+    folder = Path(str(tmp_path)) / "memories"
+
+    async def main() -> None:
+        emb = _embeddings(sim)
+        async with MemoryStore(emb) as memory:  # type: ignore[arg-type]
+            await memory.add_memories_batch("ana/../x", ["likes tea", "lives in Porto"])
+            memory.add_memory_later("bob", "drinks coffee")
+            await memory.asave(folder)  # waits for bob's background write first
+        loaded = MemoryStore.load(folder, emb)  # type: ignore[arg-type]
+        assert loaded.users == ["ana/../x", "bob"]  # odd user ids are safe as folder names
+        assert loaded.count("bob") == 1
+        hits = await loaded.search_memories("ana/../x", "likes tea", k=1)
+        assert hits[0].page_content == "likes tea"
+        (folder / "memory.json").write_text("{broken")
+        with pytest.raises(IndexLoadError, match="damaged"):
+            MemoryStore.load(folder, emb)  # type: ignore[arg-type]
+
+    asyncio.run(main())
