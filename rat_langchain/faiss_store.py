@@ -176,18 +176,36 @@ class FaissStore(VectorStore):
         # is safe: the chunks already added are replaced, not duplicated.
         size = self.add_chunk_size
         inserting: asyncio.Task[list[str]] | None = None
-        async with asyncio.TaskGroup() as tg:
-            for start in range(0, len(texts), size):
-                part = slice(start, start + size)
-                vectors = await self._embed(texts[part])
-                if inserting is not None:
-                    await inserting
-                inserting = tg.create_task(
-                    asyncio.to_thread(
-                        self._insert, texts[part], metadatas[part], ids[part], vectors
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for start in range(0, len(texts), size):
+                    part = slice(start, start + size)
+                    vectors = await self._embed_part(texts, start, size)
+                    if inserting is not None:
+                        await inserting
+                    inserting = tg.create_task(
+                        asyncio.to_thread(
+                            self._insert, texts[part], metadatas[part], ids[part], vectors
+                        )
                     )
-                )
+        except ExceptionGroup as group:  # one failure: raise it as itself
+            raise (group.exceptions[0] if len(group.exceptions) == 1 else group) from None
         return ids
+
+    async def _embed_part(self, texts: list[str], start: int, size: int) -> np.ndarray:
+        """Embed ``texts[start:start+size]``; an EmbeddingInputError names inputs by their index
+        in the whole call (none of this chunk was added; earlier chunks were)."""
+        from rat_langchain.embeddings import EmbeddingInputError
+
+        try:
+            return await self._embed(texts[start : start + size])
+        except EmbeddingInputError as exc:
+            if start == 0 and len(texts) <= size:
+                raise
+            failed = {start + i: reason for i, reason in exc.failed.items()}
+            vectors: list[list[float] | None] = [None] * len(texts)
+            vectors[start : start + len(exc.vectors)] = exc.vectors
+            raise EmbeddingInputError(failed, vectors) from exc
 
     async def _embed(self, texts: list[str]) -> np.ndarray:
         aembed_array = getattr(self.embedding, "aembed_array", None)

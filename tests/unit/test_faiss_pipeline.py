@@ -58,3 +58,23 @@ async def test_inserting_a_chunk_overlaps_embedding_the_next() -> None:
     assert np.isfinite(store._index.reconstruct(store._keys["d0"])).all()
     with pytest.raises(ValueError, match="add_chunk_size"):
         FaissStore(fake, add_chunk_size=0)
+
+
+async def test_a_rejected_input_is_named_by_its_index_in_the_whole_call() -> None:
+    from rat_langchain import EmbeddingInputError
+
+    class Picky(Fake):
+        async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+            if "bad" in texts:
+                at = texts.index("bad")
+                vectors = [None if i == at else [1.0, 2.0, 3.0] for i in range(len(texts))]
+                raise EmbeddingInputError({at: "HTTP 400: rejected"}, vectors)
+            return await super().aembed_documents(texts)
+
+    store = FaissStore(Picky(), add_chunk_size=3)
+    texts = ["a", "b", "c", "d", "bad", "f"]
+    with pytest.raises(EmbeddingInputError) as caught:
+        await store.aadd_texts(texts, ids=[f"d{i}" for i in range(6)])
+    assert caught.value.failed == {4: "HTTP 400: rejected"}  # not 1, its index in its chunk
+    assert "d0" in store  # the first chunk was added; retrying the rest is safe (upserts)
+    assert "d3" not in store
