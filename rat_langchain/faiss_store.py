@@ -180,9 +180,11 @@ class FaissStore(VectorStore):
             async with asyncio.TaskGroup() as tg:
                 for start in range(0, len(texts), size):
                     part = slice(start, start + size)
-                    vectors = await self._embed_part(texts, start, size)
-                    if inserting is not None:
-                        await inserting
+                    try:
+                        vectors = await self._embed_part(texts, start, size)
+                    finally:  # the chunk before lands either way: a retry need not redo it
+                        if inserting is not None:
+                            await inserting
                     inserting = tg.create_task(
                         asyncio.to_thread(
                             self._insert, texts[part], metadatas[part], ids[part], vectors
