@@ -66,3 +66,18 @@ def test_bad_settings() -> None:
     with pytest.raises(ValueError, match="max_samples"):
         Metrics(max_samples=0)
     assert openai.RateLimitError  # the handler recognises it by type
+
+
+def test_prometheus_text_exposition() -> None:
+    metrics = Metrics()
+    for ms in (10, 20, 30):
+        metrics.record_call(KEY, ms / 1000)
+    metrics.record_call(KEY, 0.5, TimeoutError())
+    metrics.record_retry(KEY)
+    text = metrics.to_prometheus()
+    labels = 'endpoint="http://sim/v1",model="gpt-4o-mini"'
+    assert f"rat_calls_total{{{labels}}} 4" in text
+    assert f'rat_errors_total{{{labels},type="TimeoutError"}} 1' in text
+    assert f'rat_latency_seconds{{{labels},quantile="0.5"}} 0.02' in text
+    assert "# TYPE rat_retries_total counter" in text
+    assert text.endswith("\n")
