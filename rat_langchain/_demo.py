@@ -109,12 +109,16 @@ def run_demo(args: argparse.Namespace) -> int:
             from rat_langchain._demo_plan import plan_part
 
             plan_part(sim, model)
-            from rat_langchain._demo_e2e import e2e_part
+            from rat_langchain._demo_e2e import KEY, Target, e2e_part
 
-            e2e_part(sim, model)
+            e2e_part(Target(sim.base_url, KEY, sim), model)
             from rat_langchain._demo_resilience import resilience_part
 
             resilience_part(sim, model, args.resilience_calls)
+        elif sim is None and not args.skip_resilience:
+            from rat_langchain._demo_e2e import Target, e2e_part
+
+            e2e_part(Target(base_url, key, config=config), model)  # the real endpoint
     return 0
 
 

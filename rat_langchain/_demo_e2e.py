@@ -54,6 +54,20 @@ _ANSWER = ChatPromptTemplate.from_messages(
 
 
 @dataclass
+class Target:
+    """Where the workload runs: the simulator (which also counts), or a real endpoint."""
+
+    base_url: str | None
+    key: str
+    sim: SimulatorProcess | None = None
+    config: RatConfig | None = None  # the user's, for a real endpoint
+
+    def push_plan(self) -> None:
+        if self.sim is not None:  # a real LLM writes its own plan
+            self.sim.push(Reply(content=json.dumps(PLAN)))
+
+
+@dataclass
 class Way:
     label: str
     seconds: dict[str, float] = field(default_factory=dict)
@@ -89,10 +103,10 @@ async def _answer_chain(store: FaissStore, llm: Any) -> Any:
     return RunnableLambda(retrieve) | _ANSWER | llm | StrOutputParser()
 
 
-async def _new_way(sim: SimulatorProcess, model: str, way: Way) -> None:
-    async with ClientPool(_config()) as pool:
-        emb = pool.embeddings(base_url=sim.base_url, api_key=KEY)
-        llm = pool.chat_model(model=model, base_url=sim.base_url, api_key=KEY)
+async def _new_way(target: Target, model: str, way: Way) -> None:
+    async with ClientPool(target.config or _config()) as pool:
+        emb = pool.embeddings(base_url=target.base_url, api_key=target.key)
+        llm = pool.chat_model(model=model, base_url=target.base_url, api_key=target.key)
         start = time.perf_counter()
         store = FaissStore(emb)
         await store.aadd_documents(_chunks())  # batched, concurrent, validated
@@ -102,11 +116,15 @@ async def _new_way(sim: SimulatorProcess, model: str, way: Way) -> None:
         orchestrator = Orchestrator(
             Planner(llm, tools), ParallelPlanExecutor(tools, verifier=slow_verifier)
         )
-        sim.push(Reply(content=json.dumps(PLAN)))
+        target.push_plan()
         start = time.perf_counter()
-        result = await orchestrator.aexecute(REQUEST)  # eager steps, background verification
+        try:
+            result = await orchestrator.aexecute(REQUEST)  # eager, background verification
+            way.errors["plan + execute"] = sum(r.error is not None for r in result.steps.values())
+        except Exception as exc:  # e.g. a real LLM's plan still invalid after the repairs
+            print(f"  rat_langchain: the plan failed: {exc}")
+            way.errors["plan + execute"] = 1
         way.seconds["plan + execute"] = time.perf_counter() - start
-        way.errors["plan + execute"] = sum(r.error is not None for r in result.steps.values())
 
         chain = await _answer_chain(store, llm)
         start = time.perf_counter()
@@ -115,14 +133,14 @@ async def _new_way(sim: SimulatorProcess, model: str, way: Way) -> None:
         way.errors["answer 20 questions"] = sum(isinstance(a, Exception) for a in answers)
 
 
-async def _old_way(sim: SimulatorProcess, model: str, way: Way) -> None:
+async def _old_way(target: Target, model: str, way: Way) -> None:
     emb = OpenAIEmbeddings(  # the aliases LangChain documents for its base URL and key
         model="text-embedding-3-small",
-        openai_api_base=sim.base_url,
-        openai_api_key=KEY,
+        openai_api_base=target.base_url,
+        openai_api_key=target.key,
         check_embedding_ctx_length=False,
     )
-    llm = ChatOpenAI(model=model, base_url=sim.base_url, api_key=KEY, timeout=60)
+    llm = ChatOpenAI(model=model, base_url=target.base_url, api_key=target.key, timeout=60)
     errors = 0
     start = time.perf_counter()
     store = FaissStore(emb)
@@ -138,12 +156,13 @@ async def _old_way(sim: SimulatorProcess, model: str, way: Way) -> None:
     sequential = ParallelPlanExecutor(
         tools, parallel=False, verifier=slow_verifier, background_verification=False
     )
-    sim.push(Reply(content=json.dumps(PLAN)))
+    target.push_plan()
     start = time.perf_counter()
     try:
         result = await Orchestrator(Planner(llm, tools), sequential).aexecute(REQUEST)
         way.errors["plan + execute"] = sum(r.error is not None for r in result.steps.values())
-    except Exception:
+    except Exception as exc:
+        print(f"  old way: the plan failed: {exc}")
         way.errors["plan + execute"] = 1
     way.seconds["plan + execute"] = time.perf_counter() - start
 
@@ -159,11 +178,15 @@ async def _old_way(sim: SimulatorProcess, model: str, way: Way) -> None:
     way.errors["answer 20 questions"] = errors
 
 
-def _run(sim: SimulatorProcess, model: str, label: str, job: Any) -> Way:
+def _run(target: Target, model: str, label: str, job: Any) -> Way:
     way = Way(label)
-    sim.reset_stats()
-    sim.configure(**LIMITS)
-    asyncio.run(job(sim, model, way))
+    sim = target.sim
+    if sim is not None:
+        sim.reset_stats()
+        sim.configure(**LIMITS)
+    asyncio.run(job(target, model, way))
+    if sim is None:
+        return way
     stats = sim.stats()
     way.server = {
         "requests": stats.total_requests,
@@ -174,21 +197,26 @@ def _run(sim: SimulatorProcess, model: str, label: str, job: Any) -> Way:
     return way
 
 
-def e2e_part(sim: SimulatorProcess, model: str) -> list[Way]:
+def e2e_part(target: Target, model: str) -> list[Way]:
     if not CORPUS.is_dir():
         print(f"\nEnd to end: skipped ({CORPUS} not found; run the demo from the project root)")
         return []
+    where = (
+        f"The simulator enforces {LIMITS['rpm']} RPM over 1 s windows and fails "
+        f"{LIMITS['error_rate']:.0%} of requests with a 500."
+        if target.sim is not None
+        else f"Against {target.base_url or 'api.openai.com'} with your config's limits."
+    )
     print(
         f"\nThe main job, end to end, twice: index {CORPUS}, plan and run a research request, "
-        f"answer {len(QUESTIONS)} questions from the index.\nThe simulator enforces "
-        f"{LIMITS['rpm']} RPM over 1 s windows and fails {LIMITS['error_rate']:.0%} of requests "
-        "with a 500."
+        f"answer {len(QUESTIONS)} questions from the index.\n{where}"
     )
-    old = _run(sim, model, "old way (LangChain defaults, sequential)", _old_way)
-    new = _run(sim, model, "rat_langchain", _new_way)
-    sim.configure(rpm=None, error_rate=0.0, limit_window_s=60.0)
+    old = _run(target, model, "old way (LangChain defaults, sequential)", _old_way)
+    new = _run(target, model, "rat_langchain", _new_way)
+    if target.sim is not None:
+        target.sim.configure(rpm=None, error_rate=0.0, limit_window_s=60.0)
     _print_table(old, new)
-    _chart(old, new)
+    _chart(old, new, simulated=target.sim is not None)
     return [old, new]
 
 
@@ -200,7 +228,8 @@ def _print_table(old: Way, new: Way) -> None:
         print(f"{phase:<22}{a:>10.2f}{b:>8.2f}{a / b if b else 0:>9.1f}x{errors:>16}")
     speed = old.total / new.total if new.total else 0.0
     print(f"{'total':<22}{old.total:>10.2f}{new.total:>8.2f}{speed:>9.1f}x")
-    print(f"\n{'seen by the server':<22}{'old way':>10}{'rat':>8}")
+    if old.server:
+        print(f"\n{'seen by the server':<22}{'old way':>10}{'rat':>8}")
     for name in old.server:
         print(f"{name:<22}{old.server[name]:>10}{new.server[name]:>8}")
     print(
@@ -209,7 +238,7 @@ def _print_table(old: Way, new: Way) -> None:
     )
 
 
-def _chart(old: Way, new: Way) -> None:
+def _chart(old: Way, new: Way, *, simulated: bool = True) -> None:
     try:
         import matplotlib
 
@@ -226,7 +255,9 @@ def _chart(old: Way, new: Way) -> None:
     axis.set_yticks(list(rows), phases)
     axis.invert_yaxis()
     axis.set_xlabel("seconds (lower is better)")
-    axis.set_title("Same workload, simulator at 600 RPM with 5% errors")
+    axis.set_title(
+        "Same workload, simulator at 600 RPM with 5% errors" if simulated else "Same workload"
+    )
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     for bars in axis.containers:
         axis.bar_label(bars, fmt="%.2f s", padding=3, fontsize=8)  # type: ignore[arg-type]

@@ -77,9 +77,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--latency-ms", type=float, default=100.0, help="simulator latency")
     p.add_argument("--model", default=None)
-    p.add_argument(
-        "--skip-resilience", action="store_true", help="only the pooling part (simulator mode)"
-    )
+    p.add_argument("--skip-resilience", action="store_true", help="only the pooling part")
     p.add_argument("--resilience-calls", type=int, default=200, help="calls in the resilience part")
 
 

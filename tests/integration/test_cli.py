@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from rat_langchain.cli import main
+from rat_langchain.sim import SimulatorThread
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +35,19 @@ def test_demo_prints_the_side_by_side_table(
     assert "chart written to" in table
     assert "chunks indexed in" in out
     assert "answer (simulated model)" in out
+
+
+def test_demo_real_runs_against_whatever_endpoint_the_environment_names(
+    capsys: pytest.CaptureFixture[str], sim: SimulatorThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", sim.base_url)  # stands in for the real API here
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-real-mode")
+    assert main(["demo", "--real", "--concurrency", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "rat_langchain pooled, 2 at a time" in out
+    assert f"Against {sim.base_url} with your config's limits." in out
+    assert "answer 20 questions" in out
+    assert "sk-test-real-mode" not in out
 
 
 def test_demo_real_without_key_says_what_is_missing(no_openai_env: None) -> None:
