@@ -52,7 +52,7 @@ class FaissStore(VectorStore):
     """
 
     def __init__(
-        self, embedding: Embeddings, *, metric: Metric = "cosine", add_chunk_size: int = 1024
+        self, embedding: Embeddings, *, metric: Metric = "cosine", add_chunk_size: int = 8192
     ) -> None:
         if metric not in ("cosine", "l2"):
             raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
@@ -172,8 +172,11 @@ class FaissStore(VectorStore):
         if not texts:
             return []
         # Pipelined: chunk k goes into FAISS (off the loop, one bulk add) while chunk k+1 is
-        # being embedded. Adds are upserts by id, so if a later chunk fails, retrying the call
-        # is safe: the chunks already added are replaced, not duplicated.
+        # being embedded. Chunks are large (8192 texts: ~80 requests at the default batch size)
+        # so that the embedder's concurrency is not cut short at every chunk boundary (with
+        # 1024-text chunks the indexing benchmark lost 27 % of its throughput). Adds are upserts
+        # by id, so if a later chunk fails, retrying the call is safe: the chunks already added
+        # are replaced, not duplicated.
         size = self.add_chunk_size
         inserting: asyncio.Task[list[str]] | None = None
         try:
