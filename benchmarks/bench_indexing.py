@@ -1,14 +1,16 @@
 """Indexing throughput, side by side in one run.
 
 20,000 short documents against the simulator (own process, 100 ms latency) enforcing 6000 RPM over
-1 s windows and, in two scenarios, 1.2M TPM (the token limit binds: 20k tokens/s) or 30M TPM (it
-does not: latency and concurrency bind):
-(a) rat_langchain: PooledOpenAIEmbeddings + FaissStore.afrom_texts (limiter margin 0.95),
+1 s windows and, in three scenarios, 1.2M TPM (the token limit binds everyone: 20k tokens/s), 6M
+TPM (it binds (a) only: the issue's goal of >= 0.9 of the limit and >= 3x (b) at once) or 30M TPM
+(it binds nobody: latency, concurrency and the 2 shared cores do):
+(a) rat_langchain: PooledOpenAIEmbeddings + FaissStore.afrom_texts with the default settings
+    (100 texts a request, 16 requests in flight) and limiter margin 0.95,
 (b) langchain-openai OpenAIEmbeddings + langchain-community FAISS.afrom_texts (SDK retries),
 (c) one embedding request per document, one after another (the old system), timed on a sample
     of 200 documents because a full run would take over half an hour; its rate is per document.
 
-    .venv/bin/python benchmarks/bench_indexing.py [--docs 20000]
+    .venv/bin/python benchmarks/bench_indexing.py [--docs 20000] [--tpm N ...]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from rat_langchain.sim import SimulatorProcess
 KEY = "sk-bench"
 MODEL = "text-embedding-3-small"
 RPM = 6000
-SCENARIOS = (1_200_000, 30_000_000)
+SCENARIOS = (1_200_000, 6_000_000, 30_000_000)
 
 
 def _docs(n: int) -> list[str]:
@@ -38,8 +40,9 @@ def _docs(n: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=20_000)
+    parser.add_argument("--tpm", type=int, action="append", help="TPM scenario (repeatable)")
     args = parser.parse_args()
-    for tpm in SCENARIOS:
+    for tpm in args.tpm or SCENARIOS:
         print(f"\n{tpm:,} TPM, {RPM} RPM, over 1 s windows")
         run(_docs(args.docs), tpm)
 
@@ -48,7 +51,7 @@ def run(texts: list[str], tpm: int) -> None:
     rows: list[str] = []
     with SimulatorProcess(latency_ms=100, rpm=RPM, tpm=tpm, limit_window_s=1.0) as sim:
 
-        def line(label: str, docs: int, wall: float) -> None:
+        def line(label: str, docs: int, wall: float) -> float:
             stats = sim.stats()
             share = stats.prompt_tokens / wall / (tpm / 60)
             rows.append(
@@ -56,6 +59,7 @@ def run(texts: list[str], tpm: int) -> None:
                 f"{stats.count('embeddings')} | {stats.count('embeddings', 429)} | {share:.0%} |"
             )
             print(rows[-1], flush=True)
+            return share
 
         config = RatConfig.from_dict(
             {
@@ -67,7 +71,6 @@ def run(texts: list[str], tpm: int) -> None:
                         "first_hold_s": 1.0,
                         "safety_margin": 0.95,
                     },
-                    "batch_embeddings": {"batch_size": 100, "max_concurrent_batches": 8},
                 }
             },
             env={},
@@ -96,6 +99,9 @@ def run(texts: list[str], tpm: int) -> None:
             start = time.perf_counter()
             store = await FAISS.afrom_texts(texts, emb)
             wall = time.perf_counter() - start
+            # langchain-openai never closes the clients it creates; closed here, on their loop,
+            # so the next run does not print their transports' errors
+            await emb.async_client._client.close()
             assert store.index.ntotal == len(texts)
             return wall
 
@@ -110,7 +116,7 @@ def run(texts: list[str], tpm: int) -> None:
         print("|---|---:|---:|---:|---:|---:|---:|")
         sim.reset_stats()
         wall_a = asyncio.run(ours())
-        line("(a) rat_langchain", len(texts), wall_a)
+        share_a = line("(a) rat_langchain", len(texts), wall_a)
         sim.reset_stats()
         wall_b = asyncio.run(langchain())
         line("(b) OpenAIEmbeddings + community FAISS", len(texts), wall_b)
@@ -119,7 +125,7 @@ def run(texts: list[str], tpm: int) -> None:
         wall_c = asyncio.run(one_by_one(sample))
         line("(c) one request per document (sample)", sample, wall_c)
     a, b, c = len(texts) / wall_a, len(texts) / wall_b, sample / wall_c
-    print(f"a/b = {a / b:.2f}x, a/c = {a / c:.1f}x docs/s")
+    print(f"a/b = {a / b:.2f}x, a/c = {a / c:.1f}x docs/s; a used {share_a:.0%} of the TPM limit")
 
 
 if __name__ == "__main__":

@@ -214,7 +214,11 @@ class BatchEmbeddingsConfig(_Section):
 
     enabled: bool = Field(True, description="Batch embedding requests.")
     batch_size: int = Field(100, gt=0, le=2048, description="Texts per request (API max 2048).")
-    max_concurrent_batches: int = Field(4, gt=0, description="Embedding requests in flight.")
+    max_concurrent_batches: int = Field(
+        16,
+        gt=0,
+        description="Embedding requests in flight (overlaps latency; the limiter bounds the rate).",
+    )
 
 
 class CachingConfig(_Section):

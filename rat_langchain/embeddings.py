@@ -182,7 +182,7 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         encoding = _encoding(self.model)
         split = _Split()
         for text in unique:
-            tokens = encoding.encode(text, disallowed_special=())
+            tokens = encoding.encode_ordinary(text)
             if len(tokens) > self.context_length and self.long_text == "reject":
                 raise ValueError(
                     f"text {list(texts).index(text)} has {len(tokens)} tokens, over the model's "
@@ -301,30 +301,41 @@ def _reason(exc: openai.BadRequestError) -> str:
     return f"HTTP 400: {message}"
 
 
-def _decode(payload: dict[str, Any], count: int, expected: int | None) -> list[np.ndarray]:
-    """Vectors in input order, each checked: one per input, finite, of the expected size."""
+def _decode(payload: dict[str, Any], count: int, expected: int | None) -> np.ndarray:
+    """Vectors in input order, one row each, checked: one per input, finite, of the expected
+    size. Decoded into one array with one finiteness check: per-vector numpy calls were a tenth
+    of the client's CPU when indexing."""
     data = payload.get("data")
     if not isinstance(data, list) or len(data) != count:
         got = len(data) if isinstance(data, list) else "no"
         raise EmbeddingResponseError(f"asked for {count} vectors, the server returned {got}")
-    rows: list[np.ndarray | None] = [None] * count
+    rows: np.ndarray | None = None
+    seen = bytearray(count)
     for item in data:
         index = item.get("index")
-        if not isinstance(index, int) or not 0 <= index < count or rows[index] is not None:
+        if not isinstance(index, int) or not 0 <= index < count or seen[index]:
             raise EmbeddingResponseError(f"the server returned a bad or repeated index {index!r}")
+        seen[index] = 1
         raw = item.get("embedding")
         if isinstance(raw, str):
-            vector = np.frombuffer(base64.b64decode(raw), dtype="<f4").astype(np.float32)
+            vector = np.frombuffer(base64.b64decode(raw), dtype="<f4")
         else:
             vector = np.asarray([np.nan if x is None else x for x in raw or []], dtype=np.float32)
-        if expected is not None and vector.shape[0] != expected:
+        size = vector.shape[0]
+        if expected is not None and size != expected:
             raise EmbeddingResponseError(
-                f"vector {index} has {vector.shape[0]} dimensions, expected {expected}"
+                f"vector {index} has {size} dimensions, expected {expected}"
             )
-        if not np.all(np.isfinite(vector)):
-            raise EmbeddingResponseError(f"vector {index} contains NaN or infinite values")
+        if rows is None:
+            rows = np.empty((count, size), dtype=np.float32)
+        elif size != rows.shape[1]:
+            raise EmbeddingResponseError(
+                f"the server returned vectors of mixed sizes {sorted({size, rows.shape[1]})}"
+            )
         rows[index] = vector
-    sizes = {row.shape[0] for row in rows if row is not None}
-    if len(sizes) > 1:
-        raise EmbeddingResponseError(f"the server returned vectors of mixed sizes {sorted(sizes)}")
-    return [row for row in rows if row is not None]
+    assert rows is not None  # count >= 1: a batch is never empty
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        index = int(np.argmin(finite))
+        raise EmbeddingResponseError(f"vector {index} contains NaN or infinite values")
+    return rows

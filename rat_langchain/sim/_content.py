@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -19,13 +20,22 @@ def embed(text: str, dimensions: int) -> np.ndarray:
     vector = np.zeros(dimensions, dtype=np.float32)
     words = _WORD.findall(text.lower()) or [text]
     for word in words:
-        digest = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
-        vector[digest % dimensions] += 1.0 if (digest >> 63) & 1 else -1.0
+        position, sign = _slot(word, dimensions)
+        vector[position] += sign
     norm = float(np.linalg.norm(vector))
     if norm == 0.0:  # words cancelled out: fall back to a fixed direction so the vector is valid
         vector[0] = 1.0
         norm = 1.0
-    return vector / norm
+    vector /= norm
+    return vector
+
+
+@lru_cache(maxsize=1 << 16)
+def _slot(word: str, dimensions: int) -> tuple[int, float]:
+    """Where ``word`` lands and with which sign (cached: corpora repeat their words, and the
+    simulator's CPU is taken from the client it serves on a small machine)."""
+    digest = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
+    return digest % dimensions, 1.0 if (digest >> 63) & 1 else -1.0
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:
