@@ -364,3 +364,41 @@ def test_backpressure_settings_come_from_config() -> None:
     limiter = RateLimiter.from_config(config)
     assert limiter.max_queue == 7
     assert limiter.max_queue_wait_s == 2.5
+
+
+async def test_a_token_bound_load_is_served_at_the_margin_with_nothing_left_idle() -> None:
+    """The logic behind "tokens served reach >= 90% of the limit": 100 callers at a time, prompts
+    of 50-600 tokens reserved with max_tokens and reconciled with what was used, 20 ms calls. Over
+    20 fake seconds the limiter grants the burst plus margin x limit, less at most one request:
+    a waiter is woken the instant its tokens are there, and returned tokens are reused."""
+    clock = FakeTime()
+    tpm, margin, window = 300_000, 0.9, 1.0
+    rl = limiter(clock, rpm=None, tpm=tpm, safety_margin=margin, burst_s=window)
+    used = 0
+    sizes = itertools.cycle(50 + (i * 37) % 550 for i in range(150))
+    stop = 20.0
+
+    async def call(prompt: int) -> None:
+        nonlocal used
+        reservation = await rl.acquire(KEY, tokens=prompt + 50)  # max_tokens=50 reserved
+        done = asyncio.get_running_loop().create_future()
+        clock.call_later(0.02, lambda: done.set_result(None))
+        await done
+        reservation.reconcile(prompt + 20)  # the answer used 20 of its 50
+        used += prompt + 20
+
+    async def caller() -> None:
+        while clock.now < stop:
+            await call(next(sizes))
+
+    tasks = [asyncio.create_task(caller()) for _ in range(100)]
+    while clock.now < stop:
+        await clock.advance(0.01)
+    burst = tpm * margin / 60 * window
+    steady = tpm * margin / 60 * stop
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert used <= burst + steady + 650  # never more than the margin lets through
+    assert used >= 0.99 * (burst + steady) - 650  # and nothing left on the table
+    assert (used - burst) / (tpm / 60 * stop) >= margin - 0.01  # steady state: 90% of the limit
