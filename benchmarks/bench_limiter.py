@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -209,11 +210,18 @@ def overhead_part(calls: int, rounds: int) -> list[str]:
                     "ResilientChatOpenAI": lambda i: guarded_llm.ainvoke(f"q{i}"),
                 }
                 await _drive(200, 50, raw_call)  # warm up sockets
-                # Interleaved rounds even out drift on a shared machine. Wall-clock calls/s moves
-                # by +-25 % between rounds here; the client's CPU time per call (the simulator
-                # runs in another process) is the steadier measure of what the guard adds.
-                for _ in range(rounds):
-                    for label, call in variants.items():
+                # Interleaved, rotated rounds even out drift on a shared machine. Wall-clock
+                # calls/s moves by +-25 % between rounds here; the client's CPU time per call (the
+                # simulator runs in another process) is the steadier measure of what the guard
+                # adds, and the guard's own CPU (guard_cost_part) the steadiest.
+                order = list(variants.items())
+                for round_ in range(rounds):
+                    # rotated each round, so no variant always runs after the same other one
+                    shift = round_ % len(order)
+                    for label, call in order[shift:] + order[:shift]:
+                        # a full collection now, or the previous variant's garbage is collected
+                        # (a gen-2 pass costs ~30 us a call here) on this one's time
+                        gc.collect()
                         cpu = time.process_time()
                         ok, wall = await _drive(calls, 50, call)
                         cpu_us = (time.process_time() - cpu) / max(1, ok) * 1e6

@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +26,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
+from rat_langchain._atomic import atomic_dir
 from rat_langchain.errors import RatError
 
 __all__ = ["FaissStore", "IndexLoadError"]
@@ -413,7 +412,6 @@ class FaissStore(VectorStore):
         """Write ``index.faiss``, ``docstore.json`` and ``manifest.json`` into ``path``, atomically:
         everything goes to a temporary folder beside it, which then replaces ``path``."""
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
             docs = {
                 doc_id: {
@@ -439,25 +437,10 @@ class FaissStore(VectorStore):
             docstore = json.dumps(docs, ensure_ascii=False)
         except TypeError as exc:
             raise ValueError(f"metadata must be JSON-serialisable to save: {exc}") from exc
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic_dir(target) as tmp:
             (tmp / "index.faiss").write_bytes(index_bytes)
             (tmp / "docstore.json").write_text(docstore, encoding="utf-8")
             (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-            for name in ("index.faiss", "docstore.json", "manifest.json"):
-                with open(tmp / name, "rb") as handle:
-                    os.fsync(handle.fileno())
-            old = target.with_name(f".{target.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            if target.exists():
-                target.rename(old)
-            tmp.rename(target)
-            if old.exists():
-                shutil.rmtree(old)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], embedding: Embeddings) -> Self:

@@ -11,8 +11,6 @@ import asyncio
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +19,7 @@ from typing import Any, Self
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
+from rat_langchain._atomic import atomic_dir
 from rat_langchain.faiss_store import FaissStore, IndexLoadError, Metric
 
 __all__ = ["MemoryStore"]
@@ -102,10 +101,7 @@ class MemoryStore:
         """Write every user's memories under ``path`` atomically (each user a saved FaissStore in
         a folder named by a hash of the user id, plus ``memory.json`` mapping ids to folders).
         Background writes still running are not included: ``await asave(path)`` waits for them."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic_dir(Path(path)) as tmp:
             users: dict[str, str] = {}
             for user, store in sorted(self._stores.items()):
                 if not len(store):
@@ -115,16 +111,6 @@ class MemoryStore:
                 users[user] = folder
             manifest = {"format": "rat_langchain.MemoryStore", "version": 1, "metric": self.metric}
             (tmp / "memory.json").write_text(json.dumps({**manifest, "users": users}))
-            old = target.with_name(f".{target.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            if target.exists():
-                target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     async def asave(self, path: str | os.PathLike[str]) -> None:
         """Wait for pending background writes, then save (off the event loop)."""
