@@ -176,6 +176,11 @@ async def _old_way(target: Target, model: str, way: Way) -> None:
             errors += 1
     way.seconds["answer 20 questions"] = time.perf_counter() - start
     way.errors["answer 20 questions"] = errors
+    # LangChain never closes the clients it creates; closed here, on their loop, or they print
+    # "Event loop is closed" when collected after it (the bug the per-loop pool avoids)
+    await emb.async_client._client.close()
+    if llm.root_async_client is not None:
+        await llm.root_async_client.close()
 
 
 def _run(target: Target, model: str, label: str, job: Any) -> Way:

@@ -26,7 +26,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-from rat_langchain._atomic import atomic_dir
+from rat_langchain._atomic import atomic_dir, readable_dir
 from rat_langchain.errors import RatError
 
 __all__ = ["FaissStore", "IndexLoadError"]
@@ -445,7 +445,7 @@ class FaissStore(VectorStore):
     @classmethod
     def load(cls, path: str | os.PathLike[str], embedding: Embeddings) -> Self:
         """Read what ``save`` wrote, checking every part; raise :class:`IndexLoadError` if not."""
-        folder = Path(path)
+        folder = readable_dir(Path(path))
         try:
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
             docs = json.loads((folder / "docstore.json").read_text(encoding="utf-8"))

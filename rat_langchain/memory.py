@@ -19,7 +19,7 @@ from typing import Any, Self
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from rat_langchain._atomic import atomic_dir
+from rat_langchain._atomic import atomic_dir, readable_dir
 from rat_langchain.faiss_store import FaissStore, IndexLoadError, Metric
 
 __all__ = ["MemoryStore"]
@@ -120,7 +120,7 @@ class MemoryStore:
     @classmethod
     def load(cls, path: str | os.PathLike[str], embedding: Embeddings) -> Self:
         """Read what ``save`` wrote; IndexLoadError names what is missing or damaged."""
-        folder = Path(path)
+        folder = readable_dir(Path(path))
         try:
             manifest = json.loads((folder / "memory.json").read_text(encoding="utf-8"))
         except FileNotFoundError as exc:

@@ -87,6 +87,33 @@ def test_save_load_roundtrip_and_corruption_is_detected(tmp_path: Path) -> None:
     assert b"pickle" not in (target / "docstore.json").read_bytes()
 
 
+def test_a_save_interrupted_between_its_renames_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store()
+    store.add_texts(["alpha", "beta"], ids=["a", "b"])
+    target = tmp_path / "idx"
+    store.save(target)
+    store.add_texts(["gamma"], ids=["c"])
+    real_rename = Path.rename
+
+    def crash_on_swap_in(self: Path, dest: Path) -> Path:
+        if Path(dest) == target and self.name.startswith(".idx."):  # the new version's rename
+            raise KeyboardInterrupt("killed between the two renames")
+        return real_rename(self, dest)
+
+    monkeypatch.setattr(Path, "rename", crash_on_swap_in)
+    with pytest.raises(KeyboardInterrupt):
+        store.save(target)
+    monkeypatch.undo()
+    assert not target.exists()  # the old version was moved aside, the new one never landed
+    loaded = FaissStore.load(target, store.embedding)  # the previous version is read
+    assert sorted(d.id or "" for d in loaded.get_by_ids(["a", "b", "c"])) == ["a", "b"]
+    store.save(target)  # the next save puts things right
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]
+    assert len(FaissStore.load(target, store.embedding)) == 3
+
+
 def test_afrom_texts_with_the_pooled_embeddings(sim: SimulatorThread) -> None:
     pool = ClientPool(
         RatConfig.from_dict({"performance": {"rate_limiting": {"enabled": False}}}, env={})
