@@ -22,6 +22,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 from tqdm import tqdm
 
+from rat_langchain._atomic import readable_dir
 from rat_langchain.embeddings import EmbeddingInputError
 from rat_langchain.faiss_store import FaissStore
 
@@ -93,7 +94,7 @@ class BatchIndexer:
         self.batch_size = batch_size
         self.checkpoint_every_s = checkpoint_every_s
         self.progress = progress
-        if self.out is not None and (self.out / "manifest.json").exists():
+        if self.out is not None and (readable_dir(self.out) / "manifest.json").exists():
             self.store = FaissStore.load(self.out, embedding)  # resume from the checkpoint
         else:
             self.store = FaissStore(embedding)

@@ -1,4 +1,5 @@
 import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,29 @@ def test_sim_rejects_bad_settings_by_name(capsys: pytest.CaptureFixture[str]) ->
 def test_readme_example_runs(capsys: pytest.CaptureFixture[str], no_openai_env: None) -> None:
     runpy.run_path(str(ROOT / "examples" / "swap_into_chain.py"), run_name="__main__")
     assert "20 answers" in capsys.readouterr().out
+
+
+def test_index_folder_example_resumes_without_duplicates(
+    capsys: pytest.CaptureFixture[str], no_openai_env: None, tmp_path: Path
+) -> None:
+    script = str(ROOT / "examples" / "index_folder.py")
+    argv = ["index_folder.py", "--out", str(tmp_path)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        runpy.run_path(script, run_name="__main__")
+        first = capsys.readouterr().out
+        runpy.run_path(script, run_name="__main__")  # again: everything is already there
+        second = capsys.readouterr().out
+    assert "4 chunks added, 0 already there, 0 failed" in first
+    assert "0 chunks added, 4 already there, 0 failed" in second
+    assert "circuit-breaker.md" in second  # the search finds the right file
+
+
+def test_run_plan_example_runs_independent_steps_at_once(
+    capsys: pytest.CaptureFixture[str], no_openai_env: None
+) -> None:
+    runpy.run_path(str(ROOT / "examples" / "run_plan.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert out.count("succeeded") == 4
+    assert "critical path s1 -> s3 -> s4" in out
+    assert "verified in the background: True" in out
