@@ -1,7 +1,7 @@
 """rat_langchain: pooled, rate-limited, resilient OpenAI calls for LangChain.
 
 The public API, in one place. Everything else is private or lives in a documented submodule
-(``rat_langchain.sim`` for the simulator).
+(``rat_langchain.sim`` for the simulator, ``rat_langchain.otel`` for OpenTelemetry export).
 """
 
 from __future__ import annotations

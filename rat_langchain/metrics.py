@@ -259,6 +259,13 @@ class Metrics:
         )
         return "\n".join(lines) + "\n"
 
+    def to_otel(self, meter: Any = None, *, prefix: str = "rat") -> list[Any]:
+        """Publish these metrics through OpenTelemetry (the ``otel`` extra); see
+        :func:`rat_langchain.otel.instrument`."""
+        from rat_langchain.otel import instrument
+
+        return instrument(self, meter, prefix=prefix)
+
     def series(self, endpoint: str, model: str) -> dict[str, Any]:
         with self._lock:
             return self._get((endpoint, model)).snapshot()

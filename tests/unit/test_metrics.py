@@ -81,3 +81,45 @@ def test_prometheus_text_exposition() -> None:
     assert f'rat_latency_seconds{{{labels},quantile="0.5"}} 0.02' in text
     assert "# TYPE rat_retries_total counter" in text
     assert text.endswith("\n")
+
+
+def test_opentelemetry_export_reads_the_same_figures() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from rat_langchain.otel import instrument
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics = Metrics()
+    instrument(metrics, provider.get_meter("test"), snapshot_max_age_s=0)
+    for ms in (10, 20, 30):
+        metrics.record_call(KEY, ms / 1000)
+    metrics.record_call(KEY, 0.5, TimeoutError())
+    metrics.record_retry(KEY)
+    breaker = CircuitBreaker("sim/m", consecutive_failures=1, minimum_calls=5)
+    breaker.add_listener(metrics.record_breaker)
+    breaker.acquire().record(Outcome.FAILURE)
+
+    def points() -> dict[str, list[tuple[dict[str, object], float]]]:
+        data = reader.get_metrics_data()
+        assert data is not None
+        found: dict[str, list[tuple[dict[str, object], float]]] = {}
+        for resource in data.resource_metrics:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    found[metric.name] = [
+                        (dict(p.attributes or {}), p.value)  # type: ignore[union-attr]
+                        for p in metric.data.data_points
+                    ]
+        return found
+
+    series = {"endpoint": "http://sim/v1", "model": "gpt-4o-mini"}
+    first = points()
+    assert first["rat.calls"] == [(series, 4)]
+    assert first["rat.errors"] == [({**series, "error.type": "TimeoutError"}, 1)]
+    assert first["rat.retries"] == [(series, 1)]
+    assert ({**series, "quantile": "0.5"}, pytest.approx(0.02)) in first["rat.latency"]
+    assert first["rat.breaker.transitions"] == [({"change": "sim/m: closed->open"}, 1)]
+    metrics.record_call(KEY, 0.04)
+    assert points()["rat.calls"] == [(series, 5)]  # cumulative, read afresh at each collection
