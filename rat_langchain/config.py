@@ -207,6 +207,12 @@ class ParallelExecutionConfig(_Section):
         description="Infer dependencies from $stepN references in step arguments "
         "(false: references must be listed in dependencies, else PlanError).",
     )
+    step_max_attempts: int = Field(
+        1,
+        ge=1,
+        description="Attempts per tool step on transient failures (timeouts, connection errors, "
+        "429/5xx), with the retries section's backoff; above 1 only for idempotent tools.",
+    )
 
 
 class BatchEmbeddingsConfig(_Section):

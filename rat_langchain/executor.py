@@ -16,7 +16,7 @@ import inspect
 import re
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -26,6 +26,7 @@ from langchain_core.tools import BaseTool
 
 from rat_langchain.config import RatConfig
 from rat_langchain.plan import REFERENCE, Plan, PlanError, Step, find_references, resolve_path
+from rat_langchain.retry import RetryPolicy
 from rat_langchain.verification import Verdict, Verifier, check_verifier, notify, verify
 
 __all__ = ["ParallelPlanExecutor", "PlanCallbacks", "PlanResult", "StepResult", "StepStatus"]
@@ -168,6 +169,7 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
         verify_timeout: float | None = None,
         callbacks: Sequence[PlanCallbacks] = (),
         infer_dependencies: bool = True,
+        step_retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         named = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
@@ -184,6 +186,7 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
         self.verify_timeout = verify_timeout
         self.callbacks = list(callbacks)
         self.infer_dependencies = infer_dependencies
+        self.step_retry = step_retry
         self._clock = clock
         self._background: asyncio.TaskGroup | None = None
 
@@ -194,8 +197,9 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
         config: RatConfig | None = None,
         **kwargs: Any,
     ) -> ParallelPlanExecutor:
-        """An executor following ``performance.parallel_execution`` and
-        ``performance.background_tasks.verification``; keyword arguments win."""
+        """An executor following ``performance.parallel_execution`` (with ``retries``' backoff
+        for ``step_max_attempts``) and ``performance.background_tasks.verification``; keyword
+        arguments win."""
         perf = (config or RatConfig()).performance
         settings: dict[str, Any] = {
             "parallel": perf.parallel_execution.enabled,
@@ -203,6 +207,10 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
             "background_verification": perf.background_tasks.verification,
             "infer_dependencies": perf.parallel_execution.dependency_analysis,
         }
+        step_attempts = perf.parallel_execution.step_max_attempts
+        if step_attempts > 1:
+            policy = RetryPolicy.from_config(perf.retries)
+            settings["step_retry"] = replace(policy, max_attempts=step_attempts)
         return cls(tools, **{**settings, **kwargs})
 
     def __repr__(self) -> str:
@@ -287,6 +295,7 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
     async def _run_step(self, step: Step, result: PlanResult, parent: Any) -> StepResult:
         started = self._clock()
         step_run = None
+        attempts = [0]  # counted by _call_with_retries, read whether the step succeeds or not
         try:
             args = _resolve(step.args, result)
             call, is_runnable = self.tools[step.tool]
@@ -296,20 +305,47 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
                 )
                 if is_runnable:
                     call = partial(call, config={"callbacks": step_run.get_child()})  # type: ignore[call-arg]
-            if self.step_timeout is None:
-                value = await call(args)
-            else:
-                async with asyncio.timeout(self.step_timeout):
-                    value = await call(args)
+            value = await self._call_with_retries(step, call, args, attempts)
         except Exception as exc:
-            if isinstance(exc, TimeoutError) and self.step_timeout is not None:
-                exc = TimeoutError(f"step {step.id!r} took longer than {self.step_timeout} s")
             if step_run is not None:
                 await step_run.on_chain_error(exc)
-            return StepResult(step.id, StepStatus.FAILED, None, exc, started, self._clock(), 1)
+            return StepResult(
+                step.id, StepStatus.FAILED, None, exc, started, self._clock(), attempts[0]
+            )
         if step_run is not None:
             await step_run.on_chain_end(value)
-        return StepResult(step.id, StepStatus.SUCCEEDED, value, None, started, self._clock(), 1)
+        return StepResult(
+            step.id, StepStatus.SUCCEEDED, value, None, started, self._clock(), attempts[0]
+        )
+
+    async def _call_with_retries(
+        self, step: Step, call: _Call, args: Any, attempts: list[int]
+    ) -> Any:
+        """Call the tool, each attempt under ``step_timeout``; with ``step_retry``, transient
+        failures (timeouts, connection errors, 429/5xx) are retried with its backoff. Off by
+        default: a tool with side effects must not run twice unless it is idempotent."""
+
+        async def once() -> Any:
+            attempts[0] += 1
+            if self.step_timeout is None:
+                return await call(args)
+            scope = asyncio.timeout(self.step_timeout)
+            try:
+                async with scope:
+                    return await call(args)
+            except TimeoutError as exc:
+                if not scope.expired():
+                    raise  # the tool's own timeout, not the step's
+                raise TimeoutError(
+                    f"step {step.id!r} took longer than {self.step_timeout} s"
+                ) from exc
+
+        if self.step_retry is None or self.step_retry.max_attempts <= 1:
+            return await once()
+        async for attempt in self.step_retry.retrying():
+            with attempt:
+                value = await once()
+        return value
 
     def execute(self, plan: Plan) -> PlanResult:
         """Sync wrapper for old callers (works inside a running loop too)."""

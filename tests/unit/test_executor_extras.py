@@ -15,6 +15,7 @@ from langchain_core.runnables import RunnableLambda
 from rat_langchain import PlanCallbacks, Verdict
 from rat_langchain.executor import ParallelPlanExecutor, StepResult, StepStatus
 from rat_langchain.plan import Plan, PlanError, Step
+from rat_langchain.retry import RetryPolicy
 
 
 async def echo(args: dict[str, Any]) -> dict[str, Any]:
@@ -362,6 +363,22 @@ async def test_from_config_and_strict_dependencies() -> None:
     assert not executor.parallel
     assert executor.max_parallel_steps == 3
     assert not executor.background_verification
+    assert executor.step_retry is None  # tools run once unless the config says otherwise
+    retrying = ParallelPlanExecutor.from_config(
+        {"echo": echo},
+        RatConfig.from_dict(
+            {
+                "performance": {
+                    "parallel_execution": {"step_max_attempts": 3},
+                    "retries": {"initial_backoff_s": 0.25},
+                }
+            },
+            env={},
+        ),
+    )
+    assert retrying.step_retry is not None
+    assert retrying.step_retry.max_attempts == 3
+    assert retrying.step_retry.initial_backoff_s == 0.25
     unlisted = Plan(steps=[Step(id="a", tool="echo"), Step(id="b", tool="echo", args={"x": "$a"})])
     with pytest.raises(PlanError, match="does not list 'a'"):
         await executor.aexecute(unlisted)
@@ -380,3 +397,67 @@ async def test_from_config_and_strict_dependencies() -> None:
 
     with pytest.raises(PlanError, match="does not list 'a'"):
         await executor.aexecute_stream(stream())
+
+
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, max_backoff_s=0.001)
+
+
+async def test_step_retry_retries_transient_failures_only_and_counts_attempts() -> None:
+    calls: dict[str, int] = {"flaky": 0, "broken": 0, "down": 0, "plain": 0}
+
+    def tool(name: str, error: Exception | None, fail_times: int) -> Any:
+        async def run(args: dict[str, Any]) -> str:
+            calls[name] += 1
+            if error is not None and calls[name] <= fail_times:
+                raise error
+            return name
+
+        return run
+
+    tools = {
+        "flaky": tool("flaky", ConnectionResetError("reset"), 2),  # fails twice, then works
+        "broken": tool("broken", ValueError("bad argument"), 99),  # the caller's bug
+        "down": tool("down", ConnectionRefusedError("refused"), 99),  # never comes back
+        "plain": tool("plain", None, 0),
+    }
+    plan = Plan(steps=[Step(id=name, tool=name) for name in tools])
+    result = await ParallelPlanExecutor(tools, step_retry=FAST_RETRY).aexecute(plan)
+    steps = result.steps
+    assert (steps["flaky"].status, steps["flaky"].attempts) == (StepStatus.SUCCEEDED, 3)
+    assert (steps["broken"].status, steps["broken"].attempts) == (StepStatus.FAILED, 1)
+    assert isinstance(steps["broken"].error, ValueError)
+    assert (steps["down"].status, steps["down"].attempts) == (StepStatus.FAILED, 3)
+    assert isinstance(steps["down"].error, ConnectionRefusedError)
+    assert (steps["plain"].status, steps["plain"].attempts) == (StepStatus.SUCCEEDED, 1)
+    assert calls == {"flaky": 3, "broken": 1, "down": 3, "plain": 1}
+
+    calls["flaky"] = 0  # without a policy nothing runs twice: tools may have side effects
+    result = await ParallelPlanExecutor(tools).aexecute(Plan(steps=[Step(id="f", tool="flaky")]))
+    assert (result.steps["f"].status, result.steps["f"].attempts) == (StepStatus.FAILED, 1)
+
+
+async def test_a_hung_attempt_is_abandoned_at_the_step_timeout_and_retried() -> None:
+    never = asyncio.Event()
+    attempts = 0
+
+    async def hangs_once(args: dict[str, Any]) -> str:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            await never.wait()  # the first attempt hangs until the step timeout cancels it
+        return "answered"
+
+    executor = ParallelPlanExecutor({"t": hangs_once}, step_timeout=0.05, step_retry=FAST_RETRY)
+    result = await executor.aexecute(Plan(steps=[Step(id="s", tool="t")]))
+    assert result.steps["s"].status == StepStatus.SUCCEEDED
+    assert result.steps["s"].value == "answered"
+    assert result.steps["s"].attempts == 2
+
+
+async def test_a_tools_own_timeout_is_not_reported_as_the_steps() -> None:
+    async def own_timeout(args: dict[str, Any]) -> None:
+        raise TimeoutError("upstream said 504")
+
+    executor = ParallelPlanExecutor({"t": own_timeout}, step_timeout=30)
+    result = await executor.aexecute(Plan(steps=[Step(id="s", tool="t")]))
+    assert str(result.steps["s"].error) == "upstream said 504"
