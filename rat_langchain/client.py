@@ -8,6 +8,7 @@ and the pool's HTTP client works from any event loop (see ``_http``).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import os
@@ -407,11 +408,24 @@ class ClientPool:
             closer = getattr(shared, "aclose", None)
             if closer is not None:
                 await closer()
-        self.close()
+        self._close_sync()
         self._async.clear()
 
     def close(self) -> None:
-        """Close the sync clients; async clients close with their event loops or ``aclose()``."""
+        """Close every client this pool made, from sync code: the async ones too (those the sync
+        entry points used live on a background loop, and would otherwise stay open until the
+        process exits). Inside a running event loop only the sync clients can be closed here;
+        ``await pool.aclose()`` closes the rest."""
+        if self._closed:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self.aclose())  # reaches clients on other loops (see _http._PerLoop)
+            return
+        self._close_sync()
+
+    def _close_sync(self) -> None:
         if self._embedding_cache is not None:
             self._embedding_cache.close()
             self._embedding_cache = None

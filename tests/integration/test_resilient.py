@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
+import time
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +19,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI
 
 from rat_langchain import (
+    ApiKeyError,
     CircuitBreaker,
     CircuitOpenError,
     ClientPool,
@@ -280,3 +283,27 @@ def test_langchain_rate_limiter_adapter_drops_into_chat_openai(sim: SimulatorThr
     assert llm.invoke("sync").content
     assert asyncio.run(llm.ainvoke("async")).content
     assert limiter.stats["acquired"] == 2
+
+
+def test_the_api_key_never_reaches_the_logs(
+    sim: SimulatorThread, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, the SDK's and the transport's included
+    with ClientPool(pool_config()) as pool:
+        llm = pool.chat_model(base_url=sim.base_url, api_key=API_KEY)
+        sim.push(Reply(status=503))  # a retry, logged
+        assert llm.invoke("hello").content
+        pool.embeddings(base_url=sim.base_url, api_key=API_KEY).embed_documents(["a", "b"])
+        sim.push(Reply(status=401))  # a rejected key, logged and raised
+        with pytest.raises(ApiKeyError) as info:
+            llm.invoke("again")
+        assert sim.stats().connections_open > 0
+    # leaving the sync `with` closed the async clients the sync calls used, on their own loop
+    deadline = time.monotonic() + 5
+    while sim.stats().connections_open and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling the server's counter until it sees the sockets close
+    assert sim.stats().connections_open == 0
+    assert API_KEY not in str(info.value)
+    assert caplog.records  # the logs were captured...
+    assert API_KEY not in caplog.text  # ...and hold no key
+    assert API_KEY[-8:] not in caplog.text  # not even its tail
