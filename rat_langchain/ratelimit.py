@@ -355,6 +355,16 @@ class RateLimiter:
             )
         return state
 
+    def _rebuild_states(self) -> None:
+        """Fresh buckets from ``limit_for`` for every key whose queue is empty, keeping its
+        pause (a subclass whose limits changed). Lock held."""
+        for key, state in list(self._states.items()):
+            if state.waiters:
+                continue  # a queue in use keeps its buckets
+            fresh = _KeyState(self.limit_for(key), self._clock)
+            fresh.paused_until = state.paused_until
+            self._states[key] = fresh
+
     def _schedule(self, key: Key, state: _KeyState, loop: asyncio.AbstractEventLoop) -> None:
         """Serve the queue head(s) that fit now; arm one timer for the next. Lock held."""
         if state.timer is not None:

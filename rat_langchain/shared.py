@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 from rat_langchain.breaker import REMOTE_REASON, CircuitBreaker, State, StateChange
 from rat_langchain.config import RateLimitingConfig
 from rat_langchain.errors import RatError
-from rat_langchain.ratelimit import Key, RateLimiter, RateLimitExceeded, Reservation
+from rat_langchain.ratelimit import Key, RateLimit, RateLimiter, RateLimitExceeded, Reservation
 
 __all__ = ["RateLimiterUnavailable", "RedisRateLimiter", "SharedBreakerState"]
 
@@ -97,6 +98,19 @@ return '0'
 """
 
 
+# KEYS: the workers' sorted set. ARGV: this worker's id, how long a silent worker counts (ms).
+# Marks this worker alive now, forgets the silent ones, answers how many are alive.
+_HEARTBEAT_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+redis.call('PEXPIRE', KEYS[1], math.ceil(ttl))
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
 class RateLimiterUnavailable(RatError):
     """Redis, which holds the shared quota, cannot be reached and ``redis_failure`` is
     ``fail_closed``: no request is sent rather than risk going over the shared budget."""
@@ -126,6 +140,7 @@ class _Link:
         self.down_until = 0.0  # ... and Redis is not tried again before this
         self.outages = 0
         self.errors: tuple[type[BaseException], ...] = _redis_errors()
+        self.on_change: Callable[[bool], None] | None = None  # called with `down` on a change
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -177,6 +192,8 @@ class _Link:
                 type(exc).__name__,
                 self.retry_s,
             )
+            if self.on_change is not None:
+                self.on_change(True)
         self.down_until = time.monotonic() + self.retry_s
 
     def recovered(self) -> None:
@@ -184,6 +201,8 @@ class _Link:
             _log.warning("%s: Redis at %s is back", self.name, _safe_url(self.url))
             self.down = False
             self.down_until = 0.0
+            if self.on_change is not None:
+                self.on_change(False)
 
     async def aclose(self) -> None:
         try:
@@ -231,6 +250,7 @@ class RedisRateLimiter(RateLimiter):
         fail_closed: bool = False,
         timeout_s: float = 1.0,
         retry_s: float = 1.0,
+        heartbeat_s: float = 1.0,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("first_hold_s", None)  # a per-process notion; the shared bucket has none
@@ -244,6 +264,15 @@ class RedisRateLimiter(RateLimiter):
         self._background: set[asyncio.Task[Any]] = set()
         self._queued: dict[Key, int] = {}
         self.stats.update(redis_calls=0, redis_errors=0, degraded_acquires=0)
+        # Workers alive on this Redis (heartbeats at most every heartbeat_s): while Redis is
+        # down, each process's local buckets get 1/workers of the limit, so together they
+        # still stay near one budget instead of each spending all of it.
+        self.heartbeat_s = heartbeat_s
+        self.workers = 1
+        self._worker_id = uuid.uuid4().hex
+        self._beat_at = -float("inf")
+        self._share = 1
+        self._link.on_change = self._link_changed
 
     @classmethod
     def from_config(cls, config: RateLimitingConfig, **kwargs: Any) -> RateLimiter:
@@ -266,6 +295,75 @@ class RedisRateLimiter(RateLimiter):
     def outages(self) -> int:
         return self._link.outages
 
+    @property
+    def degraded_share(self) -> int:
+        """While degraded, the local buckets hold 1/this of the limit (1 when not degraded)."""
+        return self._share
+
+    def limit_for(self, key: Key) -> RateLimit:
+        """The local view's limit: the configured one, divided among the workers last seen
+        alive while Redis is down. The shared buckets always use the configured one."""
+        limit = super().limit_for(key)
+        if self._share == 1:
+            return limit
+        return RateLimit(
+            _divided(limit.rpm, self._share),
+            _divided(limit.tpm, self._share),
+            limit.safety_margin,
+            limit.burst_s,
+        )
+
+    def _check(self, state: Any, key: Key, tokens: int) -> None:
+        whole = super().limit_for(key)
+        if self._share == 1 or (whole.tpm is not None and tokens > whole.tpm * whole.safety_margin):
+            super()._check(state, key, tokens)
+        elif tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        # else: too large for a degraded share but not for the whole budget: the local bucket
+        # lends it (it waits for a full bucket and goes into debt), as it would for any big call
+
+    def _link_changed(self, down: bool) -> None:
+        """Redis went away or came back: rebuild the local buckets for the new share (fresh
+        ones: while Redis was up they were not the ones admitting calls)."""
+        with self._lock:
+            self._share = max(1, self.workers) if down else 1
+            self._rebuild_states()
+        if down and self._share > 1:
+            _log.warning(
+                "rate limiter: each of the %d workers seen on Redis takes 1/%d of the limit "
+                "until it is back",
+                self._share,
+                self._share,
+            )
+
+    def _heartbeat_due(self) -> bool:
+        return time.monotonic() - self._beat_at >= self.heartbeat_s
+
+    def _heartbeat_args(self) -> tuple[str, str, int]:
+        self._beat_at = time.monotonic()
+        ttl_ms = int(max(10.0, 5 * self.heartbeat_s) * 1000)
+        return f"{self.prefix}:workers", self._worker_id, ttl_ms
+
+    async def _heartbeat(self) -> None:
+        if not self._heartbeat_due():
+            return
+        key, worker, ttl_ms = self._heartbeat_args()
+        try:
+            count = await self._link.client().eval(_HEARTBEAT_SCRIPT, 1, key, worker, ttl_ms)
+        except self._link.errors:
+            return  # the next take finds out whether Redis is down
+        self.workers = max(1, int(count))
+
+    def _heartbeat_sync(self) -> None:
+        if not self._heartbeat_due():
+            return
+        key, worker, ttl_ms = self._heartbeat_args()
+        try:
+            count = self._link.sync_client().eval(_HEARTBEAT_SCRIPT, 1, key, worker, ttl_ms)
+        except self._link.errors:
+            return
+        self.workers = max(1, int(count))
+
     # -- the script's arguments --------------------------------------------------------------
 
     def _keys(self, key: Key) -> list[str]:
@@ -274,7 +372,7 @@ class RedisRateLimiter(RateLimiter):
         return [f"{base}:rpm", f"{base}:tpm", f"{base}:pause"]
 
     def _args(self, key: Key, tokens: int, mode: str, requests: int = 0) -> list[Any]:
-        limit = self.limit_for(key)
+        limit = super().limit_for(key)  # the shared buckets hold the whole limit
         margin, burst = limit.safety_margin, limit.burst_s
         r_rate = (limit.rpm or 0) * margin / 60_000.0
         t_rate = (limit.tpm or 0) * margin / 60_000.0
@@ -344,6 +442,7 @@ class RedisRateLimiter(RateLimiter):
                 self._link.recovered()
                 wait_ms = float(answer)
                 if wait_ms <= 0:
+                    await self._heartbeat()
                     break
                 waited = True
                 if self.max_queue_wait_s is not None and wait_ms / 1000 > self.max_queue_wait_s:
@@ -394,6 +493,8 @@ class RedisRateLimiter(RateLimiter):
         self.stats["redis_calls"] += 1
         answer = client.eval(_SCRIPT, 3, *self._keys(key), *self._args(key, tokens, mode, requests))
         self._link.recovered()
+        if mode == "take":
+            self._heartbeat_sync()
         return answer
 
     # -- corrections: reconcile, headers, 429 pauses -------------------------------------------
@@ -470,6 +571,10 @@ class RedisRateLimiter(RateLimiter):
     async def reset(self, key: Key) -> None:
         """Forget the shared state of ``key`` (tests, operators)."""
         await self._link.client().delete(*self._keys(key))
+
+
+def _divided(limit: int | None, share: int) -> int | None:
+    return None if limit is None else max(1, limit // share)
 
 
 def _int(value: str | None) -> int | None:

@@ -182,3 +182,30 @@ async def test_a_pool_configured_for_redis_shares_its_limiter_and_breakers(
         guard = llm.guard
         assert guard is not None
         assert isinstance(guard.breaker.shared, SharedBreakerState)  # type: ignore[union-attr]
+
+
+async def test_while_redis_is_down_each_worker_takes_its_share(redis_server: RedisServer) -> None:
+    # three workers (one prefix of their own, so no other test's heartbeats count), limits of
+    # 600 RPM and 6000 TPM: a 10 s burst is 100 requests and 1000 tokens
+    settings = {"rpm": 600, "tpm": 6000, "prefix": "share-test", "heartbeat_s": 0.0}
+    a, b, c = (limiter(redis_server.url, retry_s=60.0, timeout_s=0.3, **settings) for _ in "abc")
+    for worker in (b, c, a):
+        await worker.acquire(KEY)  # each take also beats: alive
+    assert a.workers == 3
+    assert a.degraded_share == 1
+    redis_server.stop()
+    async with asyncio.timeout(5):
+        await a.acquire(KEY)  # Redis is gone: local buckets with a third of the limit
+    assert a.degraded
+    assert a.degraded_share == 3
+    granted = 1 + sum(a.try_acquire(KEY) is not None for _ in range(100))
+    assert granted == 33  # a third of the 100-request burst, not all of it
+    big = await asyncio.wait_for(a.acquire(("x", "gpt-4o-mini"), tokens=3000), 1)
+    assert big.tokens == 3000  # over a third of the TPM, within the whole: lent, not refused
+    redis_server.start()
+    a._link.down_until = 0.0  # try Redis again now rather than after retry_s
+    await a.acquire(("y", "gpt-4o-mini"))
+    assert not a.degraded
+    assert a.degraded_share == 1
+    for worker in (a, b, c):
+        await worker.aclose()
