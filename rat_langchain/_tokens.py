@@ -34,6 +34,15 @@ def count_tokens(text: str, model: str | None = None) -> int:
     (``encode_ordinary``: twice as fast as ``encode(disallowed_special=())``, same count)."""
     if not text:
         return 0
+    return _count(text, model)
+
+
+@lru_cache(maxsize=1024)
+def _count(text: str, model: str | None) -> int:
+    """Cached because chains send the same system prompt and few-shot examples on every call,
+    and counting is the costliest part of admitting a call: in a busy event loop the BPE rank
+    tables are out of the CPU caches (measured: ~33 us for a 40-token prompt end to end, 5 us
+    in a tight loop). The cache keeps at most 1024 texts alive."""
     return len(_encoding(model).encode_ordinary(text))
 
 
