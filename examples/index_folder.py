@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import tempfile
 from pathlib import Path
 
-from rat_langchain import BatchIndexer, ClientPool, RatConfig, SimulatorThread, load_folder
+from rat_langchain import BatchIndexer, ClientPool, load_folder
+from rat_langchain.sim import endpoint_or_simulator
 
 HERE = Path(__file__).parent
 
@@ -40,12 +40,7 @@ def main() -> None:
     parser.add_argument("--query", default="What happens when an endpoint is down?")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
-        config = RatConfig.load()
-        if not os.environ.get("OPENAI_API_KEY"):
-            sim = stack.enter_context(SimulatorThread(latency_ms=50))
-            config = RatConfig.from_dict(
-                {"endpoint": {"base_url": sim.base_url, "api_key": "sk-simulated"}}
-            )
+        config = stack.enter_context(endpoint_or_simulator(latency_ms=50))
         out = Path(args.out or stack.enter_context(tempfile.TemporaryDirectory())) / "index"
         pool = ClientPool(config)
         asyncio.run(index_and_search(pool, Path(args.folder), out, args.query))

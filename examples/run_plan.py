@@ -11,15 +11,14 @@ unless OPENAI_API_KEY is set).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 from typing import Any
 
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 
-from rat_langchain import ClientPool, ParallelPlanExecutor, Plan, RatConfig, SimulatorThread, Step
+from rat_langchain import ClientPool, ParallelPlanExecutor, Plan, Step
+from rat_langchain.sim import endpoint_or_simulator
 
 
 @tool
@@ -72,13 +71,7 @@ async def run(pool: ClientPool) -> None:
 
 
 def main() -> None:
-    with contextlib.ExitStack() as stack:
-        config = RatConfig.load()
-        if not os.environ.get("OPENAI_API_KEY"):
-            sim = stack.enter_context(SimulatorThread(latency_ms=50))
-            config = RatConfig.from_dict(
-                {"endpoint": {"base_url": sim.base_url, "api_key": "sk-simulated"}}
-            )
+    with endpoint_or_simulator(latency_ms=50) as config:  # the simulator unless a key is set
         asyncio.run(run(ClientPool(config)))
 
 

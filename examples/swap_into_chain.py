@@ -9,13 +9,12 @@ or api.openai.com).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
-from rat_langchain import ClientPool, RatConfig, SimulatorThread
+from rat_langchain import ClientPool
+from rat_langchain.sim import endpoint_or_simulator
 
 
 async def answer_all(pool: ClientPool, questions: list[str]) -> list[str]:
@@ -27,12 +26,7 @@ async def answer_all(pool: ClientPool, questions: list[str]) -> list[str]:
 
 
 def main() -> None:
-    with contextlib.ExitStack() as stack:
-        config = RatConfig.load()
-        if not os.environ.get("OPENAI_API_KEY"):
-            sim = stack.enter_context(SimulatorThread(latency_ms=50))
-            endpoint = {"base_url": sim.base_url, "api_key": "sk-simulated"}
-            config = RatConfig.from_dict({"endpoint": endpoint})
+    with endpoint_or_simulator(latency_ms=50) as config:  # the simulator unless a key is set
         pool = ClientPool(config)
         questions = [f"What is {n} squared?" for n in range(1, 21)]
         answers = asyncio.run(answer_all(pool, questions))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rat_langchain.sim._limits import format_reset
 from rat_langchain.sim._model import Reply, SimConfig, SimStats, ToolCallReply
-from rat_langchain.sim._runners import SimulatorProcess, SimulatorThread
+from rat_langchain.sim._runners import SimulatorProcess, SimulatorThread, endpoint_or_simulator
 from rat_langchain.sim._server import MAX_EMBEDDING_INPUTS, Simulator
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "SimulatorProcess",
     "SimulatorThread",
     "ToolCallReply",
+    "endpoint_or_simulator",
     "format_reset",
 ]

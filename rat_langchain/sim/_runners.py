@@ -4,19 +4,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
+import os
 import subprocess
 import sys
 import threading
 import urllib.parse
-from collections.abc import Coroutine
-from typing import Any, Self, TypeVar
+from collections.abc import Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from rat_langchain.sim._model import Reply, SimConfig, SimStats
 from rat_langchain.sim._server import Simulator
 
-__all__ = ["SimulatorProcess", "SimulatorThread"]
+if TYPE_CHECKING:
+    from rat_langchain.config import RatConfig
+
+__all__ = ["SimulatorProcess", "SimulatorThread", "endpoint_or_simulator"]
 
 _T = TypeVar("_T")
 READY_PREFIX = "rat-langchain simulator listening on "
@@ -200,3 +205,30 @@ class SimulatorProcess:
     def push(self, *replies: Reply | dict[str, Any], endpoint: str = "chat") -> None:
         items = [r.model_dump() if isinstance(r, Reply) else r for r in replies]
         self._post("/_sim/push", {"replies": items, "endpoint": endpoint})
+
+
+@contextlib.contextmanager
+def endpoint_or_simulator(
+    config_path: str | os.PathLike[str] | None = None, **settings: Any
+) -> Iterator[RatConfig]:
+    """The configuration to run against: ``RatConfig.load(config_path)`` when
+    ``OPENAI_API_KEY`` is set (a real endpoint, ``OPENAI_BASE_URL`` honoured), else one whose
+    endpoint is a :class:`SimulatorThread` started with ``settings`` for the block.
+
+    Why: scripts, notebooks and smoke tests that run the same with or without a key. Example::
+
+        with endpoint_or_simulator(latency_ms=50) as config:
+            pool = ClientPool(config)
+    """
+    from rat_langchain.config import RatConfig
+
+    if os.environ.get("OPENAI_API_KEY"):
+        yield RatConfig.load(config_path)
+        return
+    with SimulatorThread(**settings) as sim:
+        endpoint = {"base_url": sim.base_url, "api_key": "sk-simulated"}
+        if config_path is None:
+            yield RatConfig.from_dict({"endpoint": endpoint})
+        else:
+            data = RatConfig.load(config_path).model_dump()
+            yield RatConfig.from_dict({**data, "endpoint": endpoint})
