@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import statistics
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import openai
@@ -61,6 +63,10 @@ async def _drive(
 
 def _messages(i: int, words: int = 8) -> list[dict[str, str]]:
     return [{"role": "user", "content": " ".join(f"w{i}x{j}" for j in range(words))}]
+
+
+def _shifted(call: Callable[[int], Awaitable[Any]], offset: int, i: int) -> Awaitable[Any]:
+    return call(offset + i)
 
 
 def limiter_part(calls: int, quick: bool) -> list[str]:
@@ -221,6 +227,7 @@ def overhead_part(calls: int, rounds: int) -> list[str]:
                 # simulator runs in another process) is the steadier measure of what the guard
                 # adds, and the guard's own CPU (guard_cost_part) the steadiest.
                 order = list(variants.items())
+                fresh = itertools.count(1)
                 for round_ in range(rounds):
                     # rotated each round, so no variant always runs after the same other one
                     shift = round_ % len(order)
@@ -229,7 +236,10 @@ def overhead_part(calls: int, rounds: int) -> list[str]:
                         # (a gen-2 pass costs ~30 us a call here) on this one's time
                         gc.collect()
                         cpu = time.process_time()
-                        ok, wall = await _drive(calls, 50, call)
+                        # every prompt of the run is new (token counts are cached per text:
+                        # repeated prompts would flatter the guard)
+                        offset = next(fresh) * calls
+                        ok, wall = await _drive(calls, 50, partial(_shifted, call, offset))
                         cpu_us = (time.process_time() - cpu) / max(1, ok) * 1e6
                         results.setdefault(label, []).append((ok / wall, cpu_us))
 
