@@ -281,21 +281,23 @@ def guard_cost_part(raw_cpu_us: float | None) -> list[str]:
         breaker=CircuitBreaker("sim"),
         retry=RetryPolicy(),
     )
-    messages = _messages(0)
+    fresh = itertools.count()  # a new prompt every call: token counts are cached per text
 
     async def instant() -> int:
         return 1
 
     async def loop(n: int) -> float:
+        prompts = [_messages(next(fresh)) for _ in range(n)]
         start = time.process_time()
-        for _ in range(n):
+        for messages in prompts:
             tokens = count_message_tokens(messages, MODEL) + 50
             await guard.run(instant, tokens=tokens)
         return (time.process_time() - start) / n * 1e6
 
     async def bare(n: int) -> float:
+        prompts = [_messages(next(fresh)) for _ in range(n)]
         start = time.process_time()
-        for _ in range(n):
+        for _messages_unused in prompts:
             await instant()
         return (time.process_time() - start) / n * 1e6
 
