@@ -12,11 +12,13 @@ import asyncio
 import multiprocessing as mp
 import queue
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
+from rat_langchain.shared import RedisRateLimiter
 
 KEY = "sk-quota-run"
 
@@ -34,6 +36,8 @@ class QuotaRun:
 
     wall_s: float
     window_s: float
+    outages: tuple[int, ...] = ()  # per worker: times its limiter lost Redis
+    degraded_at_end: tuple[bool, ...] = ()  # per worker: still on local buckets at the end
 
     @property
     def allowed(self) -> float:
@@ -51,7 +55,9 @@ class QuotaRun:
         return self.throttled / self.answered if self.answered else 0.0
 
 
-def _config(backend: str, redis_url: str, rpm: int, burst_s: float) -> RatConfig:
+def _config(
+    backend: str, redis_url: str, rpm: int, burst_s: float, retries: bool = False
+) -> RatConfig:
     return RatConfig.from_dict(
         {
             "performance": {
@@ -63,7 +69,7 @@ def _config(backend: str, redis_url: str, rpm: int, burst_s: float) -> RatConfig
                     "burst_s": burst_s,
                     "first_hold_s": 0,
                 },
-                "retries": {"enabled": False},  # a 429 must show, not be retried away
+                "retries": {"enabled": retries},  # off: a 429 must show, not be retried away
                 "circuit_breaker": {"enabled": False},
             }
         },
@@ -79,13 +85,14 @@ def _worker(
     burst_s: float,
     seconds: float,
     concurrency: int,
+    retries: bool,
     start: Any,
     results: Any,
 ) -> None:
-    async def main() -> tuple[int, int, float, float]:
+    async def main() -> tuple[int, int, float, float, int, bool]:
         ok = failed = 0
         last = 0.0
-        async with ClientPool(_config(backend, redis_url, rpm, burst_s)) as pool:
+        async with ClientPool(_config(backend, redis_url, rpm, burst_s, retries)) as pool:
             llm = pool.chat_model(model="gpt-4o-mini", base_url=base_url, api_key=KEY, max_tokens=5)
             for _ in range(100):  # connections and imports before the clock starts
                 try:
@@ -110,7 +117,12 @@ def _worker(
             async with asyncio.TaskGroup() as tg:
                 for _ in range(concurrency):
                     tg.create_task(loop())
-        return ok, failed, first, last
+            limiter = pool.limiter
+            outages, degraded = 0, False
+            if isinstance(limiter, RedisRateLimiter):
+                await llm.ainvoke("after the run")  # one more call: has Redis come back?
+                outages, degraded = limiter.outages, limiter.degraded
+        return ok, failed, first, last, outages, degraded
 
     results.put(asyncio.run(main()))
 
@@ -125,15 +137,29 @@ def run(
     rpm: int = 1200,
     burst_s: float = 1.0,
     concurrency: int = 8,
+    events: Sequence[tuple[float, Callable[[], None]]] = (),
+    retries: bool = False,
 ) -> QuotaRun:
     """Run ``workers`` processes for ``seconds`` against ``sim`` (a SimulatorProcess enforcing
-    ``rpm``); the warm-up requests are not counted."""
+    ``rpm``); the warm-up requests are not counted. ``events`` are ``(seconds after the start,
+    action)`` pairs run here while the workers work, e.g. stopping and restarting Redis."""
     # forkserver: one server process imports LangChain once, workers are forked from it
     # (spawn re-imports in every worker: seconds each on 2 cores; fork would copy our threads)
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["rat_langchain._quota_run", "langchain_openai"])
     start, results = ctx.Event(), ctx.Queue()
-    args = (sim.base_url, redis_url, backend, rpm, burst_s, seconds, concurrency, start, results)
+    args = (
+        sim.base_url,
+        redis_url,
+        backend,
+        rpm,
+        burst_s,
+        seconds,
+        concurrency,
+        retries,
+        start,
+        results,
+    )
     procs = [ctx.Process(target=_worker, args=args) for _ in range(workers)]
     for proc in procs:
         proc.start()
@@ -144,7 +170,11 @@ def run(
     time.sleep(max(burst_s, 1.0))  # let the server's window refill after the warm-ups
     sim.reset_stats()
     start.set()
-    totals: list[tuple[int, int, float, float]] = []
+    began = time.monotonic()
+    for at_s, action in sorted(events, key=lambda e: e[0]):
+        time.sleep(max(0.0, began + at_s - time.monotonic()))
+        action()
+    totals: list[tuple[int, int, float, float, int, bool]] = []
     limit = time.monotonic() + seconds + 60
     while len(totals) < workers:
         try:
@@ -171,4 +201,6 @@ def run(
         rpm=rpm,
         wall_s=wall,
         window_s=sim.config.limit_window_s,
+        outages=tuple(t[4] for t in totals),
+        degraded_at_end=tuple(t[5] for t in totals),
     )

@@ -380,14 +380,19 @@ class RateLimiter:
             )
         return state
 
-    def _rebuild_states(self) -> None:
+    def _rebuild_states(self, *, empty: bool = False) -> None:
         """Fresh buckets from ``limit_for`` for every key whose queue is empty, keeping its
-        pause (a subclass whose limits changed). Lock held."""
+        pause (a subclass whose limits changed); ``empty``: they start with nothing to spend
+        instead of a burst. Lock held."""
         for key, state in list(self._states.items()):
             if state.waiters:
                 continue  # a queue in use keeps its buckets
             fresh = _KeyState(self.limit_for(key), self._clock)
             fresh.paused_until = state.paused_until
+            if empty:
+                for bucket in (fresh.requests, fresh.tokens):
+                    if bucket is not None:
+                        bucket.take(bucket.level())
             self._states[key] = fresh
 
     def _schedule(self, key: Key, state: _KeyState, loop: asyncio.AbstractEventLoop) -> None:

@@ -159,26 +159,40 @@ class _Link:
         return self.down and time.monotonic() < self.down_until
 
     def _options(self) -> dict[str, Any]:
+        import redis
+
         return {
             "socket_timeout": self.timeout_s,
             "socket_connect_timeout": self.timeout_s,
             "retry_on_timeout": False,
+            # one immediate retry on a connection error, on a new connection: after Redis
+            # restarts, every pooled connection is dead, and without it each one would be
+            # taken for a new outage (a dead server still fails fast: the retry is refused too)
+            "retry_on_error": [redis.exceptions.ConnectionError],
         }
 
     def client(self) -> Any:
         import redis.asyncio
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         loop = asyncio.get_running_loop()
         found = self._async.get(loop)
         if found is None:
-            found = self._async[loop] = redis.asyncio.Redis.from_url(self.url, **self._options())
+            found = self._async[loop] = redis.asyncio.Redis.from_url(
+                self.url, retry=Retry(NoBackoff(), 1), **self._options()
+            )
         return found
 
     def sync_client(self) -> Any:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         if self._sync is None:
-            self._sync = redis.Redis.from_url(self.url, **self._options())
+            self._sync = redis.Redis.from_url(
+                self.url, retry=Retry(NoBackoff(), 1), **self._options()
+            )
         return self._sync
 
     def failed(self, exc: BaseException) -> None:
@@ -327,7 +341,9 @@ class RedisRateLimiter(RateLimiter):
         ones: while Redis was up they were not the ones admitting calls)."""
         with self._lock:
             self._share = max(1, self.workers) if down else 1
-            self._rebuild_states()
+            # empty while degraded: the shared bucket was spending this window until now, and
+            # a fresh burst from every worker at once is what the server would answer with 429s
+            self._rebuild_states(empty=down)
         if down and self._share > 1:
             _log.warning(
                 "rate limiter: each of the %d workers seen on Redis takes 1/%d of the limit "
