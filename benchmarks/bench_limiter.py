@@ -266,7 +266,7 @@ def overhead_part(calls: int, rounds: int) -> list[str]:
             )
             rows.append(
                 f"{ours} vs {base}: calls/s {rate_ratio:.3f}x, client CPU per call "
-                f"+{extra:.0f} us ({extra / med[base][1]:+.1%}, median of paired rounds)"
+                f"{extra:+.0f} us ({extra / med[base][1]:+.1%}, median of paired rounds)"
             )
             print(rows[-1], flush=True)
     return rows
@@ -295,9 +295,8 @@ def guard_cost_part(raw_cpu_us: float | None) -> list[str]:
         return (time.process_time() - start) / n * 1e6
 
     async def bare(n: int) -> float:
-        prompts = [_messages(next(fresh)) for _ in range(n)]
         start = time.process_time()
-        for _messages_unused in prompts:
+        for _ in range(n):
             await instant()
         return (time.process_time() - start) / n * 1e6
 

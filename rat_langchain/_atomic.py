@@ -30,7 +30,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     ``target`` as it was. Why beside: ``rename`` is atomic only within one filesystem."""
     target.parent.mkdir(parents=True, exist_ok=True)
     previous = _previous(target)
-    if not target.exists() and previous.is_dir():
+    if readable_dir(target) == previous:
         previous.rename(target)  # a crash between the renames left only this: put it back
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:

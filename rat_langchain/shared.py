@@ -329,12 +329,11 @@ class RedisRateLimiter(RateLimiter):
 
     def _check(self, state: Any, key: Key, tokens: int) -> None:
         whole = super().limit_for(key)
-        if self._share == 1 or (whole.tpm is not None and tokens > whole.tpm * whole.safety_margin):
-            super()._check(state, key, tokens)
-        elif tokens < 0:
-            raise ValueError(f"tokens must be >= 0, got {tokens}")
-        # else: too large for a degraded share but not for the whole budget: the local bucket
-        # lends it (it waits for a full bucket and goes into debt), as it would for any big call
+        fits_whole = whole.tpm is None or tokens <= whole.tpm * whole.safety_margin
+        if self._share > 1 and fits_whole and tokens >= 0:
+            return  # too large for a degraded share, maybe, but not for the whole budget: the
+            # local bucket lends it (waits for a full bucket, goes into debt), as for any big call
+        super()._check(state, key, tokens)
 
     def _link_changed(self, down: bool) -> None:
         """Redis went away or came back: rebuild the local buckets for the new share (fresh
