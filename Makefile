@@ -50,7 +50,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(PY)
 	touch $@
 
 bench: $(VENV)/.installed-bench redis-server
-	$(PY) -m rat_langchain bench
+	$(PY) -m benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

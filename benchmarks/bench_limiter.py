@@ -31,8 +31,8 @@ from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_openai import ChatOpenAI
 
 from rat_langchain import CircuitBreaker, ClientPool, RatConfig, RateLimiter, RetryPolicy
-from rat_langchain._guard import Guard
 from rat_langchain._tokens import count_message_tokens
+from rat_langchain.guards.engine import Guard
 from rat_langchain.sim import SimulatorProcess
 
 KEY = "sk-bench"

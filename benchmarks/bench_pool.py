@@ -14,7 +14,7 @@ import asyncio
 
 from rat_langchain import ClientPool, RatConfig
 from rat_langchain._demo import default_chain, measure, pooled_chain
-from rat_langchain._stats import HEADER, RunSummary, markdown_table, row
+from rat_langchain._demo.stats import HEADER, RunSummary, markdown_table, row
 from rat_langchain.sim import SimulatorProcess
 
 KEY = "sk-bench"

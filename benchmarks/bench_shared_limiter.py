@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 
-from rat_langchain import _quota_run
-from rat_langchain._redis_server import RedisServer
+from benchmarks import _quota_run
 from rat_langchain.sim import SimulatorProcess
+from tests.support.redis_server import RedisServer
 
 
 def main() -> None:

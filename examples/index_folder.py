@@ -15,7 +15,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from rat_langchain import BatchIndexer, ClientPool, load_folder
+from rat_langchain import BatchIndexer, ClientPool, RatConfig, load_folder
 from rat_langchain.sim import endpoint_or_simulator
 
 HERE = Path(__file__).parent
@@ -40,7 +40,8 @@ def main() -> None:
     parser.add_argument("--query", default="What happens when an endpoint is down?")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
-        config = stack.enter_context(endpoint_or_simulator(latency_ms=50))
+        endpoint = stack.enter_context(endpoint_or_simulator(latency_ms=50))
+        config = RatConfig.load().with_endpoint(**endpoint)
         out = Path(args.out or stack.enter_context(tempfile.TemporaryDirectory())) / "index"
         pool = ClientPool(config)
         asyncio.run(index_and_search(pool, Path(args.folder), out, args.query))

@@ -17,7 +17,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 
-from rat_langchain import ClientPool, ParallelPlanExecutor, Plan, Step
+from rat_langchain import ClientPool, ParallelPlanExecutor, Plan, RatConfig, Step
 from rat_langchain.sim import endpoint_or_simulator
 
 
@@ -71,7 +71,8 @@ async def run(pool: ClientPool) -> None:
 
 
 def main() -> None:
-    with endpoint_or_simulator(latency_ms=50) as config:  # the simulator unless a key is set
+    with endpoint_or_simulator(latency_ms=50) as endpoint:  # the simulator unless a key is set
+        config = RatConfig.load().with_endpoint(**endpoint)
         asyncio.run(run(ClientPool(config)))
 
 

@@ -13,7 +13,7 @@ import asyncio
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
-from rat_langchain import ClientPool
+from rat_langchain import ClientPool, RatConfig
 from rat_langchain.sim import endpoint_or_simulator
 
 
@@ -26,7 +26,8 @@ async def answer_all(pool: ClientPool, questions: list[str]) -> list[str]:
 
 
 def main() -> None:
-    with endpoint_or_simulator(latency_ms=50) as config:  # the simulator unless a key is set
+    with endpoint_or_simulator(latency_ms=50) as endpoint:  # the simulator unless a key is set
+        config = RatConfig.load().with_endpoint(**endpoint)
         pool = ClientPool(config)
         questions = [f"What is {n} squared?" for n in range(1, 21)]
         answers = asyncio.run(answer_all(pool, questions))

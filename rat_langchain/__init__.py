@@ -1,44 +1,71 @@
 """rat_langchain: pooled, rate-limited, resilient OpenAI calls for LangChain.
 
-The public API, in one place. Everything else is private or lives in a documented submodule
-(``rat_langchain.sim`` for the simulator, ``rat_langchain.otel`` for OpenTelemetry export).
+The public API, in one place. Names load on first use (as ``langchain_core`` does), so
+``import rat_langchain`` costs milliseconds: langchain_openai, FAISS, the tokenizer and the
+simulator are imported only by what needs them. Where each part lives (``docs/design.md``):
+
+- the request path: ``client`` (``ClientPool``), ``chat``, ``embeddings``, ``runnables``,
+  ``batcher``, ``config``, ``errors`` (the whole exception tree), ``cli``;
+- ``guards``: limiter, breaker, retries, the per-call engine, ``guards.redis``;
+- ``index``: FAISS store, indexer, memory, embedding cache;
+- ``plans``: plan, executor, planner, catalog, orchestrator, verification;
+- ``metrics``: the collector and its exporters (``metrics.otel``);
+- ``sim``: the OpenAI-compatible simulator, which stands alone.
 """
 
 from __future__ import annotations
 
-from rat_langchain.batcher import LLMBatcher
-from rat_langchain.breaker import BreakerRegistry, CircuitBreaker, CircuitOpenError
-from rat_langchain.catalog import ToolCatalog
-from rat_langchain.chat import ResilientChatOpenAI
-from rat_langchain.client import ClientPool
-from rat_langchain.config import RatConfig
-from rat_langchain.embedding_cache import EmbeddingCache
-from rat_langchain.embeddings import (
-    EmbeddingInputError,
-    EmbeddingResponseError,
-    PooledOpenAIEmbeddings,
-)
-from rat_langchain.errors import ConfigError, DeadlineExceeded, PoolClosedError, RatError
-from rat_langchain.executor import (
-    ParallelPlanExecutor,
-    PlanCallbacks,
-    PlanResult,
-    StepResult,
-    StepStatus,
-)
-from rat_langchain.faiss_store import FaissStore, IndexLoadError
-from rat_langchain.indexer import BatchIndexer, IndexReport, load_folder
-from rat_langchain.memory import MemoryStore
-from rat_langchain.metrics import Metrics, MetricsCallbackHandler
-from rat_langchain.orchestrator import Orchestrator
-from rat_langchain.plan import Plan, PlanError, Step
-from rat_langchain.planner import Planner, PlanningError
-from rat_langchain.ratelimit import RateLimit, RateLimiter, RateLimitExceeded, RequestTooLarge
-from rat_langchain.retry import ApiKeyError, RetryPolicy
-from rat_langchain.runnables import ResilientRunnable, resilient
-from rat_langchain.shared import RateLimiterUnavailable, RedisRateLimiter, SharedBreakerState
-from rat_langchain.sim import Simulator, SimulatorProcess, SimulatorThread
-from rat_langchain.verification import BackgroundVerifier, Verdict
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from rat_langchain import _compat
+
+if TYPE_CHECKING:
+    from rat_langchain.batcher import LLMBatcher
+    from rat_langchain.chat import ResilientChatOpenAI
+    from rat_langchain.client import ClientPool
+    from rat_langchain.config import RatConfig
+    from rat_langchain.embeddings import PooledOpenAIEmbeddings
+    from rat_langchain.errors import (
+        ApiKeyError,
+        CircuitOpenError,
+        ConfigError,
+        DeadlineExceeded,
+        EmbeddingInputError,
+        EmbeddingResponseError,
+        IndexLoadError,
+        PlanError,
+        PlanningError,
+        PoolClosedError,
+        RateLimiterUnavailable,
+        RateLimitExceeded,
+        RatError,
+        RequestTooLarge,
+    )
+    from rat_langchain.guards.breaker import BreakerRegistry, CircuitBreaker
+    from rat_langchain.guards.limiter import RateLimit, RateLimiter
+    from rat_langchain.guards.redis.breaker import SharedBreakerState
+    from rat_langchain.guards.redis.limiter import RedisRateLimiter
+    from rat_langchain.guards.retry import RetryPolicy
+    from rat_langchain.index.embedding_cache import EmbeddingCache
+    from rat_langchain.index.faiss_store import FaissStore
+    from rat_langchain.index.indexer import BatchIndexer, IndexReport, load_folder
+    from rat_langchain.index.memory import MemoryStore
+    from rat_langchain.metrics.collector import Metrics, MetricsCallbackHandler
+    from rat_langchain.plans.catalog import ToolCatalog
+    from rat_langchain.plans.executor import (
+        ParallelPlanExecutor,
+        PlanCallbacks,
+        PlanResult,
+        StepResult,
+        StepStatus,
+    )
+    from rat_langchain.plans.orchestrator import Orchestrator
+    from rat_langchain.plans.plan import Plan, Step
+    from rat_langchain.plans.planner import Planner
+    from rat_langchain.plans.verification import BackgroundVerifier, Verdict
+    from rat_langchain.runnables import ResilientRunnable, resilient
+    from rat_langchain.sim import Simulator, SimulatorProcess, SimulatorThread
 
 __all__ = [
     "ApiKeyError",
@@ -94,3 +121,73 @@ __all__ = [
     "resilient",
 ]
 __version__ = "0.1.0"
+
+# Where each public name lives; the first access imports that module.
+_LAZY: dict[str, str] = {
+    "ApiKeyError": "rat_langchain.errors",
+    "BackgroundVerifier": "rat_langchain.plans.verification",
+    "BatchIndexer": "rat_langchain.index.indexer",
+    "BreakerRegistry": "rat_langchain.guards.breaker",
+    "CircuitBreaker": "rat_langchain.guards.breaker",
+    "CircuitOpenError": "rat_langchain.errors",
+    "ClientPool": "rat_langchain.client",
+    "ConfigError": "rat_langchain.errors",
+    "DeadlineExceeded": "rat_langchain.errors",
+    "EmbeddingCache": "rat_langchain.index.embedding_cache",
+    "EmbeddingInputError": "rat_langchain.errors",
+    "EmbeddingResponseError": "rat_langchain.errors",
+    "FaissStore": "rat_langchain.index.faiss_store",
+    "IndexLoadError": "rat_langchain.errors",
+    "IndexReport": "rat_langchain.index.indexer",
+    "LLMBatcher": "rat_langchain.batcher",
+    "MemoryStore": "rat_langchain.index.memory",
+    "Metrics": "rat_langchain.metrics.collector",
+    "MetricsCallbackHandler": "rat_langchain.metrics.collector",
+    "Orchestrator": "rat_langchain.plans.orchestrator",
+    "ParallelPlanExecutor": "rat_langchain.plans.executor",
+    "Plan": "rat_langchain.plans.plan",
+    "PlanCallbacks": "rat_langchain.plans.executor",
+    "PlanError": "rat_langchain.errors",
+    "PlanResult": "rat_langchain.plans.executor",
+    "Planner": "rat_langchain.plans.planner",
+    "PlanningError": "rat_langchain.errors",
+    "PoolClosedError": "rat_langchain.errors",
+    "PooledOpenAIEmbeddings": "rat_langchain.embeddings",
+    "RatConfig": "rat_langchain.config",
+    "RatError": "rat_langchain.errors",
+    "RateLimit": "rat_langchain.guards.limiter",
+    "RateLimitExceeded": "rat_langchain.errors",
+    "RateLimiter": "rat_langchain.guards.limiter",
+    "RateLimiterUnavailable": "rat_langchain.errors",
+    "RedisRateLimiter": "rat_langchain.guards.redis.limiter",
+    "RequestTooLarge": "rat_langchain.errors",
+    "ResilientChatOpenAI": "rat_langchain.chat",
+    "ResilientRunnable": "rat_langchain.runnables",
+    "RetryPolicy": "rat_langchain.guards.retry",
+    "SharedBreakerState": "rat_langchain.guards.redis.breaker",
+    "Simulator": "rat_langchain.sim",
+    "SimulatorProcess": "rat_langchain.sim",
+    "SimulatorThread": "rat_langchain.sim",
+    "Step": "rat_langchain.plans.plan",
+    "StepResult": "rat_langchain.plans.executor",
+    "StepStatus": "rat_langchain.plans.executor",
+    "ToolCatalog": "rat_langchain.plans.catalog",
+    "Verdict": "rat_langchain.plans.verification",
+    "load_folder": "rat_langchain.index.indexer",
+    "resilient": "rat_langchain.runnables",
+}
+
+_compat.install()
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rat_langchain' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

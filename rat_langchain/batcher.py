@@ -17,6 +17,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 
 from rat_langchain.chat import ResilientChatOpenAI
 from rat_langchain.config import RatConfig
+from rat_langchain.guards import Guards, build_guards
 from rat_langchain.runnables import ResilientRunnable, resilient
 
 __all__ = ["LLMBatcher"]
@@ -35,8 +36,9 @@ class LLMBatcher(Generic[Input, Output]):
         failed = [a for a in answers if isinstance(a, Exception)]
 
     ``return_exceptions=False`` makes the first failure cancel the rest and raise instead.
-    ``guard``: wrap the runnable with :func:`resilient` (default: only when it has no pool
-    model or resilient wrapper inside already, so nothing is limited or retried twice).
+    ``guarded``: wrap the runnable with :func:`resilient` (default: only when it has no pool
+    model or resilient wrapper inside already, so nothing is limited or retried twice); its
+    guards come from ``guards`` (e.g. ``pool.guards``) or are built from ``config``.
     ``progress=True`` shows a tqdm bar (by default only for more than 100 inputs).
     """
 
@@ -48,17 +50,20 @@ class LLMBatcher(Generic[Input, Output]):
         return_exceptions: bool = True,
         progress: bool | None = None,
         config: RatConfig | None = None,
-        guard: bool | None = None,
+        guarded: bool | None = None,
+        guards: Guards | None = None,
     ) -> None:
-        config = config or RatConfig()
+        if guards is not None:
+            config = guards.config
+        config = config or RatConfig.load()
         if max_concurrency is None:
             max_concurrency = config.performance.parallel_execution.max_parallel_llm_calls
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if guard is None:  # auto: wrap unless a guarded model or wrapper is already inside
-            guard = not _guarded(runnable)
+        if guarded is None:  # auto: wrap unless a guarded model or wrapper is already inside
+            guarded = not _guarded(runnable)
         self.runnable: Runnable[Input, Output] = (
-            resilient(runnable, config=config) if guard else runnable
+            resilient(runnable, guards=guards or build_guards(config)) if guarded else runnable
         )
         self.max_concurrency = max_concurrency
         self.return_exceptions = return_exceptions

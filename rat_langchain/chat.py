@@ -21,9 +21,9 @@ from langchain_openai import ChatOpenAI
 from pydantic import PrivateAttr
 
 from rat_langchain import _portal
-from rat_langchain._guard import Guard
 from rat_langchain._tokens import count_message_tokens
-from rat_langchain.ratelimit import Reservation
+from rat_langchain.guards.engine import Guard
+from rat_langchain.guards.limiter import Reservation
 
 __all__ = ["ResilientChatOpenAI"]
 
@@ -60,8 +60,11 @@ class ResilientChatOpenAI(ChatOpenAI):
     _guard: Guard | None = PrivateAttr(default=None)
 
     def with_guard(self, guard: Guard | None) -> ResilientChatOpenAI:
-        self._guard = guard
-        return self
+        """A copy of this model whose requests go through ``guard`` (LangChain's ``with_*``
+        convention: this object is unchanged)."""
+        copy = self.model_copy()
+        copy._guard = guard
+        return copy
 
     @property
     def guard(self) -> Guard | None:

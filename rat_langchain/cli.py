@@ -1,4 +1,8 @@
-"""``rat-langchain`` (also ``python -m rat_langchain``): sim, demo, index, search and bench."""
+"""``rat-langchain`` (also ``python -m rat_langchain``): sim, demo, index and search.
+
+Everything heavy is imported inside the command that needs it, so ``--help`` answers at once.
+Benchmarks are not a command: they run from a checkout (``make bench``, ``python -m benchmarks``).
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,15 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rat_langchain.sim import SimConfig, Simulator
-from rat_langchain.sim._runners import READY_PREFIX
+if TYPE_CHECKING:
+    from rat_langchain.sim import SimConfig
 
 
 def _sim_config(args: argparse.Namespace) -> SimConfig:
+    from rat_langchain.sim import SimConfig
+
     base = json.loads(args.config_json) if args.config_json else {}
     flags = {
         "rpm": args.rpm,
@@ -34,6 +41,8 @@ def _sim_config(args: argparse.Namespace) -> SimConfig:
 
 
 async def _serve(config: SimConfig, host: str, port: int) -> None:
+    from rat_langchain.sim import READY_PREFIX, Simulator
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -98,7 +107,7 @@ def _add_index(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _index(args: argparse.Namespace) -> int:
     from rat_langchain.client import ClientPool
     from rat_langchain.config import RatConfig
-    from rat_langchain.indexer import BatchIndexer, load_folder
+    from rat_langchain.index.indexer import BatchIndexer, load_folder
 
     config = RatConfig.load(args.config) if args.config else RatConfig.load()
 
@@ -125,7 +134,7 @@ def _index(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     from rat_langchain.client import ClientPool
     from rat_langchain.config import RatConfig
-    from rat_langchain.faiss_store import FaissStore
+    from rat_langchain.index.faiss_store import FaissStore
 
     config = RatConfig.load(args.config) if args.config else RatConfig.load()
 
@@ -142,20 +151,12 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("bench", help="run every benchmark and write docs/benchmarks.md")
-    p.add_argument("names", nargs="*", help="only these (e.g. plans pool); default: all")
-    p.add_argument("--out", default="docs/benchmarks.md", help="report path")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rat-langchain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_sim(sub)
     _add_demo(sub)
     _add_index(sub)
-    _add_bench(sub)
     args = parser.parse_args(argv)
     if args.command == "sim":
         try:
@@ -172,12 +173,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rat_langchain._demo import run_demo
 
         return run_demo(args)
-    if args.command == "bench":
-        from pathlib import Path
-
-        from rat_langchain._bench_report import run as bench
-
-        return bench(args.names or None, Path(args.out), plots=not args.no_plots)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

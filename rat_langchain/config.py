@@ -321,6 +321,19 @@ class RatConfig(_Section):
         except ConfigError as exc:
             raise ConfigError(exc.errors, source=f"configuration in {file}") from None
 
+    def with_endpoint(self, **fields: Any) -> RatConfig:
+        """A validated copy whose ``endpoint`` section has ``fields`` changed (LangChain's
+        ``with_*`` convention: this object is unchanged). With
+        ``rat_langchain.sim.endpoint_or_simulator``: ``config.with_endpoint(**endpoint)``."""
+        data = self.model_dump()
+        data["endpoint"].update(fields)
+        if isinstance(data["endpoint"].get("api_key"), SecretStr):
+            data["endpoint"]["api_key"] = data["endpoint"]["api_key"].get_secret_value()
+        try:
+            return type(self).model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_key_errors(exc)) from None
+
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     """Nested dict from ``RAT_A__B__C=value``; values stay strings for pydantic to coerce."""

@@ -24,11 +24,11 @@ from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from rat_langchain import _portal
+from rat_langchain._clients import Clients
 from rat_langchain._tokens import _encoding
-from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
-from rat_langchain.embedding_cache import EmbeddingCache
-from rat_langchain.errors import RatError
+from rat_langchain.errors import EmbeddingInputError, EmbeddingResponseError
+from rat_langchain.index.embedding_cache import EmbeddingCache
 
 __all__ = ["EmbeddingInputError", "EmbeddingResponseError", "PooledOpenAIEmbeddings"]
 
@@ -39,22 +39,6 @@ NATIVE_DIMENSIONS = {
     "text-embedding-3-large": 3072,
     "text-embedding-ada-002": 1536,
 }
-
-
-class EmbeddingResponseError(RatError):
-    """The server's answer was not one finite vector of the expected size per input."""
-
-
-class EmbeddingInputError(RatError, ValueError):
-    """Some inputs were rejected by the server. ``failed`` maps input index to the reason;
-    ``vectors`` holds the embeddings of every other input (None where it failed)."""
-
-    def __init__(self, failed: dict[int, str], vectors: list[list[float] | None]) -> None:
-        self.failed = failed
-        self.vectors = vectors
-        shown = ", ".join(f"{i}: {reason}" for i, reason in list(failed.items())[:5])
-        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
-        super().__init__(f"{len(failed)} input(s) rejected by the server: {shown}{more}")
 
 
 @dataclass
@@ -68,8 +52,9 @@ class _Split:
 
 
 @functools.cache
-def _default_pool(config_json: str) -> ClientPool:
-    return ClientPool(RatConfig.model_validate_json(config_json))
+def _default_pool(config_json: str) -> Clients:
+    """Embeddings made without a pool share one per configuration."""
+    return Clients(RatConfig.model_validate_json(config_json))
 
 
 class PooledOpenAIEmbeddings(BaseModel, Embeddings):
@@ -107,14 +92,17 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    _pool: ClientPool | None = PrivateAttr(default=None)
+    _pool: Clients | None = PrivateAttr(default=None)
 
-    def with_pool(self, pool: ClientPool) -> PooledOpenAIEmbeddings:
-        self._pool = pool
-        return self
+    def with_pool(self, pool: Clients) -> PooledOpenAIEmbeddings:
+        """A copy of these embeddings that sends through ``pool`` (LangChain's ``with_*``
+        convention: this object is unchanged)."""
+        copy = self.model_copy()
+        copy._pool = pool
+        return copy
 
     @property
-    def pool(self) -> ClientPool:
+    def pool(self) -> Clients:
         if self._pool is None:
             config = self.config or RatConfig.load()
             self._pool = _default_pool(config.model_dump_json())

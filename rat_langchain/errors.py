@@ -1,11 +1,62 @@
-"""One exception tree, so callers can catch everything rat_langchain raises with one ``except``.
+"""Every exception rat_langchain raises on purpose, in one tree, so one ``except`` catches them.
 
-Every message names the setting or the input to change; the cause is chained with ``from``.
+::
+
+    RatError
+    ├── ConfigError             (ValueError)     a setting is unknown, mistyped or out of range
+    ├── PoolClosedError         (RuntimeError)   a ClientPool used after aclose()
+    ├── DeadlineExceeded        (TimeoutError)   a call, retries included, ran out of time
+    ├── ApiKeyError             (openai.AuthenticationError)  the key was rejected (401)
+    │   └── ApiPermissionError  (openai.PermissionDeniedError) ... or refused (403)
+    ├── CircuitOpenError                         the endpoint's breaker is open: failing fast
+    ├── RequestTooLarge         (ValueError)     a request can never fit the TPM limit
+    ├── RateLimitExceeded                        backpressure: the wait queue is full
+    ├── RateLimiterUnavailable                   Redis holds the quota, is down, fail_closed
+    ├── EmbeddingResponseError                   the server's vectors are not usable
+    ├── EmbeddingInputError     (ValueError)     inputs the server rejected, by index
+    ├── IndexLoadError                           a saved index is missing or damaged
+    └── PlanError                                a plan that cannot run
+        └── PlanningError                        the LLM gave no valid plan
+
+Why the mixins: a caller who catches the builtin (``TimeoutError``, ``ValueError``) or, where we
+stand in for an SDK call, the SDK's own error (``openai.AuthenticationError``), keeps catching it
+after the one-line swap. Every message names the setting or the input to change; causes are
+chained with ``from``. Messages never contain a secret.
 """
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DeadlineExceeded", "PoolClosedError", "RatError"]
+from collections.abc import Sequence
+from typing import Any
+
+import openai
+
+__all__ = [
+    "ApiKeyError",
+    "ApiPermissionError",
+    "CircuitOpenError",
+    "ConfigError",
+    "DeadlineExceeded",
+    "EmbeddingInputError",
+    "EmbeddingResponseError",
+    "IndexLoadError",
+    "PlanError",
+    "PlanningError",
+    "PoolClosedError",
+    "RatError",
+    "RateLimitExceeded",
+    "RateLimiterUnavailable",
+    "RequestTooLarge",
+]
+
+# Longest rendering of a user's value in a message: a value may be huge (or hostile).
+_MAX_SHOWN = 200
+
+
+def shorten(value: object, limit: int = _MAX_SHOWN) -> str:
+    """``repr(value)``, cut to ``limit`` characters, for error messages."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
 
 
 class RatError(Exception):
@@ -31,3 +82,101 @@ class PoolClosedError(RatError, RuntimeError):
 
 class DeadlineExceeded(RatError, TimeoutError):
     """A call, retries included, did not finish by its deadline."""
+
+
+class ApiKeyError(RatError, openai.AuthenticationError):
+    """The endpoint rejected the API key (401). Retrying cannot help.
+
+    Also an ``openai.AuthenticationError`` (with its ``response``, ``status_code`` and ``body``),
+    so code written against the SDK catches it unchanged. The message is about the key, never
+    the key itself.
+    """
+
+    def __init__(self, message: str, *, response: Any, body: object | None = None) -> None:
+        openai.AuthenticationError.__init__(self, message, response=response, body=body)
+
+
+class ApiPermissionError(ApiKeyError, openai.PermissionDeniedError):  # type: ignore[misc]
+    """The key is valid but refused for this resource (403): also an
+    ``openai.PermissionDeniedError``. (The SDK types ``status_code`` as ``Literal[401]`` on one
+    base and ``Literal[403]`` on the other; this one is 403.)"""
+
+
+class CircuitOpenError(RatError):
+    """The circuit is open: the call was refused without reaching the server.
+
+    ``state`` is the breaker's state (a ``State``, which is a ``str``); ``retry_at`` is the breaker
+    clock's time of the next allowed attempt (None while forced open); ``retry_in`` the seconds
+    until then.
+    """
+
+    def __init__(self, name: str, state: str, retry_at: float | None, retry_in: float | None):
+        self.name = name
+        self.state = state
+        self.retry_at = retry_at
+        self.retry_in = retry_in
+        when = (
+            "until an operator closes it"
+            if retry_in is None
+            else f"next attempt in {retry_in:.2f}s"
+        )
+        super().__init__(f"circuit {name!r} is {state}: failing fast, {when}")
+
+
+class RequestTooLarge(RatError, ValueError):
+    """A request needs more tokens than the bucket can ever hold; waiting would never end."""
+
+
+class RateLimitExceeded(RatError):
+    """Backpressure: the wait queue of a key is full (``max_queue``) or the wait would be longer
+    than ``max_queue_wait_s``, so the caller is told at once instead of queueing."""
+
+    def __init__(self, key: object, queued: int, expected_wait_s: float, reason: str) -> None:
+        super().__init__(
+            f"rate limit queue for {key} {reason}: {queued} callers waiting, "
+            f"expected wait {expected_wait_s:.2f} s"
+        )
+        self.key = key
+        self.queued = queued
+        self.expected_wait_s = expected_wait_s
+
+
+class RateLimiterUnavailable(RatError):
+    """Redis, which holds the shared quota, cannot be reached and ``redis_failure`` is
+    ``fail_closed``: no request is sent rather than risk going over the shared budget."""
+
+
+class EmbeddingResponseError(RatError):
+    """The server's answer was not one finite vector of the expected size per input."""
+
+
+class EmbeddingInputError(RatError, ValueError):
+    """Some inputs were rejected by the server. ``failed`` maps input index to the reason;
+    ``vectors`` holds the embeddings of every other input (None where it failed)."""
+
+    def __init__(self, failed: dict[int, str], vectors: list[list[float] | None]) -> None:
+        self.failed = failed
+        self.vectors = vectors
+        shown = ", ".join(f"{i}: {reason}" for i, reason in list(failed.items())[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(f"{len(failed)} input(s) rejected by the server: {shown}{more}")
+
+
+class IndexLoadError(RatError):
+    """A saved index is missing, truncated or inconsistent; nothing was loaded."""
+
+
+class PlanError(RatError):
+    """A plan that cannot run: the message names the step, the reference or the cycle.
+
+    Not a ValueError on purpose: pydantic would wrap a ValueError raised while validating a
+    ``Plan`` into a ValidationError, and callers should be able to catch this one by name."""
+
+
+class PlanningError(PlanError):
+    """The LLM gave no valid plan within the allowed repair rounds; ``errors`` has each
+    attempt's problem, in order."""
+
+    def __init__(self, message: str, errors: Sequence[str]) -> None:
+        super().__init__(message)
+        self.errors = list(errors)

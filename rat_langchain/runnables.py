@@ -12,7 +12,8 @@ retry would duplicate it, so the error surfaces.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, cast
+from dataclasses import replace
+from typing import Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
@@ -22,11 +23,12 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializa
 from langchain_core.runnables.config import patch_config
 from pydantic import ConfigDict
 
-from rat_langchain._guard import Guard
-from rat_langchain.breaker import CircuitBreaker
 from rat_langchain.config import RatConfig
-from rat_langchain.ratelimit import Key, RateLimiter
-from rat_langchain.retry import RetryPolicy
+from rat_langchain.guards import Guard, Guards, build_guards
+from rat_langchain.guards.breaker import CircuitBreaker
+from rat_langchain.guards.key import KeyLike
+from rat_langchain.guards.limiter import Limiter
+from rat_langchain.guards.retry import RetryPolicy
 
 __all__ = ["ResilientRunnable", "resilient"]
 
@@ -34,7 +36,7 @@ _UNSET: Any = object()
 
 
 class ResilientRunnable(RunnableSerializable[Any, Any]):
-    """A Runnable that runs ``bound`` under a :class:`~rat_langchain._guard.Guard`.
+    """A Runnable that runs ``bound`` under a :class:`~rat_langchain.guards.engine.Guard`.
 
     Made by :func:`resilient`; every invoke/batch/stream/transform entry point is guarded.
     """
@@ -227,47 +229,43 @@ async def _aclose(stream: AsyncIterator[Any]) -> None:
 def resilient(
     runnable: Runnable[Any, Any],
     *,
-    key: Key | None = None,
-    limiter: RateLimiter | None = _UNSET,
+    key: KeyLike | None = None,
+    limiter: Limiter | None = _UNSET,
     breaker: CircuitBreaker | None = _UNSET,
     retry: RetryPolicy | None = _UNSET,
     timeout: float | None = _UNSET,
     cost: Callable[[Any], int] | None = None,
     config: RatConfig | None = None,
+    guards: Guards | None = None,
 ) -> ResilientRunnable:
     """Wrap any Runnable (a chain, a tool, a model) with deadline → breaker → limiter → retries.
 
-    Anything not given comes from ``config`` (``RatConfig.load()`` by default), each part only
-    if its ``enabled`` flag is on; pass ``None`` to switch a part off. ``key`` names the quota and
-    the breaker (default: the runnable's name); ``cost(input)`` estimates tokens for the TPM bucket.
+    The parts come from ``guards`` (e.g. ``pool.guards``, to share a pool's quota, breakers and
+    metrics), else are built from ``config`` (``RatConfig.load()`` by default) by
+    :func:`~rat_langchain.guards.build_guards`, each only if its ``enabled`` flag is on: the
+    Redis limiter with ``backend: redis``, shared breaker state with ``share_open_state``, and a
+    metrics table (``wrapped.guard.metrics``). A part passed here replaces that one; ``None``
+    switches it off. ``key`` names the quota and the breaker (default: the runnable's name);
+    ``cost(input)`` estimates tokens for the TPM bucket.
 
     Example::
 
         guarded = resilient(prompt | llm | parser, timeout=30)
         await guarded.ainvoke({"question": "..."})
     """
-    cfg = config or RatConfig.load()
-    perf = cfg.performance
-    name = key if key is not None else runnable.get_name()
-    if limiter is _UNSET:
-        limiter = (
-            RateLimiter.from_config(perf.rate_limiting) if perf.rate_limiting.enabled else None
+    if guards is None:
+        guards = build_guards(config)
+    guard = guards.guard(key if key is not None else runnable.get_name())
+    overrides: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("limiter", limiter),
+            ("breaker", breaker),
+            ("retry", retry),
+            ("timeout", timeout),
         )
-    if breaker is _UNSET:
-        breaker = (
-            CircuitBreaker.from_config(perf.circuit_breaker, str(name))
-            if perf.circuit_breaker.enabled
-            else None
-        )
-    if retry is _UNSET:
-        retry = RetryPolicy.from_config(perf.retries)
-    if timeout is _UNSET:
-        timeout = perf.retries.timeout_s
-    guard = Guard(
-        key=name,
-        limiter=limiter,
-        breaker=breaker,
-        retry=retry,
-        timeout=cast(float | None, timeout),
-    )
+        if value is not _UNSET
+    }
+    if overrides:
+        guard = replace(guard, **overrides)
     return ResilientRunnable(bound=runnable, guard=guard, cost=cost)

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from rat_langchain import RatConfig
-from rat_langchain._redis_server import RedisServer
 from rat_langchain.sim import Simulator, SimulatorThread
+from tests.support.redis_server import RedisServer
 
 API_KEY = "sk-test-SECRET-do-not-leak-0123456789"
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from rat_langchain.sim._limits import format_reset
 from rat_langchain.sim._model import Reply, SimConfig, SimStats, ToolCallReply
-from rat_langchain.sim._runners import SimulatorProcess, SimulatorThread, endpoint_or_simulator
+from rat_langchain.sim._runners import (
+    READY_PREFIX,
+    SimulatorProcess,
+    SimulatorThread,
+    endpoint_or_simulator,
+)
 from rat_langchain.sim._server import MAX_EMBEDDING_INPUTS, Simulator
 
 __all__ = [
     "MAX_EMBEDDING_INPUTS",
+    "READY_PREFIX",
     "Reply",
     "SimConfig",
     "SimStats",

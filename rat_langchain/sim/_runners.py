@@ -13,13 +13,10 @@ import sys
 import threading
 import urllib.parse
 from collections.abc import Coroutine, Iterator
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import Any, Self, TypeVar
 
 from rat_langchain.sim._model import Reply, SimConfig, SimStats
 from rat_langchain.sim._server import Simulator
-
-if TYPE_CHECKING:
-    from rat_langchain.config import RatConfig
 
 __all__ = ["SimulatorProcess", "SimulatorThread", "endpoint_or_simulator"]
 
@@ -208,27 +205,19 @@ class SimulatorProcess:
 
 
 @contextlib.contextmanager
-def endpoint_or_simulator(
-    config_path: str | os.PathLike[str] | None = None, **settings: Any
-) -> Iterator[RatConfig]:
-    """The configuration to run against: ``RatConfig.load(config_path)`` when
-    ``OPENAI_API_KEY`` is set (a real endpoint, ``OPENAI_BASE_URL`` honoured), else one whose
-    endpoint is a :class:`SimulatorThread` started with ``settings`` for the block.
+def endpoint_or_simulator(**settings: Any) -> Iterator[dict[str, str]]:
+    """The endpoint to run against, as ``RatConfig``'s ``endpoint`` section: empty when
+    ``OPENAI_API_KEY`` is set (the real endpoint the environment names, ``OPENAI_BASE_URL``
+    honoured), else the ``base_url`` and ``api_key`` of a :class:`SimulatorThread` started with
+    ``settings`` for the block.
 
     Why: scripts, notebooks and smoke tests that run the same with or without a key. Example::
 
-        with endpoint_or_simulator(latency_ms=50) as config:
-            pool = ClientPool(config)
+        with endpoint_or_simulator(latency_ms=50) as endpoint:
+            pool = ClientPool(RatConfig.from_dict({"endpoint": endpoint}))
     """
-    from rat_langchain.config import RatConfig
-
     if os.environ.get("OPENAI_API_KEY"):
-        yield RatConfig.load(config_path)
+        yield {}
         return
     with SimulatorThread(**settings) as sim:
-        endpoint = {"base_url": sim.base_url, "api_key": "sk-simulated"}
-        if config_path is None:
-            yield RatConfig.from_dict({"endpoint": endpoint})
-        else:
-            data = RatConfig.load(config_path).model_dump()
-            yield RatConfig.from_dict({**data, "endpoint": endpoint})
+        yield {"base_url": sim.base_url, "api_key": "sk-simulated"}

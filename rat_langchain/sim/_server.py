@@ -20,10 +20,10 @@ from typing import Any, Self
 import numpy as np
 from aiohttp import web
 
-from rat_langchain._tokens import count_message_tokens, count_tokens, truncate_tokens
-from rat_langchain.sim import _content
+import rat_langchain.sim._content as _content
 from rat_langchain.sim._limits import RateLimits
 from rat_langchain.sim._model import Reply, SimConfig, SimStats
+from rat_langchain.sim._tokens import chat_prompt_tokens, text_tokens, truncate
 
 __all__ = ["Simulator"]
 
@@ -406,7 +406,7 @@ class Simulator:
         max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise _ApiError(400, "max_tokens must be a positive integer", param="max_tokens")
-        prompt = count_message_tokens(messages, body["model"])
+        prompt = chat_prompt_tokens(body)
         body["_prompt_tokens"] = prompt
         return prompt + (max_tokens or self.config.completion_tokens)
 
@@ -438,13 +438,13 @@ class Simulator:
             content = _content.structured_content(body.get("response_format") or {}, text)
             if content is None:
                 content = _content.default_answer(messages, self.config.completion_tokens)
-                content, _ = truncate_tokens(content, self.config.completion_tokens, model)
+                content, _ = truncate(content, self.config.completion_tokens, model)
         finish = "tool_calls" if tool_calls else "stop"
         if limit is not None and content is not None and not tool_calls:
-            content, cut = truncate_tokens(content, limit, model)
+            content, cut = truncate(content, limit, model)
             finish = "length" if cut else finish
-        completion = count_tokens(content or "", model) + sum(
-            count_tokens(c["name"] + c["arguments"], model) for c in tool_calls
+        completion = text_tokens(content or "", model) + sum(
+            text_tokens(c["name"] + c["arguments"], model) for c in tool_calls
         )
         usage = {
             "prompt_tokens": body["_prompt_tokens"],
@@ -584,7 +584,7 @@ class Simulator:
         raw = body["input"]
         items = raw if isinstance(raw, list) and not (raw and isinstance(raw[0], int)) else [raw]
         tokens = sum(
-            len(item) if isinstance(item, list) else count_tokens(item, body["model"])
+            len(item) if isinstance(item, list) else text_tokens(item, body["model"])
             for item in items
         )
         fmt = body.get("encoding_format", "float")

@@ -96,15 +96,19 @@ def test_run_plan_example_runs_independent_steps_at_once(
 def test_endpoint_or_simulator_picks_by_the_key(
     no_openai_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from rat_langchain import RatConfig
     from rat_langchain.sim import endpoint_or_simulator
 
     settings = tmp_path / "config.yaml"
     settings.write_text("performance:\n  batch_embeddings:\n    batch_size: 7\n")
-    with endpoint_or_simulator(settings, latency_ms=1) as config:  # no key: a simulator
+    with endpoint_or_simulator(latency_ms=1) as endpoint:  # no key: a simulator
+        config = RatConfig.load(settings).with_endpoint(**endpoint)
         assert config.endpoint.base_url is not None
         assert config.endpoint.base_url.startswith("http://127.0.0.1:")
         assert config.performance.batch_embeddings.batch_size == 7  # the file still applies
     monkeypatch.setenv("OPENAI_API_KEY", "sk-real")
-    with endpoint_or_simulator(settings) as config:  # a key: the configured endpoint
+    with endpoint_or_simulator() as endpoint:  # a key: the configured endpoint
+        assert endpoint == {}
+        config = RatConfig.load(settings).with_endpoint(**endpoint)
         assert config.endpoint.base_url is None  # the SDK's default or OPENAI_BASE_URL
         assert config.performance.batch_embeddings.batch_size == 7

@@ -13,7 +13,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from pydantic import BaseModel
 
 from rat_langchain import ClientPool, ConfigError, PoolClosedError, RatConfig
-from rat_langchain.retry import ApiKeyError
+from rat_langchain.errors import ApiKeyError
 from rat_langchain.sim import SimulatorThread
 from tests.conftest import API_KEY, pool_config
 

@@ -11,7 +11,7 @@ from langchain_core.documents import Document
 from langchain_tests.integration_tests import VectorStoreIntegrationTests
 
 from rat_langchain import ClientPool, RatConfig
-from rat_langchain.faiss_store import FaissStore, IndexLoadError
+from rat_langchain.index.faiss_store import FaissStore, IndexLoadError
 from rat_langchain.sim import SimulatorThread
 from tests.conftest import API_KEY
 

@@ -11,11 +11,12 @@ from typing import Any
 import openai
 import pytest
 
-from rat_langchain._guard import DeadlineExceeded, Guard
 from rat_langchain._tokens import count_message_tokens
-from rat_langchain.breaker import CircuitBreaker, CircuitOpenError, State
-from rat_langchain.ratelimit import RateLimiter, Reservation
-from rat_langchain.retry import ApiKeyError, RetryPolicy
+from rat_langchain.errors import ApiKeyError
+from rat_langchain.guards.breaker import CircuitBreaker, CircuitOpenError, State
+from rat_langchain.guards.engine import DeadlineExceeded, Guard
+from rat_langchain.guards.limiter import RateLimiter, Reservation
+from rat_langchain.guards.retry import RetryPolicy
 from rat_langchain.sim import Reply, Simulator, SimulatorThread
 from tests.conftest import API_KEY
 
@@ -163,7 +164,7 @@ async def test_bad_key_fails_at_once_with_a_clear_error(
     loop_sim: Simulator, client: openai.AsyncOpenAI
 ) -> None:
     loop_sim.configure(api_key="sk-the-right-one")
-    guard = Guard(loop_sim.base_url, retry=FAST_RETRY, endpoint=loop_sim.base_url)
+    guard = Guard((loop_sim.base_url, "gpt-4o-mini"), retry=FAST_RETRY)
     with pytest.raises(ApiKeyError, match="OPENAI_API_KEY") as info:
         await _call(guard, client, 0)
     assert API_KEY not in str(info.value)

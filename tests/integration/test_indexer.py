@@ -14,8 +14,8 @@ from langchain_core.documents import Document
 from langchain_tests.integration_tests import VectorStoreIntegrationTests
 
 from rat_langchain import ClientPool, RatConfig
-from rat_langchain.faiss_store import FaissStore, IndexLoadError
-from rat_langchain.indexer import BatchIndexer, load_folder
+from rat_langchain.index.faiss_store import FaissStore, IndexLoadError
+from rat_langchain.index.indexer import BatchIndexer, load_folder
 from rat_langchain.sim import SimulatorProcess, SimulatorThread
 from tests.conftest import API_KEY
 

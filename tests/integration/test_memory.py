@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from rat_langchain import ClientPool, RatConfig
-from rat_langchain.memory import MemoryStore
+from rat_langchain.index.memory import MemoryStore
 from rat_langchain.sim import SimulatorThread
 from tests.conftest import API_KEY
 

@@ -12,8 +12,12 @@ import logging
 import pytest
 
 from rat_langchain import CircuitBreaker, CircuitOpenError
-from rat_langchain.breaker import Outcome, State
-from rat_langchain.shared import RateLimiterUnavailable, RedisRateLimiter, SharedBreakerState
+from rat_langchain.guards.breaker import Outcome, State
+from rat_langchain.guards.redis import (
+    RateLimiterUnavailable,
+    RedisRateLimiter,
+    SharedBreakerState,
+)
 from tests.conftest import RedisServer
 
 KEY = ("http://sim/v1", "gpt-4o-mini")
@@ -82,7 +86,7 @@ async def test_redis_outage_degrades_to_local_buckets_and_recovers(
     await shared.acquire(KEY)
     assert not shared.degraded
     redis_server.stop()
-    with caplog.at_level(logging.WARNING, logger="rat_langchain.shared"):
+    with caplog.at_level(logging.WARNING, logger="rat_langchain.guards.redis"):
         async with asyncio.timeout(5):  # no call hangs on a dead Redis
             await shared.acquire(KEY)
             # the local buckets start empty (no burst on top of what the shared bucket spent
@@ -151,7 +155,7 @@ def test_four_processes_stay_under_one_quota_together(redis_server: RedisServer)
     (over 1 s windows): no 429s to speak of, and most of the quota used; the same with local
     limiters overshoots (each process thinks the whole quota is its own). The throughput figure
     itself is measured by benchmarks/bench_shared_limiter.py."""
-    from rat_langchain import _quota_run
+    from benchmarks import _quota_run
     from rat_langchain.sim import SimulatorProcess
 
     with SimulatorProcess(rpm=1200, limit_window_s=1.0) as sim:
@@ -167,7 +171,7 @@ def test_four_processes_ride_out_a_redis_outage(redis_server: RedisServer) -> No
     """Acceptance: Redis stopped mid-run and started again: the 4 workers keep going on local
     buckets (each with a quarter of the limit), no call fails or hangs, and every worker is back
     on Redis at the end."""
-    from rat_langchain import _quota_run
+    from benchmarks import _quota_run
     from rat_langchain.sim import SimulatorProcess
 
     with SimulatorProcess(rpm=1200, limit_window_s=1.0) as sim:

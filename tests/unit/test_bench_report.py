@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rat_langchain._bench_report import machine, plot, tables
+from benchmarks.report import machine, plot, tables
 
 OUTPUT = """some text
 | executor | median | p90 |
@@ -34,7 +34,7 @@ def test_tables_are_read_and_the_first_numeric_column_is_plotted(tmp_path: Path)
 
 
 def test_a_partial_run_keeps_the_other_sections(tmp_path: Path, monkeypatch: object) -> None:
-    from rat_langchain import _bench_report
+    from benchmarks import report as _bench_report
 
     report = tmp_path / "benchmarks.md"
     report.write_text(

@@ -9,7 +9,8 @@ import httpx2
 import openai
 import pytest
 
-from rat_langchain.breaker import (
+from rat_langchain.config import CircuitBreakerConfig
+from rat_langchain.guards.breaker import (
     BreakerRegistry,
     CircuitBreaker,
     CircuitOpenError,
@@ -18,7 +19,6 @@ from rat_langchain.breaker import (
     StateChange,
     classify,
 )
-from rat_langchain.config import CircuitBreakerConfig
 
 
 class Clock:
@@ -179,7 +179,7 @@ async def test_cancelled_probe_gives_its_permit_back() -> None:
     started = asyncio.Event()
 
     async def probe() -> None:
-        async with b.guard():
+        async with b.permit():
             started.set()
             await asyncio.Event().wait()
 
@@ -197,15 +197,15 @@ async def test_cancelled_probe_gives_its_permit_back() -> None:
 async def test_guard_classifies_exceptions() -> None:
     b = breaker(Clock(), consecutive_failures=2)
     with pytest.raises(openai.BadRequestError):
-        async with b.guard():
+        async with b.permit():
             raise _status_error(400)
     for _ in range(2):
         with pytest.raises(openai.InternalServerError):
-            async with b.guard():
+            async with b.permit():
                 raise _status_error(500)
     assert b.state == State.OPEN
     with pytest.raises(CircuitOpenError):
-        async with b.guard():
+        async with b.permit():
             pytest.fail("must not run while open")
 
 

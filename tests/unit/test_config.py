@@ -163,8 +163,8 @@ def test_api_key_is_secret_in_repr_and_errors() -> None:
 
 
 def test_configuration_reference_is_generated_from_the_model() -> None:
-    from rat_langchain._config_docs import render
+    from tools.config_docs import render
 
     assert (ROOT / "docs" / "configuration.md").read_text() == render(), (
-        "regenerate: python -m rat_langchain._config_docs > docs/configuration.md"
+        "regenerate: python -m tools.config_docs > docs/configuration.md"
     )

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from langchain_core.tools import tool
 
-from rat_langchain.executor import ParallelPlanExecutor, StepStatus
-from rat_langchain.plan import Plan, PlanError, Step
+from rat_langchain.plans.executor import ParallelPlanExecutor, StepStatus
+from rat_langchain.plans.plan import Plan, PlanError, Step
 
 
 class Gate:

@@ -13,9 +13,9 @@ from langchain_core.callbacks import AsyncCallbackHandler
 from langchain_core.runnables import RunnableLambda
 
 from rat_langchain import PlanCallbacks, Verdict
-from rat_langchain.executor import ParallelPlanExecutor, StepResult, StepStatus
-from rat_langchain.plan import Plan, PlanError, Step
-from rat_langchain.retry import RetryPolicy
+from rat_langchain.guards.retry import RetryPolicy
+from rat_langchain.plans.executor import ParallelPlanExecutor, StepResult, StepStatus
+from rat_langchain.plans.plan import Plan, PlanError, Step
 
 
 async def echo(args: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from rat_langchain import CircuitBreaker, Metrics
-from rat_langchain.breaker import Outcome
+from rat_langchain.guards.breaker import Outcome
 
 KEY = ("http://sim/v1", "gpt-4o-mini")
 
@@ -87,7 +87,7 @@ def test_opentelemetry_export_reads_the_same_figures() -> None:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    from rat_langchain.otel import instrument
+    from rat_langchain.metrics.otel import instrument
 
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from rat_langchain.plan import Plan, PlanError, Step, find_references, resolve_path
+from rat_langchain.plans.plan import Plan, PlanError, Step, find_references, resolve_path
 
 
 def test_references_in_nested_args_and_strings() -> None:

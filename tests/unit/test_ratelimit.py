@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from rat_langchain.config import RateLimitingConfig
-from rat_langchain.ratelimit import (
+from rat_langchain.guards.limiter import (
     RateLimit,
     RateLimiter,
     RequestTooLarge,
@@ -69,6 +69,7 @@ async def _settle() -> None:
 
 def limiter(clock: FakeTime, **kwargs: object) -> RateLimiter:
     kwargs.setdefault("safety_margin", 1.0)
+    kwargs.setdefault("first_hold_s", 0.0)  # the first burst's hold has tests of its own
     return RateLimiter(clock=clock, call_later=clock.call_later, **kwargs)  # type: ignore[arg-type]
 
 
@@ -312,7 +313,7 @@ async def test_the_hold_ends_by_itself_when_no_answer_comes() -> None:
 
 
 async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow() -> None:
-    from rat_langchain.ratelimit import RateLimitExceeded
+    from rat_langchain.guards.limiter import RateLimitExceeded
 
     fake = FakeTime()
     limiter = RateLimiter(
@@ -321,6 +322,7 @@ async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow()
         safety_margin=1.0,
         burst_s=1,
         max_queue=2,
+        first_hold_s=0.0,
         clock=fake,
         call_later=fake.call_later,
     )  # one request per second, bucket of one
@@ -340,6 +342,7 @@ async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow()
         safety_margin=1.0,
         burst_s=1,
         max_queue_wait_s=3.0,
+        first_hold_s=0.0,
         clock=fake,
         call_later=fake.call_later,
     )
@@ -353,7 +356,9 @@ async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow()
     await fake.advance(5.0)
     assert second.done()
     assert third.done()
-    blocking = RateLimiter(rpm=60, tpm=None, burst_s=1, max_queue_wait_s=0.5, clock=fake)
+    blocking = RateLimiter(
+        rpm=60, tpm=None, burst_s=1, max_queue_wait_s=0.5, first_hold_s=0.0, clock=fake
+    )
     blocking.acquire_blocking(KEY)  # takes the bucket
     with pytest.raises(RateLimitExceeded, match="too long"):
         blocking.acquire_blocking(KEY)  # 1 s away: refused instead of sleeping

@@ -6,9 +6,11 @@ import httpx2
 import openai
 import pytest
 
-from rat_langchain.breaker import CircuitOpenError, State
 from rat_langchain.config import RetriesConfig
-from rat_langchain.retry import ApiKeyError, RetryPolicy, explain, is_retryable, server_wait
+from rat_langchain.errors import ApiKeyError
+from rat_langchain.guards.breaker import CircuitOpenError, State
+from rat_langchain.guards.classify import explain, is_retryable
+from rat_langchain.guards.retry import RetryPolicy, server_wait
 
 
 def _error(

@@ -1,5 +1,6 @@
-from rat_langchain._stats import RunSummary, percentile
+from rat_langchain._demo.stats import RunSummary
 from rat_langchain._tokens import count_message_tokens, count_tokens
+from rat_langchain.metrics.collector import percentile
 
 
 def test_counts_tokens_offline_for_known_and_unknown_models() -> None:

@@ -1,0 +1,74 @@
+"""Latency summaries shared by the demo and the benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rat_langchain.metrics.collector import percentile
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One measured run: requests, wall time, latency percentiles and connection use."""
+
+    label: str
+    requests: int
+    errors: int
+    wall_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    connections: int
+
+    @classmethod
+    def of(
+        cls, label: str, latencies_s: Sequence[float], errors: int, wall_s: float, connections: int
+    ) -> RunSummary:
+        ms = [x * 1000 for x in latencies_s]
+        return cls(
+            label,
+            len(latencies_s) + errors,
+            errors,
+            wall_s,
+            percentile(ms, 50),
+            percentile(ms, 95),
+            percentile(ms, 99),
+            connections,
+        )
+
+    @property
+    def throughput(self) -> float:
+        return self.requests / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def reuse(self) -> float:
+        """1 - connections opened / requests sent."""
+        return 0.0 if self.requests == 0 else max(0.0, 1 - self.connections / self.requests)
+
+
+HEADER = (
+    f"{'run':<34} {'reqs':>6} {'err':>4} {'wall s':>7} {'req/s':>7} "
+    f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'TCP conns':>9} {'reuse':>6}"
+)
+
+
+def row(s: RunSummary) -> str:
+    return (
+        f"{s.label:<34} {s.requests:>6} {s.errors:>4} {s.wall_s:>7.2f} {s.throughput:>7.1f} "
+        f"{s.p50_ms:>7.0f} {s.p95_ms:>7.0f} {s.p99_ms:>7.0f} {s.connections:>9} {s.reuse:>6.0%}"
+    )
+
+
+def markdown_table(rows: Sequence[RunSummary]) -> str:
+    lines = [
+        "| run | requests | errors | wall s | req/s "
+        "| p50 ms | p95 ms | p99 ms | TCP conns | reuse |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in rows:
+        lines.append(
+            f"| {s.label} | {s.requests} | {s.errors} | {s.wall_s:.2f} | {s.throughput:.1f} | "
+            f"{s.p50_ms:.0f} | {s.p95_ms:.0f} | {s.p99_ms:.0f} | {s.connections} | {s.reuse:.0%} |"
+        )
+    return "\n".join(lines)

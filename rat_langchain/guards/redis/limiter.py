@@ -1,0 +1,475 @@
+"""One quota across processes, through Redis.
+
+Why a script of our own rather than pyrate-limiter's ``RedisStateStore``: a request must take
+from the RPM and the TPM bucket together or from neither, and must be able to give unused tokens
+back after the call (reconciliation with ``usage``); pyrate-limiter's buckets are separate rate
+items with no refund. ``take.lua`` is ~30 lines: both buckets are refilled from the Redis
+server's clock (``TIME``, not each worker's), checked and charged atomically; when they do not
+fit it answers how long to wait, and the caller sleeps exactly that.
+
+Within a process callers still queue first in, first out (an ``asyncio.Lock`` per key, which is
+fair), so only the head of each process's queue talks to Redis. The limiter *composes* a local
+:class:`~rat_langchain.guards.limiter.RateLimiter` (it does not extend it): that one stands in
+while Redis cannot be reached, with 1/N of the limit for N workers seen alive (heartbeats), and
+starts empty, since the shared bucket was spending this window until then. Redis is tried again
+after ``retry_s``; ``redis_failure: fail_closed`` raises :class:`RateLimiterUnavailable`
+instead. Every Redis call has a short socket timeout, so no call hangs on a dead server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from rat_langchain.config import RateLimitingConfig
+from rat_langchain.errors import RateLimiterUnavailable, RateLimitExceeded, RequestTooLarge
+from rat_langchain.guards.headers import number
+from rat_langchain.guards.key import Key, KeyLike
+from rat_langchain.guards.limiter import RateLimit, RateLimiter, Reservation
+from rat_langchain.guards.redis._link import Link, lua, safe_url
+
+__all__ = ["RedisRateLimiter"]
+
+_log = logging.getLogger("rat_langchain.guards.redis")
+
+
+class RedisRateLimiter:
+    """RPM + TPM buckets in Redis, shared by every process using it.
+
+    Example::
+
+        limiter = RedisRateLimiter(1200, 400_000, url="redis://127.0.0.1:6379/0")
+        reservation = await limiter.acquire(("https://api.openai.com/v1", "gpt-4o-mini"), 800)
+
+    Same interface and semantics as the local limiter (reservations, reconcile, headers, 429
+    pauses, backpressure); while Redis is down a local limiter stands in (``degraded``).
+    """
+
+    def __init__(
+        self,
+        rpm: int | None = RateLimitingConfig().rpm_limit,
+        tpm: int | None = RateLimitingConfig().tpm_limit,
+        *,
+        url: str = RateLimitingConfig().redis_url,
+        prefix: str = "rat",
+        fail_closed: bool = False,
+        timeout_s: float = 1.0,
+        retry_s: float = 1.0,
+        heartbeat_s: float = 1.0,
+        **local: Any,
+    ) -> None:
+        """``local``: the keyword arguments of :class:`RateLimiter` (``safety_margin``,
+        ``burst_s``, ``per_model``, ``max_queue``, ``clock``...), which apply to the shared
+        buckets and to the local stand-in alike."""
+        # the first burst's hold is a per-process notion; the shared bucket has none
+        self._local_args = {"rpm": rpm, "tpm": tpm, **local, "first_hold_s": 0.0}
+        # The configured limits, and the stand-in used while Redis is down.
+        self.local = RateLimiter(**self._local_args)
+        self._default = self.local.default  # the whole budget, whatever share the stand-in has
+        self._per_model = dict(self.local.per_model)
+        self.prefix = prefix
+        self.fail_closed = fail_closed
+        self._link = Link(url, timeout_s=timeout_s, retry_s=retry_s, name="rate limiter")
+        self._key_locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[Key, asyncio.Lock]
+        ] = weakref.WeakKeyDictionary()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._queued: dict[Key, int] = {}
+        self._seen: set[Key] = set()  # keys this process has used: their windows are in use
+        self.stats: dict[str, Any] = {
+            "acquired": 0,
+            "waited": 0,
+            "wait_s": 0.0,
+            "paused": 0,
+            "too_large": 0,
+            "rejected": 0,
+            "redis_calls": 0,
+            "redis_errors": 0,
+            "degraded_acquires": 0,
+        }
+        # Workers alive on this Redis (heartbeats at most every heartbeat_s): while Redis is
+        # down, each process's local buckets get 1/workers of the limit, so together they
+        # still stay near one budget instead of each spending all of it.
+        self.heartbeat_s = heartbeat_s
+        self.workers = 1
+        self._worker_id = uuid.uuid4().hex
+        self._beat_at = -float("inf")
+        self._share = 1
+        self._link.on_change = self._link_changed
+
+    @classmethod
+    def from_config(cls, config: RateLimitingConfig, **kwargs: Any) -> RedisRateLimiter:
+        kwargs.setdefault("url", config.redis_url)
+        kwargs.setdefault("fail_closed", config.redis_failure == "fail_closed")
+        return cls(**RateLimiter.config_args(config), **kwargs)
+
+    def __repr__(self) -> str:
+        default = self._default
+        return (
+            f"RedisRateLimiter({safe_url(self._link.url)!r}, rpm={default.rpm}, "
+            f"tpm={default.tpm}, degraded={self.degraded})"
+        )
+
+    # -- what the guards read ------------------------------------------------------------------
+
+    @property
+    def default(self) -> RateLimit:
+        return self._default
+
+    @property
+    def max_queue(self) -> int | None:
+        return self.local.max_queue
+
+    @property
+    def max_queue_wait_s(self) -> float | None:
+        return self.local.max_queue_wait_s
+
+    def limit_for(self, key: KeyLike) -> RateLimit:
+        """The configured limit of ``key``: what the shared buckets hold."""
+        return self._per_model.get(Key.of(key).model, self._default)
+
+    def semaphore(self) -> asyncio.Semaphore | None:
+        return self.local.semaphore()
+
+    def acknowledge(self, key: KeyLike) -> None:
+        self.local.acknowledge(key)
+
+    @property
+    def degraded(self) -> bool:
+        """True while Redis is unreachable and the local buckets are used."""
+        return self._link.degraded
+
+    @property
+    def outages(self) -> int:
+        return self._link.outages
+
+    @property
+    def degraded_share(self) -> int:
+        """While degraded, the local buckets hold 1/this of the limit (1 when not degraded)."""
+        return self._share
+
+    # -- the local stand-in --------------------------------------------------------------------
+
+    def _link_changed(self, down: bool) -> None:
+        """Redis went away or came back: a fresh local stand-in for the new share. Empty while
+        degraded: the shared bucket was spending this window until now, and a fresh burst from
+        every worker at once is what the server would answer with 429s."""
+        self._share = max(1, self.workers) if down else 1
+        args = dict(self._local_args)
+        if self._share > 1:
+            share = self._share
+            args["rpm"] = _divided(args.get("rpm"), share)
+            args["tpm"] = _divided(args.get("tpm"), share)
+            args["per_model"] = {
+                model: RateLimit(
+                    _divided(limit.rpm, share),
+                    _divided(limit.tpm, share),
+                    limit.safety_margin,
+                    limit.burst_s,
+                )
+                for model, limit in (args.get("per_model") or {}).items()
+            }
+            # too large for a share, maybe, but not for the whole budget (checked first): the
+            # local bucket lends it (waits for a full bucket, goes into debt)
+            args["borrow"] = True
+        stand_in = RateLimiter(**args)
+        if down:
+            for key in self._seen:
+                stand_in.drain(key)
+        for key, seconds in self.local.pauses().items():  # the server's pauses still hold
+            stand_in.pause(key, seconds)
+        self.local = stand_in
+        if down and self._share > 1:
+            _log.warning(
+                "rate limiter: each of the %d workers seen on Redis takes 1/%d of the limit "
+                "until it is back",
+                self._share,
+                self._share,
+            )
+
+    def _check(self, key: Key, tokens: int) -> None:
+        """The checks of the whole budget, before Redis or the stand-in is asked."""
+        if tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {tokens}")
+        self._seen.add(key)
+        limit = self.limit_for(key)
+        if limit.tpm is not None and tokens > limit.tpm * limit.safety_margin:
+            self.stats["too_large"] += 1
+            raise RequestTooLarge(
+                f"a request of {tokens} tokens can never fit the {key} tokens-per-minute limit "
+                f"({limit.tpm * limit.safety_margin:.0f} = tpm_limit x safety_margin); raise "
+                "performance.rate_limiting.tpm_limit or split the request"
+            )
+
+    def _degraded_grant(self, reservation: Reservation | None) -> Reservation | None:
+        if reservation is not None:
+            self.stats["degraded_acquires"] += 1
+            self.stats["acquired"] += 1
+        return reservation
+
+    # -- heartbeats ----------------------------------------------------------------------------
+
+    def _heartbeat_due(self) -> bool:
+        return time.monotonic() - self._beat_at >= self.heartbeat_s
+
+    def _heartbeat_args(self) -> tuple[str, str, int]:
+        self._beat_at = time.monotonic()
+        ttl_ms = int(max(10.0, 5 * self.heartbeat_s) * 1000)
+        return f"{self.prefix}:workers", self._worker_id, ttl_ms
+
+    async def _heartbeat(self) -> None:
+        if not self._heartbeat_due():
+            return
+        key, worker, ttl_ms = self._heartbeat_args()
+        try:
+            count = await self._link.client().eval(lua("heartbeat"), 1, key, worker, ttl_ms)
+        except self._link.errors:
+            return  # the next take finds out whether Redis is down
+        self.workers = max(1, int(count))
+
+    def _heartbeat_sync(self) -> None:
+        if not self._heartbeat_due():
+            return
+        key, worker, ttl_ms = self._heartbeat_args()
+        try:
+            count = self._link.sync_client().eval(lua("heartbeat"), 1, key, worker, ttl_ms)
+        except self._link.errors:
+            return
+        self.workers = max(1, int(count))
+
+    # -- the script's arguments ----------------------------------------------------------------
+
+    def _keys(self, key: Key) -> list[str]:
+        base = f"{self.prefix}:rl:{key}"
+        return [f"{base}:rpm", f"{base}:tpm", f"{base}:pause"]
+
+    def _args(self, key: Key, tokens: int, mode: str, requests: int = 0) -> list[Any]:
+        limit = self.limit_for(key)  # the shared buckets hold the whole limit
+        margin, burst = limit.safety_margin, limit.burst_s
+        r_rate = (limit.rpm or 0) * margin / 60_000.0
+        t_rate = (limit.tpm or 0) * margin / 60_000.0
+        ttl = int(burst * 1000 * 2) + 1000
+        return [
+            r_rate,
+            r_rate * burst * 1000,
+            t_rate,
+            t_rate * burst * 1000,
+            tokens,
+            mode,
+            requests,
+            ttl,
+        ]
+
+    def _unavailable(self, exc: BaseException) -> None:
+        self.stats["redis_errors"] += 1
+        self._link.failed(exc)
+        if self.fail_closed:
+            raise RateLimiterUnavailable(
+                f"the shared rate limit in Redis at {safe_url(self._link.url)} is unreachable "
+                "(rate_limiting.redis_failure: fail_closed)"
+            ) from None
+
+    # -- acquiring -----------------------------------------------------------------------------
+
+    def _lock_for(self, key: Key) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        locks = self._key_locks.setdefault(loop, {})
+        lock = locks.get(key)
+        if lock is None:
+            lock = locks[key] = asyncio.Lock()
+        return lock
+
+    async def _acquire_local(self, key: Key, tokens: int) -> Reservation:
+        reservation = await self.local.acquire(key, tokens)
+        self._degraded_grant(reservation)
+        return reservation
+
+    async def acquire(self, key: KeyLike, tokens: int = 0) -> Reservation:
+        key = Key.of(key)
+        self._check(key, tokens)
+        if self._link.skip and not self.fail_closed:
+            return await self._acquire_local(key, tokens)
+        lock = self._lock_for(key)
+        queued = self._queued.get(key, 0)
+        if self.max_queue is not None and lock.locked() and queued >= self.max_queue:
+            self.stats["rejected"] += 1
+            raise RateLimitExceeded(key, queued, 0.0, f"is full (max_queue={self.max_queue})")
+        started = time.monotonic()
+        waited = False
+        self._queued[key] = queued + 1
+        try:
+            await lock.acquire()  # FIFO within this process; only the head talks to Redis
+        finally:
+            self._queued[key] -= 1
+        try:
+            client = self._link.client()
+            script = client.register_script(lua("take"))
+            while True:
+                try:
+                    self.stats["redis_calls"] += 1
+                    answer = await script(
+                        keys=self._keys(key), args=self._args(key, tokens, "take")
+                    )
+                except self._link.errors as exc:
+                    self._unavailable(exc)
+                    return await self._acquire_local(key, tokens)
+                self._link.recovered()
+                wait_ms = float(answer)
+                if wait_ms <= 0:
+                    await self._heartbeat()
+                    break
+                waited = True
+                if self.max_queue_wait_s is not None and wait_ms / 1000 > self.max_queue_wait_s:
+                    self.stats["rejected"] += 1
+                    raise RateLimitExceeded(key, 0, wait_ms / 1000, "would wait too long")
+                await asyncio.sleep(wait_ms / 1000)
+        finally:
+            lock.release()
+        self.stats["acquired"] += 1
+        if waited:
+            self.stats["waited"] += 1
+            self.stats["wait_s"] += time.monotonic() - started
+        return Reservation(key, tokens, self._settle)
+
+    def try_acquire(self, key: KeyLike, tokens: int = 0) -> Reservation | None:
+        key = Key.of(key)
+        self._check(key, tokens)
+        if self._link.skip and not self.fail_closed:
+            return self._degraded_grant(self.local.try_acquire(key, tokens))
+        try:
+            answer = self._sync_script(key, tokens, "take")
+        except self._link.errors as exc:
+            self._unavailable(exc)
+            return self._degraded_grant(self.local.try_acquire(key, tokens))
+        if float(answer) > 0:
+            return None
+        self.stats["acquired"] += 1
+        return Reservation(key, tokens, self._settle)
+
+    def acquire_blocking(self, key: KeyLike, tokens: int = 0) -> Reservation:
+        key = Key.of(key)
+        self._check(key, tokens)
+        while True:
+            if self._link.skip and not self.fail_closed:
+                reservation = self.local.acquire_blocking(key, tokens)
+                self._degraded_grant(reservation)
+                return reservation
+            try:
+                answer = float(self._sync_script(key, tokens, "take"))
+            except self._link.errors as exc:
+                self._unavailable(exc)
+                continue  # the stand-in serves it (the link is now skipped)
+            if answer <= 0:
+                self.stats["acquired"] += 1
+                return Reservation(key, tokens, self._settle)
+            time.sleep(answer / 1000)
+
+    def _sync_script(self, key: Key, tokens: int, mode: str, requests: int = 0) -> Any:
+        client = self._link.sync_client()
+        self.stats["redis_calls"] += 1
+        args = self._args(key, tokens, mode, requests)
+        answer = client.eval(lua("take"), 3, *self._keys(key), *args)
+        self._link.recovered()
+        if mode == "take":
+            self._heartbeat_sync()
+        return answer
+
+    # -- corrections: reconcile, headers, 429 pauses -------------------------------------------
+
+    def _settle(self, key: Key, tokens: int, requests: int) -> None:
+        """A reservation granted by the shared buckets gives back (or charges) to them."""
+        self._send(key, "give", tokens, requests)
+
+    def observe(self, key: KeyLike, headers: Mapping[str, str]) -> None:
+        """``x-ratelimit-*`` headers tighten the stand-in and cap the shared buckets."""
+        key = Key.of(key)
+        self.local.observe(key, headers)
+        lowered = {k.lower(): v for k, v in headers.items()}
+        remaining = [
+            number(lowered.get(f"x-ratelimit-remaining-{n}")) for n in ("tokens", "requests")
+        ]
+        if remaining != [None, None]:
+            tokens, requests = (-1 if r is None else int(r) for r in remaining)
+            self._send(key, "cap", tokens, requests)
+
+    def observe_429(self, key: KeyLike, headers: Mapping[str, str]) -> float:
+        """Pause the key everywhere for the server's retry-after (or reset)."""
+        key = Key.of(key)
+        seconds = self.local.observe_429(key, headers)
+        self._share_pause(key, seconds)
+        self.observe(key, headers)
+        return seconds
+
+    def pause(self, key: KeyLike, seconds: float) -> None:
+        """Hold every request of ``key``, in every process, for ``seconds``."""
+        key = Key.of(key)
+        self.local.pause(key, seconds)
+        self._share_pause(key, seconds)
+
+    def _share_pause(self, key: Key, seconds: float) -> None:
+        self.stats["paused"] += 1
+        pause_key = self._keys(key)[2]
+        ms = max(0.0, seconds) * 1000
+
+        async def send() -> None:
+            await self._link.client().eval(lua("pause"), 1, pause_key, ms)
+
+        self._run(send, lambda: self._link.sync_client().eval(lua("pause"), 1, pause_key, ms))
+
+    def _send(self, key: Key, mode: str, tokens: int, requests: int) -> None:
+        keys, args = self._keys(key), self._args(key, tokens, mode, requests)
+
+        async def send() -> None:
+            await self._link.client().eval(lua("take"), 3, *keys, *args)
+
+        self._run(send, lambda: self._link.sync_client().eval(lua("take"), 3, *keys, *args))
+
+    def _run(self, send: Callable[[], Awaitable[None]], send_sync: Callable[[], Any]) -> None:
+        """A correction to the shared state: on this thread's loop as a tracked task (the
+        caller is sync code inside the loop, e.g. a response callback), else right here."""
+        if self._link.skip:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            try:
+                send_sync()
+            except self._link.errors as exc:
+                self.stats["redis_errors"] += 1
+                self._link.failed(exc)
+            return
+
+        async def guarded() -> None:
+            try:
+                await send()
+            except self._link.errors as exc:
+                self.stats["redis_errors"] += 1
+                self._link.failed(exc)
+
+        task = loop.create_task(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def flush(self) -> None:
+        """Wait until the corrections sent so far (reconciliations, pauses, header caps) have
+        reached Redis."""
+        while self._background:
+            await asyncio.wait(list(self._background))
+
+    async def aclose(self) -> None:
+        """Wait for corrections still being sent, then close this loop's Redis client."""
+        await self.flush()
+        await self._link.aclose()
+
+    async def reset(self, key: KeyLike) -> None:
+        """Forget the shared state of ``key`` (tests, operators)."""
+        await self._link.client().delete(*self._keys(Key.of(key)))
+
+
+def _divided(limit: int | None, share: int) -> int | None:
+    return None if limit is None else max(1, limit // share)

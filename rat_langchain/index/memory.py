@@ -1,0 +1,171 @@
+"""MemoryStore: per-user memories over FaissStore, written in batches or in the background.
+
+Why background writes live in a TaskGroup owned by ``async with``: a memory update should not sit on
+the agent's critical path, but it must not be lost either. Leaving the block awaits every pending
+write (and raises if one failed), so nothing is fire-and-forget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+
+from rat_langchain.index._atomic import atomic_dir, readable_dir
+from rat_langchain.index.faiss_store import FaissStore, IndexLoadError, Metric
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """Memories per user, each user in a FaissStore of their own.
+
+    Example::
+
+        async with MemoryStore(pool.embeddings()) as memory:
+            await memory.add_memories_batch("ana", ["likes tea", "lives in Porto"])
+            memory.add_memory_later("ana", "asked about flights")  # off the critical path
+            hits = await memory.search_memories("ana", "what does she drink?")
+        # leaving the block awaited the background write
+    """
+
+    def __init__(self, embedding: Embeddings, *, metric: Metric = "cosine") -> None:
+        self.embedding = embedding
+        self.metric = metric
+        self._stores: dict[str, FaissStore] = {}
+        self._tasks: asyncio.TaskGroup | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self.pending = 0
+
+    def _store(self, user: str) -> FaissStore:
+        if not isinstance(user, str) or not user:
+            raise ValueError(f"user must be a non-empty string, got {user!r}")
+        store = self._stores.get(user)
+        if store is None:
+            store = self._stores[user] = FaissStore(self.embedding, metric=self.metric)
+        return store
+
+    async def add_memories_batch(
+        self,
+        user: str,
+        texts: Sequence[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+    ) -> list[str]:
+        """Embed ``texts`` in as few requests as the batch size allows; one bulk FAISS update."""
+        return await self._store(user).aadd_texts(list(texts), metadatas, ids=ids)
+
+    async def add_memory(self, user: str, text: str, metadata: dict[str, Any] | None = None) -> str:
+        return (await self.add_memories_batch(user, [text], [metadata or {}]))[0]
+
+    def add_memory_later(
+        self, user: str, text: str, metadata: dict[str, Any] | None = None
+    ) -> None:
+        """Write in the background; awaited when the ``async with`` block ends."""
+        if self._tasks is None:
+            raise RuntimeError("background writes need `async with MemoryStore(...) as memory:`")
+        self._store(user)  # validate now, not in the task
+        self.pending += 1
+
+        async def write() -> None:
+            try:
+                await self.add_memory(user, text, metadata)
+            finally:
+                self.pending -= 1
+
+        task = self._tasks.create_task(write())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def flush(self) -> None:
+        """Wait for the background writes started so far."""
+        while self._running:
+            await asyncio.wait(list(self._running))
+
+    @property
+    def users(self) -> list[str]:
+        return sorted(self._stores)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write every user's memories under ``path`` atomically (each user a saved FaissStore in
+        a folder named by a hash of the user id, plus ``memory.json`` mapping ids to folders).
+        Background writes still running are not included: ``await asave(path)`` waits for them."""
+        with atomic_dir(Path(path)) as tmp:
+            users: dict[str, str] = {}
+            for user, store in sorted(self._stores.items()):
+                if not len(store):
+                    continue
+                folder = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+                store.save(tmp / "users" / folder)
+                users[user] = folder
+            manifest = {"format": "rat_langchain.MemoryStore", "version": 1, "metric": self.metric}
+            (tmp / "memory.json").write_text(json.dumps({**manifest, "users": users}))
+
+    async def asave(self, path: str | os.PathLike[str]) -> None:
+        """Wait for pending background writes, then save (off the event loop)."""
+        await self.flush()
+        await asyncio.to_thread(self.save, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], embedding: Embeddings) -> Self:
+        """Read what ``save`` wrote; IndexLoadError names what is missing or damaged."""
+        folder = readable_dir(Path(path))
+        try:
+            manifest = json.loads((folder / "memory.json").read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise IndexLoadError(f"{folder} is not a saved MemoryStore: no memory.json") from exc
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise IndexLoadError(f"{folder}/memory.json is damaged: {exc}") from exc
+        if manifest.get("format") != "rat_langchain.MemoryStore" or not isinstance(
+            manifest.get("users"), dict
+        ):
+            raise IndexLoadError(f"{folder}/memory.json is not a MemoryStore manifest")
+        memory = cls(embedding, metric=manifest.get("metric", "cosine"))
+        for user, name in manifest["users"].items():
+            memory._stores[user] = FaissStore.load(folder / "users" / name, embedding)
+        return memory
+
+    async def search_memories(self, user: str, query: str, k: int = 4) -> list[Document]:
+        store = self._stores.get(user)
+        if store is None or not len(store):
+            return []
+        return await store.asimilarity_search(query, k=k)
+
+    def count(self, user: str) -> int:
+        store = self._stores.get(user)
+        return 0 if store is None else len(store)
+
+    async def delete(self, user: str, ids: list[str] | None = None) -> None:
+        """Delete some of a user's memories, or all of them with ``ids=None``."""
+        if ids is None:
+            self._stores.pop(user, None)
+            return
+        store = self._stores.get(user)
+        if store is not None:
+            await store.adelete(ids)
+
+    async def __aenter__(self) -> Self:
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tasks, self._tasks = self._tasks, None
+        if tasks is not None:
+            await tasks.__aexit__(exc_type, exc, tb)

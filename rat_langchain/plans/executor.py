@@ -1,0 +1,574 @@
+"""ParallelPlanExecutor: run a plan's steps the moment their inputs are ready.
+
+Why eager and event-driven: a level-by-level executor (LangGraph's super-steps, the old design)
+waits for the slowest step of a level before starting anything of the next; LLMCompiler polls
+every 10 ms. Here each finished step starts exactly the dependents it unblocked, under one
+``asyncio.TaskGroup`` and a bound on steps in flight. A failed step marks its dependents skipped
+(with the cause) while independent branches go on, or, with ``fail_fast``, cancels the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import inspect
+import re
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool
+
+from rat_langchain.config import RatConfig
+from rat_langchain.guards import build_guards
+from rat_langchain.guards.retry import RetryPolicy
+from rat_langchain.plans.plan import REFERENCE, Plan, PlanError, Step, find_references, resolve_path
+from rat_langchain.plans.verification import Verdict, Verifier, check_verifier, notify, verify
+
+__all__ = ["ParallelPlanExecutor", "PlanCallbacks", "PlanResult", "StepResult", "StepStatus"]
+
+
+class StepStatus(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+@dataclass
+class StepResult:
+    """What happened to one step; times are ``time.monotonic()`` seconds."""
+
+    id: str
+    status: StepStatus
+    value: Any = None
+    error: BaseException | None = None
+    started: float | None = None
+    ended: float | None = None
+    attempts: int = 0
+
+    @property
+    def duration(self) -> float:
+        if self.started is None or self.ended is None:
+            return 0.0
+        return self.ended - self.started
+
+
+@dataclass
+class PlanResult:
+    """Per-step results, the plan's makespan and its critical path."""
+
+    plan: Plan
+    steps: dict[str, StepResult] = field(default_factory=dict)
+    started: float = 0.0
+    ended: float = 0.0
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+    pending: dict[str, asyncio.Task[Verdict]] = field(default_factory=dict)
+
+    async def wait_verified(self) -> dict[str, Verdict]:
+        """Every verdict, waiting for verifications still running (``wait_for_verification=
+        False``)."""
+        for step_id, task in list(self.pending.items()):
+            self.verdicts[step_id] = await task
+            del self.pending[step_id]
+        return dict(self.verdicts)
+
+    @property
+    def verified(self) -> bool:
+        """Every verification so far passed (and none is still running)."""
+        return not self.pending and all(v.passed for v in self.verdicts.values())
+
+    @property
+    def makespan(self) -> float:
+        return self.ended - self.started
+
+    @property
+    def succeeded(self) -> bool:
+        return all(r.status == StepStatus.SUCCEEDED for r in self.steps.values())
+
+    def values(self) -> dict[str, Any]:
+        return {i: r.value for i, r in self.steps.items() if r.status == StepStatus.SUCCEEDED}
+
+    def critical_path(self) -> tuple[list[str], float]:
+        """The chain of dependencies with the largest summed step duration, and that sum."""
+        deps = self.plan.dependencies()
+        best: dict[str, tuple[float, list[str]]] = {}
+        for step_id in self.plan.order():
+            own = self.steps[step_id].duration
+            before = max((best[d] for d in deps[step_id]), key=lambda b: b[0], default=(0.0, []))
+            best[step_id] = (before[0] + own, [*before[1], step_id])
+        total, path = max(best.values(), key=lambda b: b[0], default=(0.0, []))
+        return path, total
+
+
+_Call = Callable[[Any], Awaitable[Any]]
+
+
+def _as_call(tool: Any) -> tuple[_Call, bool]:
+    """How a step calls its tool, and whether it is a Runnable (which gets the step's callbacks).
+    Plain callables are called directly (LangChain's Runnable machinery costs ~100 us a call,
+    more than the scheduling itself); sync ones run off the loop."""
+    if isinstance(tool, Runnable):
+        return tool.ainvoke, True
+    if inspect.iscoroutinefunction(tool) or inspect.iscoroutinefunction(
+        type(tool).__call__  # an object with an async __call__
+    ):
+        return tool, False
+    if callable(tool):
+        return (lambda args: asyncio.to_thread(tool, args)), False
+    raise TypeError(
+        f"a tool must be a Runnable, a BaseTool or a callable, got {type(tool).__name__}"
+    )
+
+
+class PlanCallbacks:
+    """Observer hooks for a plan run; override what you need, sync or async.
+
+    They are awaited in the step's task (keep them quick); one that raises is logged and
+    ignored, so an observer cannot break a plan."""
+
+    def on_step_start(self, step: Step) -> Any:
+        """A step got its slot and is about to call its tool."""
+
+    def on_step_end(self, step: Step, result: StepResult) -> Any:
+        """A step finished: succeeded, failed or timed out (``result.status``)."""
+
+    def on_verified(self, step: Step, verdict: Verdict) -> Any:
+        """A step's verification finished."""
+
+
+class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
+    """Execute a :class:`~rat_langchain.plans.plan.Plan` with eager, bounded parallelism.
+
+    Example::
+
+        tools = {"search": search_tool, "summarise": summarise}
+        executor = ParallelPlanExecutor(tools, max_parallel_steps=5, verifier=check)
+        result = await executor.aexecute(plan)
+        result.steps["s2"].value, result.makespan, result.critical_path(), result.verdicts
+
+    It is a Runnable too (``await executor.ainvoke(plan)``, ``planner | executor``); then each
+    step is a child run of the executor's run, and a Runnable tool's run nests under its step.
+    """
+
+    def __init__(
+        self,
+        tools: Mapping[str, Any] | Sequence[BaseTool],
+        *,
+        max_parallel_steps: int = 8,
+        step_timeout: float | None = None,
+        fail_fast: bool = False,
+        parallel: bool = True,
+        verifier: Verifier | None = None,
+        verify_all: bool = False,
+        background_verification: bool = True,
+        verify_timeout: float | None = None,
+        callbacks: Sequence[PlanCallbacks] = (),
+        infer_dependencies: bool = True,
+        step_retry: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        named = dict(tools) if isinstance(tools, Mapping) else {t.name: t for t in tools}
+        self.tools = {name: _as_call(tool) for name, tool in named.items()}
+        if max_parallel_steps < 1:
+            raise ValueError(f"max_parallel_steps must be >= 1, got {max_parallel_steps}")
+        self.max_parallel_steps = max_parallel_steps
+        self.step_timeout = step_timeout
+        self.fail_fast = fail_fast
+        self.parallel = parallel
+        self.verifier = None if verifier is None else check_verifier(verifier)
+        self.verify_all = verify_all
+        self.background_verification = background_verification
+        self.verify_timeout = verify_timeout
+        self.callbacks = list(callbacks)
+        self.infer_dependencies = infer_dependencies
+        self.step_retry = step_retry
+        self._clock = clock
+        self._background: asyncio.TaskGroup | None = None
+
+    @classmethod
+    def from_config(
+        cls,
+        tools: Mapping[str, Any] | Sequence[BaseTool],
+        config: RatConfig | None = None,
+        **kwargs: Any,
+    ) -> ParallelPlanExecutor:
+        """An executor following ``performance.parallel_execution`` (with ``retries``' backoff
+        for ``step_max_attempts``) and ``performance.background_tasks.verification``; keyword
+        arguments win."""
+        config = config or RatConfig.load()
+        perf = config.performance
+        settings: dict[str, Any] = {
+            "parallel": perf.parallel_execution.enabled,
+            "max_parallel_steps": perf.parallel_execution.max_parallel_steps,
+            "background_verification": perf.background_tasks.verification,
+            "infer_dependencies": perf.parallel_execution.dependency_analysis,
+        }
+        step_attempts = perf.parallel_execution.step_max_attempts
+        if step_attempts > 1:
+            # the retries section's backoff, from the one place guards are built
+            policy = build_guards(config, limiter=None, breakers=None).retry
+            settings["step_retry"] = replace(policy, max_attempts=step_attempts)
+        return cls(tools, **{**settings, **kwargs})
+
+    def __repr__(self) -> str:
+        return (
+            f"ParallelPlanExecutor(tools={sorted(self.tools)}, "
+            f"max_parallel_steps={self.max_parallel_steps}, parallel={self.parallel})"
+        )
+
+    # -- lifetime for verifications that outlive aexecute -------------------------------------
+
+    async def __aenter__(self) -> ParallelPlanExecutor:
+        """Own a task group for verifications returned as handles (``wait_for_verification=
+        False``); leaving the block waits for them, so none is lost."""
+        self._background = asyncio.TaskGroup()
+        await self._background.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        group, self._background = self._background, None
+        if group is not None:
+            await group.__aexit__(*exc)
+
+    # -- running a plan ----------------------------------------------------------------------
+
+    async def aexecute(
+        self,
+        plan: Plan,
+        *,
+        wait_for_verification: bool = True,
+        _run: AsyncCallbackManagerForChainRun | None = None,
+    ) -> PlanResult:
+        """Run ``plan``; every invalid plan is rejected with PlanError before any tool runs.
+
+        With ``wait_for_verification=False`` the result comes back as soon as the steps are done
+        and ``result.pending`` holds the verification tasks (``await result.wait_verified()``);
+        that needs ``async with executor:``, which owns them."""
+        plan.validate_tools(self.tools)
+        if not self.infer_dependencies:
+            plan.check_listed_dependencies()
+        deps = plan.dependencies()
+        by_id = {step.id: step for step in plan.steps}
+        run = _Execution(self, Plan.model_construct(steps=[], goal=plan.goal), _run)
+
+        def start(tg: asyncio.TaskGroup) -> None:
+            run.tg = tg
+            for step_id in plan.order():
+                run.add(by_id[step_id], deps[step_id])
+
+        result = await run.go(start, wait_for_verification)
+        result.plan = plan
+        result.steps = {step.id: result.steps[step.id] for step in plan.steps}
+        return result
+
+    async def aexecute_stream(
+        self,
+        steps: AsyncIterable[Step | Mapping[str, Any]],
+        *,
+        goal: str = "",
+        wait_for_verification: bool = True,
+        _run: AsyncCallbackManagerForChainRun | None = None,
+    ) -> PlanResult:
+        """Run a plan while it is still being written (a streaming planner, as in LLMCompiler).
+
+        Each step is checked when it arrives (its id is new, its tool known, and it depends only
+        on steps already seen) and starts as soon as those have succeeded, so execution overlaps
+        planning. A step that fails the check raises PlanError after cancelling whatever runs."""
+        run = _Execution(self, Plan.model_construct(steps=[], goal=goal), _run)
+
+        async def feed() -> None:
+            async for item in steps:
+                step = item if isinstance(item, Step) else Step.model_validate(item)
+                run.add(step, run.check_streamed(step))
+
+        def start(tg: asyncio.TaskGroup) -> None:
+            run.tg = tg
+            tg.create_task(feed())
+
+        result = await run.go(start, wait_for_verification)
+        result.plan = Plan(steps=result.plan.steps, goal=goal)
+        return result
+
+    async def _run_step(self, step: Step, result: PlanResult, parent: Any) -> StepResult:
+        started = self._clock()
+        step_run = None
+        attempts = [0]  # counted by _call_with_retries, read whether the step succeeds or not
+        try:
+            args = _resolve(step.args, result)
+            call, is_runnable = self.tools[step.tool]
+            if parent is not None:
+                step_run = await parent.get_child().on_chain_start(
+                    None, args, name=f"{step.id}:{step.tool}", run_type="chain"
+                )
+                if is_runnable:
+                    call = partial(call, config={"callbacks": step_run.get_child()})  # type: ignore[call-arg]
+            value = await self._call_with_retries(step, call, args, attempts)
+        except Exception as exc:
+            if step_run is not None:
+                await step_run.on_chain_error(exc)
+            return StepResult(
+                step.id, StepStatus.FAILED, None, exc, started, self._clock(), attempts[0]
+            )
+        if step_run is not None:
+            await step_run.on_chain_end(value)
+        return StepResult(
+            step.id, StepStatus.SUCCEEDED, value, None, started, self._clock(), attempts[0]
+        )
+
+    async def _call_with_retries(
+        self, step: Step, call: _Call, args: Any, attempts: list[int]
+    ) -> Any:
+        """Call the tool, each attempt under ``step_timeout``; with ``step_retry``, transient
+        failures (timeouts, connection errors, 429/5xx) are retried with its backoff. Off by
+        default: a tool with side effects must not run twice unless it is idempotent."""
+
+        async def once() -> Any:
+            attempts[0] += 1
+            if self.step_timeout is None:
+                return await call(args)
+            scope = asyncio.timeout(self.step_timeout)
+            try:
+                async with scope:
+                    return await call(args)
+            except TimeoutError as exc:
+                if not scope.expired():
+                    raise  # the tool's own timeout, not the step's
+                raise TimeoutError(
+                    f"step {step.id!r} took longer than {self.step_timeout} s"
+                ) from exc
+
+        if self.step_retry is None or self.step_retry.max_attempts <= 1:
+            return await once()
+        async for attempt in self.step_retry.retrying():
+            with attempt:
+                value = await once()
+        return value
+
+    def execute(self, plan: Plan) -> PlanResult:
+        """Sync wrapper for old callers (works inside a running loop too)."""
+        from rat_langchain import _portal
+
+        return _portal.run(self.aexecute(plan))
+
+    # -- Runnable ----------------------------------------------------------------------------
+
+    def invoke(
+        self, input: Plan, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> PlanResult:
+        from rat_langchain import _portal
+
+        return _portal.run(self.ainvoke(input, config, **kwargs))
+
+    async def ainvoke(
+        self, input: Plan, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> PlanResult:
+        """Run a Plan (or its dict/JSON form) as a traced run with one child run per step."""
+        return await self._acall_with_config(self._ainvoke, input, config, run_type="chain")
+
+    async def _ainvoke(
+        self, input: Any, run_manager: AsyncCallbackManagerForChainRun
+    ) -> PlanResult:
+        return await self.aexecute(_as_plan(input), _run=run_manager)
+
+
+def _single(group: BaseExceptionGroup[Any]) -> BaseException:
+    """The one error inside nested task-group wrappers, or the group when there are several."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
+def _as_plan(value: Any) -> Plan:
+    if isinstance(value, Plan):
+        return value
+    if isinstance(value, str):
+        return Plan.model_validate_json(value)
+    if isinstance(value, Mapping):
+        return Plan.model_validate(value)
+    raise TypeError(f"expected a Plan (or its dict or JSON form), got {type(value).__name__}")
+
+
+class _Execution:
+    """The state of one run: who waits for whom, what runs, what is verified.
+
+    Steps are added in an order where dependencies come first (a topological order of a whole
+    plan, or the order a streaming planner writes them)."""
+
+    def __init__(
+        self,
+        executor: ParallelPlanExecutor,
+        plan: Plan,
+        run_manager: AsyncCallbackManagerForChainRun | None,
+    ) -> None:
+        self.executor = executor
+        self.result = PlanResult(plan=plan)
+        self.run_manager = run_manager
+        self.users: dict[str, list[str]] = {}
+        self.waiting: dict[str, int] = {}
+        self.by_id: dict[str, Step] = {}
+        self.gate = asyncio.Semaphore(executor.max_parallel_steps if executor.parallel else 1)
+        self.tg: asyncio.TaskGroup
+        self.verifications: asyncio.TaskGroup | None = None
+        self.pending: dict[str, asyncio.Task[Verdict]] = {}
+        self.verdicts: dict[str, Verdict] = {}
+
+    async def go(
+        self, start: Callable[[asyncio.TaskGroup], None], wait_for_verification: bool
+    ) -> PlanResult:
+        executor, result = self.executor, self.result
+        if not wait_for_verification and executor._background is None:
+            raise RuntimeError(
+                "wait_for_verification=False needs `async with executor:` to own the "
+                "verifications that outlive aexecute"
+            )
+        result.started = executor._clock()
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if wait_for_verification:
+                    self.verifications = await stack.enter_async_context(asyncio.TaskGroup())
+                else:
+                    self.verifications = executor._background
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        start(tg)
+                except* _FailFast:
+                    pass
+                for step in result.plan.steps:  # whatever fail_fast cancelled or never started
+                    result.steps.setdefault(step.id, StepResult(step.id, StepStatus.CANCELLED))
+                result.ended = executor._clock()
+        except ExceptionGroup as group:  # a streamed plan turned invalid, or its stream broke
+            raise _single(group) from None
+        result.steps = {step.id: result.steps[step.id] for step in result.plan.steps}
+        result.verdicts = dict(self.verdicts)
+        if wait_for_verification:
+            result.verdicts.update((i, t.result()) for i, t in self.pending.items())
+        else:
+            result.pending = dict(self.pending)
+        return result
+
+    def check_streamed(self, step: Step) -> list[str]:
+        known = self.by_id
+        if step.id in known:
+            raise PlanError(f"step id {step.id!r} is used twice")
+        if step.tool not in self.executor.tools:
+            raise PlanError(
+                f"step {step.id!r} uses tool {step.tool!r}, "
+                f"which is not one of {sorted(self.executor.tools)}"
+            )
+        if not self.executor.infer_dependencies:
+            Plan.model_construct(steps=[*self.by_id.values(), step]).check_listed_dependencies()
+        deps = step.depends_on()
+        for dep in deps:
+            if dep == step.id:
+                raise PlanError(f"step {step.id!r} depends on itself")
+            if dep not in known:
+                raise PlanError(
+                    f"step {step.id!r} depends on {dep!r}, which the plan has not defined "
+                    "before it (a streamed plan may only refer to earlier steps)"
+                )
+        return deps
+
+    def add(self, step: Step, deps: list[str]) -> None:
+        self.by_id[step.id] = step
+        self.result.plan.steps.append(step)
+        self.users[step.id] = []
+        pending = 0
+        for dep in set(deps):
+            done = self.result.steps.get(dep)
+            if done is None:
+                self.users[dep].append(step.id)
+                pending += 1
+            elif done.status != StepStatus.SUCCEEDED:
+                cause = PlanError(f"skipped: step {dep!r} did not succeed")
+                self.result.steps[step.id] = StepResult(step.id, StepStatus.SKIPPED, error=cause)
+                return
+        self.waiting[step.id] = pending
+        if pending == 0:
+            self.tg.create_task(self.run(step))
+
+    async def run(self, step: Step) -> None:
+        executor, result = self.executor, self.result
+        async with self.gate:
+            for observer in executor.callbacks:
+                await notify(observer.on_step_start, step)
+            outcome = await executor._run_step(step, result, self.run_manager)
+        result.steps[step.id] = outcome
+        for observer in executor.callbacks:
+            await notify(observer.on_step_end, step, outcome)
+        if outcome.status != StepStatus.SUCCEEDED:
+            if executor.fail_fast:
+                raise _FailFast(step.id)
+            self.skip_dependents(step.id)
+            return
+        if executor.verifier is not None and (step.verify or executor.verify_all):
+            if executor.background_verification:
+                assert self.verifications is not None
+                self.pending[step.id] = self.verifications.create_task(self.verify(step, outcome))
+            else:  # verified before its dependents may start
+                self.verdicts[step.id] = await self.verify(step, outcome)
+        for user in self.users[step.id]:
+            self.waiting[user] -= 1
+            if self.waiting[user] == 0 and user not in result.steps:
+                self.tg.create_task(self.run(self.by_id[user]))
+
+    async def verify(self, step: Step, outcome: StepResult) -> Verdict:
+        executor = self.executor
+        assert executor.verifier is not None
+        payload = {
+            "kind": "step",
+            "name": step.tool,
+            "step": step.id,
+            "input": step.args,
+            "output": outcome.value,
+        }
+        verdict = await verify(executor.verifier, payload, timeout=executor.verify_timeout)
+        for observer in executor.callbacks:
+            await notify(observer.on_verified, step, verdict)
+        return verdict
+
+    def skip_dependents(self, failed: str) -> None:
+        stack = list(self.users[failed])
+        while stack:
+            user = stack.pop()
+            if user in self.result.steps:
+                continue
+            cause = PlanError(f"skipped: step {failed!r} did not succeed")
+            self.result.steps[user] = StepResult(user, StepStatus.SKIPPED, error=cause)
+            stack.extend(self.users[user])
+
+
+class _FailFast(Exception):
+    def __init__(self, step_id: str) -> None:
+        super().__init__(step_id)
+        self.step_id = step_id
+
+
+def _resolve(value: Any, result: PlanResult) -> Any:
+    """Replace references by earlier results: a whole ``$s`` keeps its type, inside a string it
+    is interpolated."""
+    if isinstance(value, str):
+        refs = list(find_references(value))
+        if not refs:
+            return value
+        if refs[0].whole:
+            ref = refs[0]
+            return resolve_path(result.steps[ref.step].value, ref.path, ref.text)
+
+        def substitute(match: re.Match[str]) -> str:
+            path = tuple(p for p in match.group(2).split(".") if p)
+            found = resolve_path(result.steps[match.group(1)].value, path, match.group(0))
+            return str(found)
+
+        return REFERENCE.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, result) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_resolve(v, result) for v in value)
+    return value
