@@ -31,6 +31,7 @@ lint: install-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports  # the import rules of docs/design.md ([tool.importlinter])
 
 # The Redis tests start their own redis-server on a free loopback port; install it if missing
 # (Debian's package; needs root or sudo, as on CI).

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from rat_langchain.embeddings import PooledOpenAIEmbeddings
     from rat_langchain.errors import (
         ApiKeyError,
+        ApiPermissionError,
         CircuitOpenError,
         ConfigError,
         DeadlineExceeded,
@@ -69,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ApiKeyError",
+    "ApiPermissionError",
     "BackgroundVerifier",
     "BatchIndexer",
     "BreakerRegistry",
@@ -125,6 +127,7 @@ __version__ = "0.1.0"
 # Where each public name lives; the first access imports that module.
 _LAZY: dict[str, str] = {
     "ApiKeyError": "rat_langchain.errors",
+    "ApiPermissionError": "rat_langchain.errors",
     "BackgroundVerifier": "rat_langchain.plans.verification",
     "BatchIndexer": "rat_langchain.index.indexer",
     "BreakerRegistry": "rat_langchain.guards.breaker",

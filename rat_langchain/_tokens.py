@@ -6,7 +6,8 @@ ships the cl100k/o200k encodings with a tiktoken-compatible API, so counting alw
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -16,10 +17,13 @@ import bpe_openai
 _TOKENS_PER_MESSAGE = 3
 _TOKENS_PER_REPLY = 3
 _DEFAULT_ENCODING = "o200k_base"
+# A function definition and a response schema are charged as their JSON plus some framing.
+_TOKENS_PER_TOOL = 8
+_TOKENS_PER_RESPONSE_FORMAT = 8
 
 
 @lru_cache(maxsize=32)
-def _encoding(model: str | None) -> bpe_openai.Encoding:
+def encoding_for(model: str | None) -> bpe_openai.Encoding:
     name = _DEFAULT_ENCODING
     if model:
         try:
@@ -43,7 +47,7 @@ def _count(text: str, model: str | None) -> int:
     and counting is the costliest part of admitting a call: in a busy event loop the BPE rank
     tables are out of the CPU caches (measured: ~33 us for a 40-token prompt end to end, 5 us
     in a tight loop). The cache keeps at most 1024 texts alive."""
-    return len(_encoding(model).encode_ordinary(text))
+    return len(encoding_for(model).encode_ordinary(text))
 
 
 def _content_text(content: Any) -> str:
@@ -73,9 +77,41 @@ def count_message_tokens(messages: Iterable[Mapping[str, Any]], model: str | Non
     return total
 
 
+def _schema_tokens(value: Any, model: str | None) -> int:
+    return count_tokens(json.dumps(value, sort_keys=True, separators=(",", ":")), model)
+
+
+def count_request_tokens(
+    messages: Iterable[Mapping[str, Any]],
+    model: str | None = None,
+    *,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+    response_format: Any = None,
+) -> int:
+    """Prompt tokens a chat request is charged: its messages, the ``tools`` it defines and its
+    ``response_format`` schema (an endpoint bills all three; leaving out the tools would make
+    an agent's requests look smaller than the server counts them)."""
+    total = count_message_tokens(messages, model)
+    for tool in tools or ():
+        function = tool.get("function", tool) if isinstance(tool, Mapping) else tool
+        total += _TOKENS_PER_TOOL + _schema_tokens(function, model)
+    if isinstance(response_format, type) and hasattr(response_format, "model_json_schema"):
+        # a pydantic class: the SDK sends its strict JSON schema
+        schema = {**response_format.model_json_schema(), "additionalProperties": False}
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": response_format.__name__, "schema": schema, "strict": True},
+        }
+    if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
+        total += _TOKENS_PER_RESPONSE_FORMAT + _schema_tokens(
+            response_format.get("json_schema"), model
+        )
+    return total
+
+
 def truncate_tokens(text: str, limit: int, model: str | None = None) -> tuple[str, bool]:
     """``text`` cut to at most ``limit`` tokens, and whether it was cut."""
-    encoding = _encoding(model)
+    encoding = encoding_for(model)
     tokens = encoding.encode_ordinary(text)
     if len(tokens) <= limit:
         return text, False

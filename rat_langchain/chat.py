@@ -21,7 +21,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import PrivateAttr
 
 from rat_langchain import _portal
-from rat_langchain._tokens import count_message_tokens
+from rat_langchain._tokens import count_request_tokens
 from rat_langchain.guards.engine import Guard
 from rat_langchain.guards.limiter import Reservation
 
@@ -77,7 +77,13 @@ class ResilientChatOpenAI(ChatOpenAI):
             or self.max_tokens
             or DEFAULT_COMPLETION_ESTIMATE
         )
-        return count_message_tokens(_as_dicts(messages), self.model_name) + int(completion)
+        prompt = count_request_tokens(
+            _as_dicts(messages),
+            self.model_name,
+            tools=kwargs.get("tools"),
+            response_format=kwargs.get("response_format"),
+        )
+        return prompt + int(completion)
 
     def _settle(self, result: ChatResult, reservation: Reservation | None) -> None:
         usage = (result.llm_output or {}).get("token_usage") or {}

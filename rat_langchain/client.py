@@ -120,7 +120,7 @@ class ClientPool(Clients):
         """
         name = model or self.config.endpoint.embedding_model
         kwargs.setdefault("check_embedding_ctx_length", False)
-        kwargs.setdefault("chunk_size", self.config.performance.batch_embeddings.batch_size)
+        kwargs.setdefault("chunk_size", self.config.performance.batch_embeddings.texts_per_request)
         clients = self._model_clients(
             base_url, api_key, organization, kwargs.pop("max_retries", None)
         )

@@ -10,7 +10,9 @@ Precedence, lowest first: defaults, the file or dict, then ``RAT_…`` environme
 
 from __future__ import annotations
 
+import copy
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -218,7 +220,11 @@ class ParallelExecutionConfig(_Section):
 class BatchEmbeddingsConfig(_Section):
     """Embed many texts per request and several requests at once."""
 
-    enabled: bool = Field(True, description="Batch embedding requests.")
+    enabled: bool = Field(
+        True,
+        description="Batch embedding requests; false = one text per request, one request at "
+        "a time (the unbatched baseline, to measure what batching gives).",
+    )
     batch_size: int = Field(100, gt=0, le=2048, description="Texts per request (API max 2048).")
     max_concurrent_batches: int = Field(
         16,
@@ -226,12 +232,21 @@ class BatchEmbeddingsConfig(_Section):
         description="Embedding requests in flight (overlaps latency; the limiter bounds the rate).",
     )
 
+    @property
+    def texts_per_request(self) -> int:
+        """``batch_size``, or 1 with batching switched off."""
+        return self.batch_size if self.enabled else 1
+
+    @property
+    def requests_in_flight(self) -> int:
+        """``max_concurrent_batches``, or 1 with batching switched off."""
+        return self.max_concurrent_batches if self.enabled else 1
+
 
 class CachingConfig(_Section):
     """Caches of work that does not change between calls."""
 
     tool_catalog: bool = Field(True, description="Render tool descriptions once per tool set.")
-    prompt_templates: bool = Field(True, description="Reuse compiled prompt templates.")
     embeddings: bool = Field(
         False,
         description="Keep embeddings on disk (SQLite), keyed by model, dimensions and text, "
@@ -246,7 +261,6 @@ class BackgroundTasksConfig(_Section):
     """Work moved off the critical path (always awaited before results return)."""
 
     verification: bool = Field(True, description="Verify step results in the background.")
-    memory_updates: bool = Field(True, description="Write memories in the background.")
 
 
 class PerformanceConfig(_Section):
@@ -292,7 +306,10 @@ class RatConfig(_Section):
         cls, data: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None
     ) -> RatConfig:
         """Validate ``data``, then apply ``RAT_…`` variables from ``env`` (default os.environ)."""
-        merged = _merge(dict(data or {}), _env_overrides(os.environ if env is None else env))
+        merged = _merge(
+            copy.deepcopy(dict(data or {})), _env_overrides(os.environ if env is None else env)
+        )
+        _drop_retired(merged)
         try:
             return cls.model_validate(merged)
         except ValidationError as exc:
@@ -333,6 +350,32 @@ class RatConfig(_Section):
             return type(self).model_validate(data)
         except ValidationError as exc:
             raise ConfigError(_key_errors(exc)) from None
+
+
+# Settings that did nothing and were removed: accepted with a warning, so an existing
+# config.yaml keeps loading, and named, so nothing is dropped silently.
+_RETIRED = {
+    ("performance", "caching", "prompt_templates"): "LangChain compiles its templates itself",
+    ("performance", "background_tasks", "memory_updates"): (
+        "choose per call: MemoryStore.add_memory (awaited) or add_memory_later (background)"
+    ),
+}
+
+
+def _drop_retired(data: dict[str, Any]) -> None:
+    for path, why in _RETIRED.items():
+        *parents, leaf = path
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            del node[leaf]
+            warnings.warn(
+                f"{'.'.join(path)} is no longer a setting and is ignored ({why}); "
+                "remove it from the configuration",
+                DeprecationWarning,
+                stacklevel=4,
+            )
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from rat_langchain import _portal
 from rat_langchain._clients import Clients
-from rat_langchain._tokens import _encoding
+from rat_langchain._tokens import encoding_for
 from rat_langchain.config import RatConfig
 from rat_langchain.errors import EmbeddingInputError, EmbeddingResponseError
 from rat_langchain.index.embedding_cache import EmbeddingCache
@@ -167,7 +167,7 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
 
     def _split(self, unique: list[str], texts: Sequence[str]) -> _Split:
         """Texts as sent: long ones split into context-sized chunks (or rejected)."""
-        encoding = _encoding(self.model)
+        encoding = encoding_for(self.model)
         split = _Split()
         for text in unique:
             tokens = encoding.encode_ordinary(text)
@@ -189,7 +189,7 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         return split
 
     def _batches(self, split: _Split) -> list[list[int]]:
-        size = self.batch_size or self.pool.config.performance.batch_embeddings.batch_size
+        size = self.batch_size or self.pool.config.performance.batch_embeddings.texts_per_request
         batches: list[list[int]] = []
         current: list[int] = []
         tokens = 0
@@ -210,7 +210,7 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         client = pool.async_client(base_url=self.base_url, api_key=key, max_retries=0)
         guard = pool.guard(str(client.base_url).rstrip("/"), self.model)
         settings = pool.config.performance.batch_embeddings
-        gate = asyncio.Semaphore(self.max_concurrent_batches or settings.max_concurrent_batches)
+        gate = asyncio.Semaphore(self.max_concurrent_batches or settings.requests_in_flight)
         vectors: list[np.ndarray | None] = [None] * len(pieces)
         failed: dict[int, str] = {}
         expected = self.dimensions or NATIVE_DIMENSIONS.get(self.model)

@@ -26,7 +26,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-from rat_langchain.errors import IndexLoadError
+from rat_langchain.errors import EmbeddingInputError, IndexLoadError
 from rat_langchain.index._atomic import atomic_dir, readable_dir
 
 __all__ = ["FaissStore", "IndexLoadError"]
@@ -195,8 +195,6 @@ class FaissStore(VectorStore):
     async def _embed_part(self, texts: list[str], start: int, size: int) -> np.ndarray:
         """Embed ``texts[start:start+size]``; an EmbeddingInputError names inputs by their index
         in the whole call (none of this chunk was added; earlier chunks were)."""
-        from rat_langchain.embeddings import EmbeddingInputError
-
         try:
             return await self._embed(texts[start : start + size])
         except EmbeddingInputError as exc:

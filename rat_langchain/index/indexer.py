@@ -22,7 +22,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 from tqdm import tqdm
 
-from rat_langchain.embeddings import EmbeddingInputError
+from rat_langchain.errors import EmbeddingInputError
 from rat_langchain.index._atomic import readable_dir
 from rat_langchain.index.faiss_store import FaissStore
 

@@ -25,6 +25,8 @@ import openai
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import LLMResult
 
+from rat_langchain.metrics.prometheus import render
+
 __all__ = ["ConnectionCounter", "Metrics", "MetricsCallbackHandler"]
 
 if TYPE_CHECKING:
@@ -193,81 +195,7 @@ class Metrics:
     def to_prometheus(self, prefix: str = "rat") -> str:
         """The snapshot in Prometheus' text exposition format (serve it on ``/metrics`` with
         any web framework; no client library needed)."""
-        snap = self.snapshot()
-        lines: list[str] = []
-
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
-            lines.append(f"# HELP {prefix}_{name} {help_}")
-            lines.append(f"# TYPE {prefix}_{name} {kind}")
-            lines.extend(f"{prefix}_{name}{labels} {value:g}" for labels, value in samples)
-
-        def labels(key: str, **extra: str) -> str:
-            endpoint, _, model = key.rpartition(" ") if " " in key else ("", "", key)
-            pairs = {"endpoint": endpoint, "model": model, **extra}
-            inner = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs.items())
-            return "{" + inner + "}"
-
-        series = snap["series"]
-        metric(
-            "calls_total",
-            "counter",
-            "Calls, all attempts together.",
-            [(labels(k), v["calls"]) for k, v in series.items()],
-        )
-        metric(
-            "errors_total",
-            "counter",
-            "Failed calls by error type.",
-            [(labels(k, type=t), n) for k, v in series.items() for t, n in v["errors"].items()],
-        )
-        metric(
-            "rate_limited_total",
-            "counter",
-            "429 answers, retried or not.",
-            [(labels(k), v["rate_limited"]) for k, v in series.items()],
-        )
-        metric(
-            "retries_total",
-            "counter",
-            "Retries.",
-            [(labels(k), v["retries"]) for k, v in series.items()],
-        )
-        metric(
-            "limiter_wait_seconds_total",
-            "counter",
-            "Time spent waiting for the limiter.",
-            [(labels(k), v["limiter_wait_s"]) for k, v in series.items()],
-        )
-        metric(
-            "latency_seconds",
-            "summary",
-            "Latency of successful calls.",
-            [
-                (labels(k, quantile=q), v["latency_ms"][p] / 1000)
-                for k, v in series.items()
-                for q, p in (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
-            ],
-        )
-        metric(
-            "breaker_transitions_total",
-            "counter",
-            "Circuit breaker state changes.",
-            [
-                ("{" + f'change="{_escape(c)}"' + "}", n)
-                for c, n in snap["breaker_transitions"].items()
-            ],
-        )
-        connections = snap["connections"]
-        metric(
-            "tcp_connections_total",
-            "counter",
-            "TCP connections opened and reused.",
-            [
-                ('{kind="opened"}', connections["opened"]),
-                ('{kind="reused"}', connections["reused"]),
-            ],
-        )
-        return "\n".join(lines) + "\n"
+        return render(self.snapshot(), prefix)
 
     def to_otel(self, meter: Any = None, *, prefix: str = "rat") -> list[Any]:
         """Publish these metrics through OpenTelemetry (the ``otel`` extra); see
@@ -337,7 +265,3 @@ class MetricsCallbackHandler(BaseCallbackHandler):
 
     def on_llm_error(self, error: BaseException, *, run_id: uuid.UUID, **kw: Any) -> None:
         self._end(run_id, error)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -12,13 +12,17 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rat_langchain.metrics.collector import Metrics
+from rat_langchain.metrics.instruments import INSTRUMENTS, Instrument
+
+if TYPE_CHECKING:
+    from rat_langchain.metrics.collector import Metrics
 
 __all__ = ["instrument"]
 
-_QUANTILES = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
+# OpenTelemetry's semantic conventions name the error label error.type.
+_OTEL_LABELS = {"type": "error.type"}
 
 
 class _Snapshots:
@@ -39,11 +43,6 @@ class _Snapshots:
                 self._value = self._metrics.snapshot()
                 self._taken = now
             return self._value
-
-
-def _series_attributes(key: str) -> dict[str, str]:
-    endpoint, _, model = key.rpartition(" ") if " " in key else ("", "", key)
-    return {"endpoint": endpoint, "model": model}
 
 
 def instrument(
@@ -69,68 +68,21 @@ def instrument(
         meter = otel_metrics.get_meter("rat_langchain")
     snapshots = _Snapshots(metrics, snapshot_max_age_s)
 
-    def per_series(field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(row: Instrument) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_options: CallbackOptions) -> Iterable[Observation]:
-            for key, values in snapshots.get()["series"].items():
-                yield Observation(values[field], _series_attributes(key))
+            for labels, value in row.samples(snapshots.get()):
+                yield Observation(value, {_OTEL_LABELS.get(k, k): v for k, v in labels.items()})
 
         return observe
 
-    def errors(_options: CallbackOptions) -> Iterable[Observation]:
-        for key, values in snapshots.get()["series"].items():
-            for error_type, count in values["errors"].items():
-                yield Observation(count, {**_series_attributes(key), "error.type": error_type})
-
-    def latency(_options: CallbackOptions) -> Iterable[Observation]:
-        for key, values in snapshots.get()["series"].items():
-            for quantile, name in _QUANTILES:
-                seconds = values["latency_ms"][name] / 1000
-                yield Observation(seconds, {**_series_attributes(key), "quantile": quantile})
-
-    def transitions(_options: CallbackOptions) -> Iterable[Observation]:
-        for change, count in snapshots.get()["breaker_transitions"].items():
-            yield Observation(count, {"change": change})
-
-    def connections(_options: CallbackOptions) -> Iterable[Observation]:
-        opened_reused = snapshots.get()["connections"]
-        yield Observation(opened_reused["opened"], {"kind": "opened"})
-        yield Observation(opened_reused["reused"], {"kind": "reused"})
-
-    counter = meter.create_observable_counter
-    return [
-        counter(f"{prefix}.calls", [per_series("calls")], unit="{call}", description="Calls."),
-        counter(f"{prefix}.errors", [errors], unit="{call}", description="Failed calls by type."),
-        counter(
-            f"{prefix}.rate_limited",
-            [per_series("rate_limited")],
-            unit="{response}",
-            description="429 answers, retried or not.",
-        ),
-        counter(
-            f"{prefix}.retries", [per_series("retries")], unit="{retry}", description="Retries."
-        ),
-        counter(
-            f"{prefix}.limiter.wait",
-            [per_series("limiter_wait_s")],
-            unit="s",
-            description="Time spent waiting for the rate limiter.",
-        ),
-        meter.create_observable_gauge(
-            f"{prefix}.latency",
-            [latency],
-            unit="s",
-            description="Latency percentiles of successful calls (attribute quantile).",
-        ),
-        counter(
-            f"{prefix}.breaker.transitions",
-            [transitions],
-            unit="{change}",
-            description="Circuit breaker state changes.",
-        ),
-        counter(
-            f"{prefix}.tcp.connections",
-            [connections],
-            unit="{connection}",
-            description="TCP connections opened and reused.",
-        ),
-    ]
+    made = []
+    for row in INSTRUMENTS:
+        create = (
+            meter.create_observable_counter
+            if row.kind == "counter"
+            else meter.create_observable_gauge  # OpenTelemetry has no summary type
+        )
+        made.append(
+            create(f"{prefix}.{row.otel}", [callback(row)], unit=row.unit, description=row.help)
+        )
+    return made

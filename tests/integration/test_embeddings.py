@@ -83,6 +83,18 @@ def test_batches_run_concurrently(sim: SimulatorThread) -> None:
     assert stats.peak_in_flight == 4
 
 
+def test_batching_switched_off_sends_one_text_per_request_one_at_a_time(
+    sim: SimulatorThread,
+) -> None:
+    sim.configure(latency_ms=5)
+    pool = _pool(batch_embeddings={"enabled": False})
+    vectors = _emb(sim, pool).embed_documents([f"text {i}" for i in range(12)])
+    assert len(vectors) == 12
+    stats = sim.stats()
+    assert stats.count("embeddings") == 12
+    assert stats.peak_in_flight == 1
+
+
 def test_a_rejected_batch_is_halved_until_the_bad_input_is_found(sim: SimulatorThread) -> None:
     sim.configure(invalid_marker="<<bad>>")
     texts = [f"fine text {i}" for i in range(300)]

@@ -168,3 +168,50 @@ def test_configuration_reference_is_generated_from_the_model() -> None:
     assert (ROOT / "docs" / "configuration.md").read_text() == render(), (
         "regenerate: python -m tools.config_docs > docs/configuration.md"
     )
+
+
+def test_retired_settings_load_with_a_warning_naming_them() -> None:
+    data = {
+        "performance": {
+            "caching": {"prompt_templates": True, "tool_catalog": False},
+            "background_tasks": {"memory_updates": False},
+        }
+    }
+    with pytest.warns(DeprecationWarning, match=r"caching\.prompt_templates is no longer"):
+        config = RatConfig.from_dict(data, env={})
+    assert config.performance.caching.tool_catalog is False  # the rest still applies
+    with pytest.warns(DeprecationWarning, match="memory_updates"):
+        RatConfig.from_dict(data, env={})
+
+
+def test_every_setting_is_read_by_the_library() -> None:
+    """A setting documented in config.yaml must do something: its name appears in the code
+    outside config.py (the three that did nothing were removed or made real)."""
+    from pathlib import Path
+
+    from rat_langchain.config import PerformanceConfig
+
+    package = Path(__file__).resolve().parents[2] / "rat_langchain"
+    code = "\n".join(
+        p.read_text()
+        for p in package.rglob("*.py")
+        if p.name != "config.py" and "_demo" not in p.parts
+    )
+    unused = []
+    for section_name, section in PerformanceConfig.model_fields.items():
+        assert section.annotation is not None
+        for field in section.annotation.model_fields:  # type: ignore[union-attr]
+            used = f".{field}" in code or f"{section_name}.model_dump" in code
+            via_property = {"max_keepalive_connections"}  # ConnectionPoolingConfig.keepalive
+            if not used and field not in ("enabled", *via_property):
+                unused.append(f"{section_name}.{field}")
+        if "enabled" in section.annotation.model_fields:  # type: ignore[union-attr]
+            assert (
+                f"{section_name}.enabled" in code
+                or "settings.enabled" in code
+                or (
+                    section_name in ("batch_embeddings",)
+                    and "self.enabled" in (package / "config.py").read_text()
+                )
+            ), section_name
+    assert unused == []

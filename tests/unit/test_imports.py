@@ -1,5 +1,22 @@
+"""The shape of the package: a deliberate public API that imports lazily, old paths that still
+work, and import rules that `make lint` enforces (and that do fail on a forbidden import)."""
+
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+
 import rat_langchain
 import rat_langchain.sim
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "rat_langchain"
 
 EXPECTED = {
     "EmbeddingCache",
@@ -18,6 +35,7 @@ EXPECTED = {
     "BackgroundVerifier",
     "Verdict",
     "ApiKeyError",
+    "ApiPermissionError",
     "BatchIndexer",
     "IndexReport",
     "load_folder",
@@ -60,23 +78,114 @@ def test_public_api_is_deliberate() -> None:
     assert set(rat_langchain.__all__) == EXPECTED
     for name in EXPECTED:
         assert getattr(rat_langchain, name) is not None
+    assert set(dir(rat_langchain)) >= EXPECTED
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        _ = rat_langchain.Nope  # type: ignore[attr-defined]
 
 
 def test_sim_api() -> None:
     assert {"Simulator", "SimConfig", "SimStats", "Reply"} <= set(rat_langchain.sim.__all__)
 
 
-def test_every_error_is_a_rat_error() -> None:
-    for name in (
-        "ApiKeyError",
-        "CircuitOpenError",
-        "ConfigError",
-        "DeadlineExceeded",
-        "EmbeddingInputError",
-        "EmbeddingResponseError",
-        "IndexLoadError",
-        "PlanError",
-        "PoolClosedError",
-        "RequestTooLarge",
-    ):
-        assert issubclass(getattr(rat_langchain, name), rat_langchain.RatError)
+def _fresh(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_import_loads_nothing_heavy() -> None:
+    heavy = ["langchain_openai", "faiss", "bpe_openai", "aiohttp", "rat_langchain.sim", "openai"]
+    loaded = _fresh(f"import sys, rat_langchain; print([m for m in {heavy!r} if m in sys.modules])")
+    assert loaded == "[]"
+    # and the heavy parts arrive with the first name that needs them
+    assert (
+        _fresh("import sys, rat_langchain; rat_langchain.FaissStore; print('faiss' in sys.modules)")
+        == "True"
+    )
+
+
+def test_the_cli_help_imports_no_library_part() -> None:
+    out = _fresh(
+        "import sys; from rat_langchain import cli\n"
+        "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print([m for m in ('langchain_openai', 'openai', 'rat_langchain.sim') if m in sys.modules])"
+    )
+    assert out.endswith("[]")
+
+
+def test_old_module_paths_still_import_the_same_objects() -> None:
+    from rat_langchain.breaker import CircuitBreaker  # type: ignore[import-not-found]
+    from rat_langchain.faiss_store import FaissStore  # type: ignore[import-not-found]
+    from rat_langchain.otel import instrument  # type: ignore[import-not-found]
+    from rat_langchain.ratelimit import RateLimiter  # type: ignore[import-not-found]
+    from rat_langchain.shared import RedisRateLimiter  # type: ignore[import-not-found]
+
+    assert RateLimiter is rat_langchain.RateLimiter
+    assert CircuitBreaker is rat_langchain.CircuitBreaker
+    assert FaissStore is rat_langchain.FaissStore
+    assert RedisRateLimiter is rat_langchain.RedisRateLimiter
+    assert callable(instrument)
+
+
+def test_every_error_lives_in_errors_and_is_a_rat_error() -> None:
+    from rat_langchain import errors
+
+    for name in errors.__all__:
+        error = getattr(errors, name)
+        assert issubclass(error, rat_langchain.RatError)
+        if name in rat_langchain.__all__:
+            assert getattr(rat_langchain, name) is error
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "errors.py" or "sim" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):  # not control flow
+                bases = {ast.unparse(b) for b in node.bases}
+                assert not bases & {"RatError", "Exception"}, f"{path}: {node.name} outside errors"
+
+
+def test_api_key_errors_are_also_the_sdks_errors() -> None:
+    assert issubclass(rat_langchain.ApiKeyError, openai.AuthenticationError)
+    assert issubclass(rat_langchain.ApiPermissionError, openai.PermissionDeniedError)
+    assert issubclass(rat_langchain.DeadlineExceeded, TimeoutError)
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    offences = []
+    for path in PACKAGE.rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+                continue
+            if not node.module.startswith("rat_langchain") or node.module == module:
+                continue
+            for alias in node.names:
+                name = alias.name
+                target = f"{node.module}.{name}"
+                is_module = (ROOT / Path(*target.split("."))).with_suffix(".py").exists() or (
+                    ROOT / Path(*target.split("."))
+                ).is_dir()
+                if name.startswith("_") and not is_module:
+                    offences.append(f"{module}: from {node.module} import {name}")
+    assert offences == []
+
+
+def test_import_rules_fail_on_a_forbidden_import(tmp_path: Path) -> None:
+    """`make lint` runs these contracts; here a copy of the package is given a forbidden import
+    (the simulator importing the pool) and lint-imports must refuse it."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    if not lint.exists():
+        pytest.fail("lint-imports is not installed: `make test` installs the dev extra")
+    shutil.copytree(PACKAGE, tmp_path / "rat_langchain")
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    run = [str(lint), "--config", str(tmp_path / "pyproject.toml")]
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    clean = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert clean.returncode == 0, clean.stdout
+    with (tmp_path / "rat_langchain" / "sim" / "_limits.py").open("a") as f:
+        f.write("\nfrom rat_langchain.client import ClientPool  # noqa\n")
+    broken = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert broken.returncode != 0
+    assert "sim stands alone" in broken.stdout
+    assert "BROKEN" in broken.stdout

@@ -1,0 +1,101 @@
+"""The table of instruments: every figure the metrics export, written once.
+
+Each exporter (Prometheus text, OpenTelemetry) walks this table over one snapshot, so a figure
+added here appears in both and the two cannot drift. A row names the figure for each exporter,
+says what kind it is, and reads its samples (labels, value) from ``Metrics.snapshot()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["INSTRUMENTS", "Instrument", "series_labels"]
+
+Samples = Iterator[tuple[dict[str, str], float]]
+_QUANTILES = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One exported figure. ``kind``: a counter only grows; a quantile gauge carries a
+    ``quantile`` label (a Prometheus summary, an OpenTelemetry gauge)."""
+
+    prometheus: str
+    otel: str
+    kind: Literal["counter", "quantiles"]
+    unit: str
+    help: str
+    samples: Callable[[dict[str, Any]], Samples]
+
+
+def series_labels(key: str) -> dict[str, str]:
+    """``{"endpoint", "model"}`` of a snapshot's ``"endpoint model"`` series key."""
+    endpoint, _, model = key.rpartition(" ") if " " in key else ("", "", key)
+    return {"endpoint": endpoint, "model": model}
+
+
+def _per_series(field: str) -> Callable[[dict[str, Any]], Samples]:
+    def samples(snapshot: dict[str, Any]) -> Samples:
+        for key, values in snapshot["series"].items():
+            yield series_labels(key), values[field]
+
+    return samples
+
+
+def _errors(snapshot: dict[str, Any]) -> Samples:
+    for key, values in snapshot["series"].items():
+        for error_type, count in values["errors"].items():
+            yield {**series_labels(key), "type": error_type}, count
+
+
+def _latency(snapshot: dict[str, Any]) -> Samples:
+    for key, values in snapshot["series"].items():
+        for quantile, name in _QUANTILES:
+            yield {**series_labels(key), "quantile": quantile}, values["latency_ms"][name] / 1000
+
+
+def _transitions(snapshot: dict[str, Any]) -> Samples:
+    for change, count in snapshot["breaker_transitions"].items():
+        yield {"change": change}, count
+
+
+def _connections(snapshot: dict[str, Any]) -> Samples:
+    connections = snapshot["connections"]
+    yield {"kind": "opened"}, connections["opened"]
+    yield {"kind": "reused"}, connections["reused"]
+
+
+INSTRUMENTS: tuple[Instrument, ...] = (
+    Instrument(
+        "calls_total", "calls", "counter", "{call}", "Calls, all attempts together.",
+        _per_series("calls"),
+    ),
+    Instrument(
+        "errors_total", "errors", "counter", "{call}", "Failed calls by error type.", _errors
+    ),
+    Instrument(
+        "rate_limited_total", "rate_limited", "counter", "{response}",
+        "429 answers, retried or not.", _per_series("rate_limited"),
+    ),
+    Instrument(
+        "retries_total", "retries", "counter", "{retry}", "Retries.", _per_series("retries")
+    ),
+    Instrument(
+        "limiter_wait_seconds_total", "limiter.wait", "counter", "s",
+        "Time spent waiting for the rate limiter.", _per_series("limiter_wait_s"),
+    ),
+    Instrument(
+        "latency_seconds", "latency", "quantiles", "s",
+        "Latency percentiles of successful calls (label quantile).", _latency,
+    ),
+    Instrument(
+        "breaker_transitions_total", "breaker.transitions", "counter", "{change}",
+        "Circuit breaker state changes.", _transitions,
+    ),
+    Instrument(
+        "tcp_connections_total", "tcp.connections", "counter", "{connection}",
+        "TCP connections opened and reused.", _connections,
+    ),
+)  # fmt: skip
