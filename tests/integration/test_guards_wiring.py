@@ -74,7 +74,8 @@ def test_rat_environment_overrides_reach_every_from_config(
     tools = {"echo": lambda text: text}
     executor = ParallelPlanExecutor.from_config(tools)
     assert executor.max_parallel_steps == 3
-    assert executor.step_retry is not None and executor.step_retry.max_attempts == 5
+    assert executor.step_retry is not None
+    assert executor.step_retry.max_attempts == 5
     batcher = LLMBatcher(RunnableLambda(lambda x: x))
     assert batcher.max_concurrency == 7
     assert batcher.runnable.guard.retry.max_attempts == 2  # type: ignore[attr-defined]
@@ -99,7 +100,8 @@ async def test_with_methods_return_new_objects(sim: Any) -> None:
         llm = pool.chat_model(base_url=sim.base_url, api_key=API_KEY)
         other = llm.with_guard(None)
         assert other is not llm
-        assert llm.guard is not None and other.guard is None
+        assert llm.guard is not None
+        assert other.guard is None
         embeddings = pool.embeddings(base_url=sim.base_url, api_key=API_KEY)
         moved = embeddings.with_pool(pool)
         assert moved is not embeddings
