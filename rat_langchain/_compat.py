@@ -41,10 +41,14 @@ class _Alias(importlib.abc.Loader):
         self.target = target
 
     def create_module(self, spec: ModuleSpec) -> ModuleType:
-        return importlib.import_module(self.target)
+        module = importlib.import_module(self.target)
+        self._spec = module.__spec__
+        return module
 
     def exec_module(self, module: ModuleType) -> None:
-        """The target module is already executed."""
+        """The target module is already executed; importlib has just set its ``__spec__`` to
+        the alias's, which would make a package look like a plain module: put it back."""
+        module.__spec__ = self._spec
 
 
 class _Finder(importlib.abc.MetaPathFinder):

@@ -19,6 +19,7 @@ from rat_langchain.guards.limiter import RateLimiter, Reservation
 from rat_langchain.guards.retry import RetryPolicy
 from rat_langchain.sim import Reply, Simulator, SimulatorThread
 from tests.conftest import API_KEY
+from tests.support.clock import FakeClock
 
 MODEL = "gpt-4o-mini"
 FAST_RETRY = RetryPolicy(max_attempts=6, initial_backoff_s=0.01, max_backoff_s=0.05)
@@ -108,14 +109,6 @@ async def test_hanging_attempts_are_abandoned_in_time_and_calls_meet_their_deadl
     assert len(failures) <= 4  # >= 98 % succeed
     assert guard.stats.attempt_timeouts >= 10  # hangs happened and were cut short
     assert max(durations) < 2.0 + 0.5  # asyncio.timeout ends every call at its deadline
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_outage_opens_the_breaker_fast_then_fails_fast_then_recovers(

@@ -19,24 +19,11 @@ from rat_langchain.guards.breaker import (
     StateChange,
     classify,
 )
+from tests.support.clock import FakeClock
+from tests.support.openai_errors import status_error
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _status_error(status: int, body: object = None) -> openai.APIStatusError:
-    request = httpx2.Request("POST", "http://sim/v1/chat/completions")
-    response = httpx2.Response(status, request=request, json=body or {})
-    cls = {429: openai.RateLimitError, 500: openai.InternalServerError, 400: openai.BadRequestError}
-    return cls.get(status, openai.APIStatusError)(f"status {status}", response=response, body=body)
-
-
-def breaker(clock: Clock, **kwargs: object) -> CircuitBreaker:
+def breaker(clock: FakeClock, **kwargs: object) -> CircuitBreaker:
     defaults: dict[str, object] = {
         "window_size": 10,
         "minimum_calls": 4,
@@ -58,17 +45,18 @@ def test_classification_counts_only_transient_failures() -> None:
     assert classify(None) == Outcome.SUCCESS
     assert classify(openai.APITimeoutError(request)) == Outcome.FAILURE
     assert classify(openai.APIConnectionError(request=request)) == Outcome.FAILURE
-    assert classify(_status_error(500)) == Outcome.FAILURE
-    assert classify(_status_error(503)) == Outcome.FAILURE
-    assert classify(_status_error(408)) == Outcome.FAILURE
+    assert classify(status_error(500)) == Outcome.FAILURE
+    assert classify(status_error(503)) == Outcome.FAILURE
+    assert classify(status_error(408)) == Outcome.FAILURE
     assert classify(json.JSONDecodeError("x", "doc", 0)) == Outcome.FAILURE
     for status in (400, 401, 403, 404, 422):
-        assert classify(_status_error(status)) == Outcome.IGNORED
+        assert classify(status_error(status)) == Outcome.IGNORED
     assert (
-        classify(_status_error(429, {"error": {"code": "rate_limit_exceeded"}})) == Outcome.IGNORED
+        classify(status_error(429, body={"error": {"code": "rate_limit_exceeded"}}))
+        == Outcome.IGNORED
     )
-    quota = _status_error(
-        429, {"error": {"code": "insufficient_quota", "type": "insufficient_quota"}}
+    quota = status_error(
+        429, body={"error": {"code": "insufficient_quota", "type": "insufficient_quota"}}
     )
     assert classify(quota) == Outcome.FORCE_OPEN
     assert classify(ValueError("bad input")) == Outcome.IGNORED
@@ -76,7 +64,7 @@ def test_classification_counts_only_transient_failures() -> None:
 
 
 def test_minimum_calls_before_the_rate_is_judged() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = breaker(clock)
     for _ in range(3):
         run(b, Outcome.FAILURE)
@@ -86,7 +74,7 @@ def test_minimum_calls_before_the_rate_is_judged() -> None:
 
 
 def test_failure_rate_threshold_over_the_sliding_window() -> None:
-    b = breaker(Clock())
+    b = breaker(FakeClock(100.0))
     for outcome in [Outcome.SUCCESS] * 6 + [Outcome.FAILURE] * 4:
         run(b, outcome)
     assert b.state == State.CLOSED  # 4/10 = 40 %
@@ -95,7 +83,7 @@ def test_failure_rate_threshold_over_the_sliding_window() -> None:
 
 
 def test_slow_calls_open_the_circuit() -> None:
-    b = breaker(Clock(), slow_call_duration_s=1.0, slow_call_rate_threshold=0.75)
+    b = breaker(FakeClock(100.0), slow_call_duration_s=1.0, slow_call_rate_threshold=0.75)
     for _ in range(3):
         run(b, Outcome.SUCCESS, duration=2.0)
     run(b, Outcome.SUCCESS, duration=0.1)
@@ -103,14 +91,14 @@ def test_slow_calls_open_the_circuit() -> None:
 
 
 def test_consecutive_failures_open_before_the_minimum() -> None:
-    b = breaker(Clock(), consecutive_failures=2, minimum_calls=10)
+    b = breaker(FakeClock(100.0), consecutive_failures=2, minimum_calls=10)
     run(b, Outcome.FAILURE)
     run(b, Outcome.FAILURE)
     assert b.state == State.OPEN
 
 
 def test_caller_errors_count_as_neither() -> None:
-    b = breaker(Clock())
+    b = breaker(FakeClock(100.0))
     for _ in range(20):
         run(b, Outcome.IGNORED)
     assert b.state == State.CLOSED
@@ -118,7 +106,7 @@ def test_caller_errors_count_as_neither() -> None:
 
 
 def test_open_fails_fast_with_time_of_next_attempt_then_half_open_probes_close_it() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = breaker(clock)
     changes: list[StateChange] = []
     b.add_listener(changes.append)
@@ -147,7 +135,7 @@ def test_open_fails_fast_with_time_of_next_attempt_then_half_open_probes_close_i
 
 
 def test_failed_probes_reopen_with_a_growing_capped_wait() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = breaker(clock, half_open_permits=1)
     for _ in range(4):
         run(b, Outcome.FAILURE)
@@ -171,7 +159,7 @@ def test_failed_probes_reopen_with_a_growing_capped_wait() -> None:
 
 
 async def test_cancelled_probe_gives_its_permit_back() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = breaker(clock, half_open_permits=1)
     for _ in range(4):
         run(b, Outcome.FAILURE)
@@ -195,14 +183,14 @@ async def test_cancelled_probe_gives_its_permit_back() -> None:
 
 
 async def test_guard_classifies_exceptions() -> None:
-    b = breaker(Clock(), consecutive_failures=2)
+    b = breaker(FakeClock(100.0), consecutive_failures=2)
     with pytest.raises(openai.BadRequestError):
         async with b.permit():
-            raise _status_error(400)
+            raise status_error(400)
     for _ in range(2):
         with pytest.raises(openai.InternalServerError):
             async with b.permit():
-                raise _status_error(500)
+                raise status_error(500)
     assert b.state == State.OPEN
     with pytest.raises(CircuitOpenError):
         async with b.permit():
@@ -210,13 +198,13 @@ async def test_guard_classifies_exceptions() -> None:
 
 
 def test_insufficient_quota_forces_open() -> None:
-    b = breaker(Clock())
+    b = breaker(FakeClock(100.0))
     run(b, Outcome.FORCE_OPEN)
     assert b.state == State.OPEN
 
 
 def test_operator_states() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     b = breaker(clock)
     b.force_open()
     clock.now += 1000
@@ -233,7 +221,7 @@ def test_operator_states() -> None:
 
 
 def test_stale_results_after_a_transition_are_ignored() -> None:
-    b = breaker(Clock())
+    b = breaker(FakeClock(100.0))
     slow_call = b.acquire()
     for _ in range(4):
         run(b, Outcome.FAILURE)

@@ -127,6 +127,9 @@ def test_old_module_paths_still_import_the_same_objects() -> None:
     assert FaissStore is rat_langchain.FaissStore
     assert RedisRateLimiter is rat_langchain.RedisRateLimiter
     assert callable(instrument)
+    from rat_langchain.guards.redis import breaker  # the aliased package is still a package
+
+    assert breaker.SharedBreakerState is rat_langchain.SharedBreakerState
 
 
 def test_every_error_lives_in_errors_and_is_a_rat_error() -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
-from collections.abc import Callable
 
 import pytest
 
@@ -18,63 +16,19 @@ from rat_langchain.guards.limiter import (
     parse_duration,
     retry_after_seconds,
 )
+from tests.support.clock import FakeClock, settle
 
 KEY = ("http://sim/v1", "gpt-4o-mini")
 
 
-class FakeTime:
-    """A clock and a ``call_later`` that only move when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self._timers: list[tuple[float, int, Callable[[], None], list[bool]]] = []
-        self._ids = itertools.count()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> _Handle:
-        cancelled = [False]
-        heapq.heappush(self._timers, (self.now + delay, next(self._ids), callback, cancelled))
-        return _Handle(cancelled)
-
-    @property
-    def pending(self) -> int:
-        return sum(1 for *_, c in self._timers if not c[0])
-
-    async def advance(self, seconds: float) -> None:
-        target = self.now + seconds
-        while self._timers and self._timers[0][0] <= target:
-            when, _, callback, cancelled = heapq.heappop(self._timers)
-            self.now = max(self.now, when)
-            if not cancelled[0]:
-                callback()
-            await _settle()
-        self.now = target
-        await _settle()
-
-
-class _Handle:
-    def __init__(self, flag: list[bool]) -> None:
-        self._flag = flag
-
-    def cancel(self) -> None:
-        self._flag[0] = True
-
-
-async def _settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-def limiter(clock: FakeTime, **kwargs: object) -> RateLimiter:
+def limiter(clock: FakeClock, **kwargs: object) -> RateLimiter:
     kwargs.setdefault("safety_margin", 1.0)
     kwargs.setdefault("first_hold_s", 0.0)  # the first burst's hold has tests of its own
     return RateLimiter(clock=clock, call_later=clock.call_later, **kwargs)  # type: ignore[arg-type]
 
 
 def test_bucket_refills_continuously_and_starts_full() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     bucket = TokenBucket(60, clock)
     assert bucket.level() == 60
     bucket.take(60)
@@ -86,7 +40,7 @@ def test_bucket_refills_continuously_and_starts_full() -> None:
 
 
 async def test_burst_then_fifo_waiters_are_woken_by_one_timer_without_polling() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     rl = limiter(clock, rpm=60, tpm=None)
     for _ in range(60):
         await rl.acquire(KEY)
@@ -97,7 +51,7 @@ async def test_burst_then_fifo_waiters_are_woken_by_one_timer_without_polling() 
         order.append(i)
 
     tasks = [asyncio.create_task(waiter(i)) for i in range(3)]
-    await _settle()
+    await settle()
     assert order == []
     assert clock.pending == 1  # one timer for the head, nothing polls
     await clock.advance(1.0)
@@ -109,7 +63,7 @@ async def test_burst_then_fifo_waiters_are_woken_by_one_timer_without_polling() 
 
 
 async def test_large_request_is_not_starved_by_small_ones() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     rl = limiter(clock, rpm=None, tpm=600)  # 10 tokens per second
     await rl.acquire(KEY, tokens=600)
     done: list[str] = []
@@ -119,9 +73,9 @@ async def test_large_request_is_not_starved_by_small_ones() -> None:
         done.append(name)
 
     big = asyncio.create_task(ask("big", 500))
-    await _settle()
+    await settle()
     small = [asyncio.create_task(ask(f"small{i}", 10)) for i in range(5)]
-    await _settle()
+    await settle()
     await clock.advance(10)  # 100 tokens back: enough for the small ones, not for big
     assert done == []  # FIFO: nobody overtakes the large request at the head
     await clock.advance(40)
@@ -134,7 +88,7 @@ async def test_large_request_is_not_starved_by_small_ones() -> None:
 
 
 async def test_request_larger_than_capacity_fails_at_once() -> None:
-    rl = limiter(FakeTime(), rpm=None, tpm=1000, safety_margin=0.9)
+    rl = limiter(FakeClock(), rpm=None, tpm=1000, safety_margin=0.9)
     with pytest.raises(RequestTooLarge, match=r"900 = tpm_limit x safety_margin"):
         await rl.acquire(KEY, tokens=901)
     assert rl.stats["too_large"] == 1
@@ -143,29 +97,29 @@ async def test_request_larger_than_capacity_fails_at_once() -> None:
 
 
 async def test_cancelling_50_waiters_returns_their_capacity() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     rl = limiter(clock, rpm=60, tpm=None)
     for _ in range(60):
         await rl.acquire(KEY)
     waiting = [asyncio.create_task(rl.acquire(KEY)) for _ in range(50)]
-    await _settle()
+    await settle()
     for task in waiting:
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
     late = asyncio.create_task(rl.acquire(KEY))
-    await _settle()
+    await settle()
     await clock.advance(1.0)  # one second refills one request: the next caller is not delayed
     assert late.done()
     assert all(t.cancelled() for t in waiting)
 
 
 async def test_granted_then_cancelled_waiter_gives_back() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     rl = limiter(clock, rpm=60, tpm=None)
     for _ in range(60):
         await rl.acquire(KEY)
     task = asyncio.create_task(rl.acquire(KEY))
-    await _settle()
+    await settle()
     clock.now += 1.0
     rl._wake(KEY, asyncio.get_running_loop())  # grant the head...
     task.cancel()  # ...and cancel it before it resumes
@@ -175,7 +129,7 @@ async def test_granted_then_cancelled_waiter_gives_back() -> None:
 
 
 async def test_reconcile_returns_unused_tokens_and_charges_overuse() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     rl = limiter(clock, rpm=None, tpm=1000)
     reservation = await rl.acquire(KEY, tokens=800)
     assert rl.try_acquire(KEY, tokens=300) is None
@@ -188,7 +142,7 @@ async def test_reconcile_returns_unused_tokens_and_charges_overuse() -> None:
 
 
 async def test_release_gives_back_request_and_tokens() -> None:
-    rl = limiter(FakeTime(), rpm=1, tpm=100)
+    rl = limiter(FakeClock(), rpm=1, tpm=100)
     reservation = await rl.acquire(KEY, tokens=100)
     assert rl.try_acquire(KEY) is None
     reservation.release()
@@ -196,7 +150,7 @@ async def test_release_gives_back_request_and_tokens() -> None:
 
 
 async def test_headers_tighten_but_never_loosen() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     rl = limiter(clock, rpm=600, tpm=100_000, safety_margin=0.9)
     rl.observe(KEY, {"x-ratelimit-remaining-requests": "3", "X-RateLimit-Limit-Tokens": "50000"})
     state = rl._state(KEY)
@@ -210,12 +164,12 @@ async def test_headers_tighten_but_never_loosen() -> None:
 
 
 async def test_429_pauses_the_key_for_retry_after() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     rl = limiter(clock, rpm=600, tpm=None)
     pause = rl.observe_429(KEY, {"retry-after-ms": "2500", "retry-after": "3"})
     assert pause == 2.5
     task = asyncio.create_task(rl.acquire(KEY))
-    await _settle()
+    await settle()
     await clock.advance(2.4)
     assert not task.done()
     await clock.advance(0.1)
@@ -249,7 +203,7 @@ def test_per_model_limits_from_config() -> None:
 
 
 async def test_langchain_adapter_sync_and_async() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     rl = limiter(clock, rpm=2, tpm=None)
     adapter = rl.as_langchain(KEY)
     assert adapter.acquire(blocking=False)
@@ -268,7 +222,7 @@ async def test_concurrency_semaphore_is_per_loop_and_bounded() -> None:
 
 
 async def test_burst_window_bounds_the_burst_and_big_requests_borrow() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     rl = limiter(clock, rpm=600, tpm=6000, burst_s=1.0)  # 10 requests and 100 tokens per second
     for _ in range(10):
         assert rl.try_acquire(KEY) is not None
@@ -285,7 +239,7 @@ async def test_burst_window_bounds_the_burst_and_big_requests_borrow() -> None:
 
 
 async def test_first_burst_is_held_until_the_server_answers() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     rl = limiter(clock, rpm=600, tpm=None, burst_s=1.0, first_hold_s=5.0)  # 10 per second
     for _ in range(10):
         await rl.acquire(KEY)
@@ -293,7 +247,7 @@ async def test_first_burst_is_held_until_the_server_answers() -> None:
     await clock.advance(1.0)
     assert not late.done()  # no refill lands on top of a burst the server has not seen yet
     rl.acknowledge(KEY)  # the first answer came back
-    await _settle()
+    await settle()
     await clock.advance(0.1)  # refill runs from the answer on: one request per 0.1 s
     assert late.done()
     rl.acknowledge(KEY)  # later answers change nothing
@@ -301,7 +255,7 @@ async def test_first_burst_is_held_until_the_server_answers() -> None:
 
 
 async def test_the_hold_ends_by_itself_when_no_answer_comes() -> None:
-    clock = FakeTime()
+    clock = FakeClock()
     rl = limiter(clock, rpm=600, tpm=None, burst_s=1.0, first_hold_s=0.5)
     for _ in range(10):
         await rl.acquire(KEY)
@@ -315,7 +269,7 @@ async def test_the_hold_ends_by_itself_when_no_answer_comes() -> None:
 async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow() -> None:
     from rat_langchain.guards.limiter import RateLimitExceeded
 
-    fake = FakeTime()
+    fake = FakeClock()
     limiter = RateLimiter(
         rpm=60,
         tpm=None,
@@ -328,7 +282,7 @@ async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow()
     )  # one request per second, bucket of one
     await limiter.acquire(KEY)  # takes the bucket
     waiting = [asyncio.create_task(limiter.acquire(KEY)) for _ in range(2)]
-    await _settle()
+    await settle()
     with pytest.raises(RateLimitExceeded, match="is full") as caught:
         await limiter.acquire(KEY)  # a third waiter: refused without waiting
     assert caught.value.queued == 2
@@ -348,7 +302,7 @@ async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow()
     )
     await timed.acquire(KEY, tokens=100)  # empties both buckets (1 request, 100 tokens)
     second = asyncio.create_task(timed.acquire(KEY, tokens=100))  # ~1 s away: queued
-    await _settle()
+    await settle()
     with pytest.raises(RateLimitExceeded, match="too long") as slow:
         await timed.acquire(KEY, tokens=250)  # behind 100 tokens, 350 missing at 100/s
     assert slow.value.expected_wait_s == pytest.approx(3.5)
@@ -376,7 +330,7 @@ async def test_a_token_bound_load_is_served_at_the_margin_with_nothing_left_idle
     of 50-600 tokens reserved with max_tokens and reconciled with what was used, 20 ms calls. Over
     20 fake seconds the limiter grants the burst plus margin x limit, less at most one request:
     a waiter is woken the instant its tokens are there, and returned tokens are reused."""
-    clock = FakeTime()
+    clock = FakeClock()
     tpm, margin, window = 300_000, 0.9, 1.0
     rl = limiter(clock, rpm=None, tpm=tpm, safety_margin=margin, burst_s=window)
     used = 0

@@ -11,30 +11,17 @@ from rat_langchain.errors import ApiKeyError
 from rat_langchain.guards.breaker import CircuitOpenError, State
 from rat_langchain.guards.classify import explain, is_retryable
 from rat_langchain.guards.retry import RetryPolicy, server_wait
-
-
-def _error(
-    status: int, headers: dict[str, str] | None = None, body: object = None
-) -> openai.APIStatusError:
-    request = httpx2.Request("POST", "http://sim/v1/chat/completions")
-    response = httpx2.Response(status, request=request, headers=headers or {}, json=body or {})
-    classes = {
-        401: openai.AuthenticationError,
-        403: openai.PermissionDeniedError,
-        429: openai.RateLimitError,
-        500: openai.InternalServerError,
-    }
-    return classes.get(status, openai.APIStatusError)("err", response=response, body=body)
+from tests.support.openai_errors import status_error
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
 def test_transient_statuses_are_retried(status: int) -> None:
-    assert is_retryable(_error(status))
+    assert is_retryable(status_error(status))
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
 def test_caller_errors_are_never_retried(status: int) -> None:
-    assert not is_retryable(_error(status))
+    assert not is_retryable(status_error(status))
 
 
 def test_other_retry_decisions() -> None:
@@ -42,25 +29,25 @@ def test_other_retry_decisions() -> None:
     assert is_retryable(openai.APITimeoutError(request))
     assert is_retryable(openai.APIConnectionError(request=request))
     assert is_retryable(TimeoutError())
-    assert not is_retryable(_error(429, body={"error": {"code": "insufficient_quota"}}))
+    assert not is_retryable(status_error(429, body={"error": {"code": "insufficient_quota"}}))
     assert not is_retryable(CircuitOpenError("x", State.OPEN, 1.0, 1.0))
     assert not is_retryable(ValueError("bad"))
 
 
 def test_server_wait_prefers_retry_after_ms() -> None:
-    assert server_wait(_error(429, {"retry-after-ms": "1500", "retry-after": "2"})) == 1.5
-    assert server_wait(_error(503, {"retry-after": "3"})) == 3.0
-    assert server_wait(_error(500)) is None
+    assert server_wait(status_error(429, {"retry-after-ms": "1500", "retry-after": "2"})) == 1.5
+    assert server_wait(status_error(503, {"retry-after": "3"})) == 3.0
+    assert server_wait(status_error(500)) is None
     assert server_wait(TimeoutError()) is None
 
 
 def test_auth_errors_become_a_clear_key_error_without_the_key() -> None:
-    error = explain(_error(401), "http://sim/v1")
+    error = explain(status_error(401), "http://sim/v1")
     assert isinstance(error, ApiKeyError)
     assert "OPENAI_API_KEY" in str(error)
     assert "401" in str(error)
-    assert isinstance(explain(_error(403)), ApiKeyError)
-    other = _error(500)
+    assert isinstance(explain(status_error(403)), ApiKeyError)
+    other = status_error(500)
     assert explain(other) is other
 
 
@@ -87,21 +74,25 @@ async def test_retry_after_wins_over_backoff_and_is_capped() -> None:
     )
     attempts, sleeps = await _run(
         policy,
-        [_error(429, {"retry-after-ms": "1200"}), _error(503, {"retry-after": "30"}), _error(500)],
+        [
+            status_error(429, {"retry-after-ms": "1200"}),
+            status_error(503, {"retry-after": "30"}),
+            status_error(500),
+        ],
     )
     assert attempts == 4
     assert sleeps[:2] == [1.2, 5.0]
     assert 0 <= sleeps[2] <= 8  # full jitter: anywhere from 0 to the exponential cap
 
 
-async def test_stops_after_max_attempts_and_reraises_the_last_error() -> None:
+async def test_stops_after_max_attempts_and_reraises_the_laststatus_error() -> None:
     policy = RetryPolicy(max_attempts=3, initial_backoff_s=0.01)
     with pytest.raises(openai.InternalServerError):
-        await _run(policy, [_error(500)] * 5)
+        await _run(policy, [status_error(500)] * 5)
 
 
 async def test_non_retryable_error_is_raised_at_once() -> None:
-    failures: list[BaseException] = [_error(400), _error(500)]
+    failures: list[BaseException] = [status_error(400), status_error(500)]
     with pytest.raises(openai.APIStatusError) as info:
         await _run(RetryPolicy(), failures)
     assert info.value.status_code == 400
@@ -111,7 +102,7 @@ async def test_non_retryable_error_is_raised_at_once() -> None:
 async def test_stops_before_a_sleep_would_cross_the_deadline() -> None:
     policy = RetryPolicy(max_attempts=10, max_server_wait_s=60)
     with pytest.raises(openai.RateLimitError):
-        await _run(policy, [_error(429, {"retry-after": "5"})] * 3, deadline_s=2.0)
+        await _run(policy, [status_error(429, {"retry-after": "5"})] * 3, deadline_s=2.0)
 
 
 def test_from_config_respects_enabled_flag() -> None:

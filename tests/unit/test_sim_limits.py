@@ -2,14 +2,7 @@ import pytest
 
 from rat_langchain.sim import format_reset
 from rat_langchain.sim._limits import RateLimits
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.clock import FakeClock
 
 
 @pytest.mark.parametrize(
@@ -29,7 +22,7 @@ def test_format_reset_matches_openai_style(seconds: float, text: str) -> None:
 
 
 def test_rpm_bucket_admits_limit_then_429_with_exact_retry_after() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limits = RateLimits(rpm=60, tpm=None, clock=clock)
     for _ in range(60):
         assert limits.admit(1).allowed
@@ -48,7 +41,7 @@ def test_rpm_bucket_admits_limit_then_429_with_exact_retry_after() -> None:
 
 
 def test_tpm_and_rpm_are_charged_together_or_not_at_all() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limits = RateLimits(rpm=10, tpm=1000, clock=clock)
     assert limits.admit(900).allowed
     denied = limits.admit(200)  # tokens short, requests fine
@@ -61,7 +54,7 @@ def test_tpm_and_rpm_are_charged_together_or_not_at_all() -> None:
 
 
 def test_request_larger_than_the_bucket_is_flagged_too_large() -> None:
-    limits = RateLimits(rpm=None, tpm=100, clock=FakeClock())
+    limits = RateLimits(rpm=None, tpm=100, clock=FakeClock(1000.0))
     decision = limits.admit(101)
     assert not decision.allowed
     assert decision.too_large
@@ -69,7 +62,7 @@ def test_request_larger_than_the_bucket_is_flagged_too_large() -> None:
 
 
 def test_remaining_and_reset_headers_track_the_bucket() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limits = RateLimits(rpm=None, tpm=6000, clock=clock)
     decision = limits.admit(3000)
     assert decision.headers["x-ratelimit-remaining-tokens"] == "3000"
@@ -79,7 +72,7 @@ def test_remaining_and_reset_headers_track_the_bucket() -> None:
 
 
 def test_limit_window_makes_a_per_minute_limit_bind_per_second() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     limits = RateLimits(rpm=600, tpm=None, clock=clock, window_s=1.0)
     assert [limits.admit(1).allowed for _ in range(11)] == [True] * 10 + [False]
     clock.now += 0.1
