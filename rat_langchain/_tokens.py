@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import bpe_openai
+if TYPE_CHECKING:
+    import bpe_openai
+
 
 # Per-message framing the chat API adds around each message (OpenAI cookbook figures).
 _TOKENS_PER_MESSAGE = 3
@@ -24,6 +26,10 @@ _TOKENS_PER_RESPONSE_FORMAT = 8
 
 @lru_cache(maxsize=32)
 def encoding_for(model: str | None) -> bpe_openai.Encoding:
+    """The encoding of ``model``; the first call loads bpe-openai's tables (about 0.6 s),
+    so they are loaded by the first count, not by importing the library."""
+    import bpe_openai
+
     name = _DEFAULT_ENCODING
     if model:
         try:

@@ -374,7 +374,7 @@ def _drop_retired(data: dict[str, Any]) -> None:
                 f"{'.'.join(path)} is no longer a setting and is ignored ({why}); "
                 "remove it from the configuration",
                 DeprecationWarning,
-                stacklevel=4,
+                stacklevel=3,  # the caller of from_dict
             )
 
 

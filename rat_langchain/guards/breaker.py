@@ -40,6 +40,8 @@ __all__ = [
 
 
 REMOTE_REASON = "opened by another process"
+# One default per setting: the config model's (performance.circuit_breaker).
+_DEFAULTS = CircuitBreakerConfig()
 
 
 class State(enum.StrEnum):
@@ -130,15 +132,15 @@ class CircuitBreaker:
         self,
         name: str = "default",
         *,
-        window_size: int = 50,
-        minimum_calls: int = 20,
-        failure_rate_threshold: float = 0.5,
-        slow_call_rate_threshold: float = 1.0,
-        slow_call_duration_s: float = 60.0,
-        consecutive_failures: int = 10,
-        wait_s: float = 5.0,
-        max_wait_s: float = 60.0,
-        half_open_permits: int = 2,
+        window_size: int = _DEFAULTS.window_size,
+        minimum_calls: int = _DEFAULTS.minimum_calls,
+        failure_rate_threshold: float = _DEFAULTS.failure_rate_threshold,
+        slow_call_rate_threshold: float = _DEFAULTS.slow_call_rate_threshold,
+        slow_call_duration_s: float = _DEFAULTS.slow_call_duration_s,
+        consecutive_failures: int = _DEFAULTS.consecutive_failures,
+        wait_s: float = _DEFAULTS.wait_s,
+        max_wait_s: float = _DEFAULTS.max_wait_s,
+        half_open_permits: int = _DEFAULTS.half_open_permits,
         classifier: Callable[[BaseException | None], Outcome] = classify,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

@@ -33,6 +33,10 @@ def server_wait(exc: BaseException) -> float | None:
     return None
 
 
+# One default per setting: the config model's (performance.retries).
+_DEFAULTS = RetriesConfig()
+
+
 class _wait_server_or_backoff(tenacity.wait.wait_base):
     """The server's Retry-After when it sent one (capped), else full-jitter backoff."""
 
@@ -60,10 +64,10 @@ class RetryPolicy:
                 await client.chat.completions.create(...)
     """
 
-    max_attempts: int = 4
-    initial_backoff_s: float = 0.5
-    max_backoff_s: float = 20.0
-    max_server_wait_s: float = 60.0
+    max_attempts: int = _DEFAULTS.max_attempts
+    initial_backoff_s: float = _DEFAULTS.initial_backoff_s
+    max_backoff_s: float = _DEFAULTS.max_backoff_s
+    max_server_wait_s: float = _DEFAULTS.max_server_wait_s
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:

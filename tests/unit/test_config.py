@@ -177,11 +177,13 @@ def test_retired_settings_load_with_a_warning_naming_them() -> None:
             "background_tasks": {"memory_updates": False},
         }
     }
-    with pytest.warns(DeprecationWarning, match=r"caching\.prompt_templates is no longer"):
+    with pytest.warns(DeprecationWarning) as record:
         config = RatConfig.from_dict(data, env={})
+    messages = sorted(str(w.message) for w in record)
+    assert messages[0].startswith("performance.background_tasks.memory_updates is no longer")
+    assert messages[1].startswith("performance.caching.prompt_templates is no longer")
     assert config.performance.caching.tool_catalog is False  # the rest still applies
-    with pytest.warns(DeprecationWarning, match="memory_updates"):
-        RatConfig.from_dict(data, env={})
+    assert "prompt_templates" in data["performance"]["caching"]  # the caller's data is intact
 
 
 def test_every_setting_is_read_by_the_library() -> None:
@@ -215,3 +217,28 @@ def test_every_setting_is_read_by_the_library() -> None:
                 )
             ), section_name
     assert unused == []
+
+
+def test_constructors_take_their_defaults_from_the_config_model() -> None:
+    """One default per setting: a RateLimiter, CircuitBreaker or RetryPolicy built with no
+    arguments behaves as the default config says (first_hold_s once differed)."""
+    from rat_langchain.config import CircuitBreakerConfig, RateLimitingConfig, RetriesConfig
+    from rat_langchain.guards.breaker import CircuitBreaker
+    from rat_langchain.guards.limiter import RateLimit, RateLimiter
+    from rat_langchain.guards.retry import RetryPolicy
+
+    limits = RateLimitingConfig()
+    limiter = RateLimiter()
+    assert limiter.default == RateLimit(
+        limits.rpm_limit, limits.tpm_limit, limits.safety_margin, limits.burst_s
+    )
+    assert limiter.first_hold_s == limits.first_hold_s
+    assert (limiter.max_queue, limiter.max_queue_wait_s) == (None, None)
+    breaker = CircuitBreaker("x")
+    for name, value in CircuitBreakerConfig().model_dump().items():
+        if name not in ("enabled", "share_open_state"):
+            assert getattr(breaker, name) == value, name
+    retries = RetriesConfig()
+    policy = RetryPolicy()
+    for name in ("max_attempts", "initial_backoff_s", "max_backoff_s", "max_server_wait_s"):
+        assert getattr(policy, name) == getattr(retries, name), name

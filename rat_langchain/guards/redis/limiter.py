@@ -36,6 +36,7 @@ from rat_langchain.guards.redis._link import Link, lua, safe_url
 __all__ = ["RedisRateLimiter"]
 
 _log = logging.getLogger("rat_langchain.guards.redis")
+_DEFAULTS = RateLimitingConfig()  # one default per setting: the config model's
 
 
 class RedisRateLimiter:
@@ -52,10 +53,10 @@ class RedisRateLimiter:
 
     def __init__(
         self,
-        rpm: int | None = RateLimitingConfig().rpm_limit,
-        tpm: int | None = RateLimitingConfig().tpm_limit,
+        rpm: int | None = _DEFAULTS.rpm_limit,
+        tpm: int | None = _DEFAULTS.tpm_limit,
         *,
-        url: str = RateLimitingConfig().redis_url,
+        url: str = _DEFAULTS.redis_url,
         prefix: str = "rat",
         fail_closed: bool = False,
         timeout_s: float = 1.0,
