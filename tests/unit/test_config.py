@@ -177,7 +177,7 @@ def test_retired_settings_load_with_a_warning_naming_them() -> None:
             "background_tasks": {"memory_updates": False},
         }
     }
-    with pytest.warns(DeprecationWarning) as record:
+    with pytest.warns(DeprecationWarning, match="is no longer a setting") as record:
         config = RatConfig.from_dict(data, env={})
     messages = sorted(str(w.message) for w in record)
     assert messages[0].startswith("performance.background_tasks.memory_updates is no longer")
