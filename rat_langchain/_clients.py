@@ -70,22 +70,8 @@ class _Endpoint:
 
 
 class Clients:
-    """Shared, pooled OpenAI clients and guards (the base of :class:`~rat_langchain.ClientPool`).
-
-    Example::
-
-        async with ClientPool(RatConfig.load("config.yaml")) as pool:
-            llm = pool.chat_model(model="gpt-4o-mini")        # a ChatOpenAI on the pooled client
-            chain = prompt | llm | StrOutputParser()            # existing chains change one line
-            await chain.abatch(inputs)
-
-    The endpoint of each call comes from its ``base_url=`` / ``api_key=``, else the config's
-    ``endpoint`` section, else ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``. The API key is a secret:
-    it appears in no repr, log line or error raised here.
-
-    A user's own ``http_client`` (``httpx`` or ``httpx2``) is used as given; it is then the user's
-    to close, and it is bound to whichever loop first uses it.
-    """
+    """Shared, pooled OpenAI clients and guards: :class:`~rat_langchain.ClientPool` without
+    its model factories (see there for the endpoint rules, secrets and a user's own client)."""
 
     def __init__(
         self,

@@ -285,6 +285,19 @@ class _KeyState:
         return True
 
 
+def limiter_stats(**extra: Any) -> dict[str, Any]:
+    """The counters every limiter keeps (``extra``: a backend's own), all at zero."""
+    return {
+        "acquired": 0,
+        "waited": 0,
+        "wait_s": 0.0,
+        "paused": 0,
+        "too_large": 0,
+        "rejected": 0,
+        **extra,
+    }
+
+
 @runtime_checkable
 class Limiter(Protocol):
     """What the guards need of a limiter: :class:`RateLimiter` (this process) and
@@ -366,14 +379,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
         self._semaphores = weakref.WeakKeyDictionary()
-        self.stats: dict[str, Any] = {
-            "acquired": 0,
-            "waited": 0,
-            "wait_s": 0.0,
-            "paused": 0,
-            "too_large": 0,
-            "rejected": 0,
-        }
+        self.stats = limiter_stats()
 
     @staticmethod
     def config_args(config: RateLimitingConfig) -> dict[str, Any]:

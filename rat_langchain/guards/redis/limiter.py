@@ -30,7 +30,7 @@ from rat_langchain.config import RateLimitingConfig
 from rat_langchain.errors import RateLimiterUnavailable, RateLimitExceeded, RequestTooLarge
 from rat_langchain.guards.headers import number
 from rat_langchain.guards.key import Key, KeyLike
-from rat_langchain.guards.limiter import RateLimit, RateLimiter, Reservation
+from rat_langchain.guards.limiter import RateLimit, RateLimiter, Reservation, limiter_stats
 from rat_langchain.guards.redis._link import Link, lua, safe_url
 
 __all__ = ["RedisRateLimiter"]
@@ -82,17 +82,7 @@ class RedisRateLimiter:
         self._background: set[asyncio.Task[Any]] = set()
         self._queued: dict[Key, int] = {}
         self._seen: set[Key] = set()  # keys this process has used: their windows are in use
-        self.stats: dict[str, Any] = {
-            "acquired": 0,
-            "waited": 0,
-            "wait_s": 0.0,
-            "paused": 0,
-            "too_large": 0,
-            "rejected": 0,
-            "redis_calls": 0,
-            "redis_errors": 0,
-            "degraded_acquires": 0,
-        }
+        self.stats = limiter_stats(redis_calls=0, redis_errors=0, degraded_acquires=0)
         # Workers alive on this Redis (heartbeats at most every heartbeat_s): while Redis is
         # down, each process's local buckets get 1/workers of the limit, so together they
         # still stay near one budget instead of each spending all of it.
