@@ -3,15 +3,61 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+__all__ = ["atomic_dir", "readable_dir", "remove_leftovers"]
+
+# Temporary folders of saves running in this process: never removed as leftovers.
+_ACTIVE: set[Path] = set()
+_ACTIVE_LOCK = threading.Lock()
+
 
 def _previous(target: Path) -> Path:
     return target.with_name(f".{target.name}.old")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_leftovers(target: Path) -> list[Path]:
+    """Delete the temporary folders that interrupted saves of ``target`` left beside it (each
+    can hold a whole index) and return them. A folder is a leftover when the process that made
+    it is gone, or is this one and no longer saving into it; folders from before temporary
+    names carried a process id (``.NAME.xxxxxxxx``) are always leftovers."""
+    pattern = re.compile(
+        rf"^\.{re.escape(target.name)}\.(?:tmp-(?P<pid>\d+)-[a-z0-9_]+|[a-z0-9_]{{8}})$"
+    )
+    removed: list[Path] = []
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for path in siblings:
+        match = pattern.match(path.name)
+        if match is None or path.is_symlink() or not path.is_dir():
+            continue
+        pid = match.group("pid")
+        with _ACTIVE_LOCK:
+            if path in _ACTIVE:
+                continue
+        if pid is not None and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another process may be saving into it right now
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def readable_dir(target: Path) -> Path:
@@ -29,10 +75,13 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     fsync what was written there and swap it in for ``target``; on any error delete it and leave
     ``target`` as it was. Why beside: ``rename`` is atomic only within one filesystem."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
     previous = _previous(target)
     if readable_dir(target) == previous:
         previous.rename(target)  # a crash between the renames left only this: put it back
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
+    with _ACTIVE_LOCK:
+        _ACTIVE.add(tmp)
     try:
         yield tmp
         for root, _, files in os.walk(tmp):
@@ -48,3 +97,6 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(tmp)

@@ -26,8 +26,17 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 
-from rat_langchain.errors import EmbeddingInputError, IndexLoadError
-from rat_langchain.index._atomic import atomic_dir, readable_dir
+from rat_langchain.errors import EmbeddingInputError, IndexLoadError, shorten
+from rat_langchain.index._atomic import atomic_dir
+from rat_langchain.index._files import (
+    checked_int,
+    digest,
+    open_folder,
+    parse_json,
+    read_bytes,
+    read_json,
+    require,
+)
 
 __all__ = ["FaissStore", "IndexLoadError"]
 
@@ -428,64 +437,160 @@ class FaissStore(VectorStore):
                 "index_bytes": len(index_bytes),
             }
         try:
-            docstore = json.dumps(docs, ensure_ascii=False)
-        except TypeError as exc:
+            docstore = json.dumps(docs, ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
             raise ValueError(f"metadata must be JSON-serialisable to save: {exc}") from exc
+        manifest["sha256"] = {"index.faiss": digest(index_bytes), "docstore.json": digest(docstore)}
         with atomic_dir(target) as tmp:
             (tmp / "index.faiss").write_bytes(index_bytes)
-            (tmp / "docstore.json").write_text(docstore, encoding="utf-8")
+            (tmp / "docstore.json").write_bytes(docstore)
             (tmp / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], embedding: Embeddings) -> Self:
-        """Read what ``save`` wrote, checking every part; raise :class:`IndexLoadError` if not."""
-        folder = readable_dir(Path(path))
-        try:
-            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-            docs = json.loads((folder / "docstore.json").read_text(encoding="utf-8"))
-            index_bytes = (folder / "index.faiss").read_bytes()
-        except FileNotFoundError as exc:
-            raise IndexLoadError(
-                f"{folder} is not a saved FaissStore: {exc.filename} is missing"
-            ) from exc
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise IndexLoadError(f"{folder} holds a corrupted JSON file: {exc}") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != "rat_langchain.FaissStore":
-            raise IndexLoadError(f"{folder}/manifest.json is not a FaissStore manifest")
-        if manifest.get("version") != FORMAT_VERSION:
-            raise IndexLoadError(
-                f"{folder} was saved in format {manifest.get('version')}, this version reads "
-                f"{FORMAT_VERSION}"
+        """Read what ``save`` wrote, checking every part; raise :class:`IndexLoadError`, naming
+        the file and the problem, for anything else.
+
+        A saved folder is untrusted (docs/security.md): only regular files inside it are read,
+        each checked against the manifest's checksum; every size FAISS would allocate is checked
+        against the file's length first; ids must be unique and agree between the index and the
+        docstore, ``next_key`` must lie above every key, and every vector must be finite.
+        """
+        folder = open_folder(path, "FaissStore")
+        where = folder / "manifest.json"
+        manifest = read_json(folder, "manifest.json", max_bytes=_MAX_MANIFEST_BYTES)
+        require(
+            isinstance(manifest, dict) and manifest.get("format") == "rat_langchain.FaissStore",
+            where,
+            "not a FaissStore manifest",
+        )
+        require(
+            manifest.get("version") == FORMAT_VERSION,
+            where,
+            f"saved in format {shorten(manifest.get('version'), 20)}, this version reads "
+            f"{FORMAT_VERSION}",
+        )
+        metric = manifest.get("metric")
+        require(metric in ("cosine", "l2"), where, f"unknown metric {shorten(metric, 40)}")
+        count = checked_int(manifest.get("count"), where, "count")
+        next_key = checked_int(manifest.get("next_key"), where, "next_key")
+        size = checked_int(manifest.get("index_bytes"), where, "index_bytes")
+        sums = manifest.get("sha256", {})  # stores saved before checksums have none
+        require(
+            isinstance(sums, dict) and all(isinstance(v, str) for v in sums.values()),
+            where,
+            "sha256 must map file names to checksums",
+        )
+        index_path = folder / "index.faiss"
+        index_bytes = read_bytes(folder, "index.faiss", max_bytes=max(size, 1))
+        require(
+            len(index_bytes) == size,
+            index_path,
+            f"{len(index_bytes)} bytes, the manifest says {size}: "
+            "the file is truncated or replaced",
+        )
+        docstore = read_bytes(folder, "docstore.json")
+        for name, data in (("index.faiss", index_bytes), ("docstore.json", docstore)):
+            expected = sums.get(name)
+            require(
+                expected is None or expected == digest(data),
+                folder / name,
+                "does not match its checksum in the manifest: damaged or replaced",
             )
-        if len(index_bytes) != manifest.get("index_bytes"):
-            raise IndexLoadError(
-                f"{folder}/index.faiss has {len(index_bytes)} bytes, the manifest says "
-                f"{manifest.get('index_bytes')}: the file is truncated or replaced"
+        store = cls(embedding, metric=metric)
+        if size:
+            dimension = checked_int(
+                manifest.get("dimension"), where, "dimension", low=1, high=2**16
             )
-        store = cls(embedding, metric=manifest["metric"])
-        if index_bytes:
-            try:
-                index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
-            except RuntimeError as exc:
-                raise IndexLoadError(f"{folder}/index.faiss cannot be read: {exc}") from exc
-            if index.d != manifest["dimension"] or index.ntotal != manifest["count"]:
-                raise IndexLoadError(
-                    f"{folder}: the index holds {index.ntotal} vectors of {index.d} dimensions, "
-                    f"the manifest says {manifest['count']} of {manifest['dimension']}"
-                )
-            store._index = index
-        if not isinstance(docs, dict) or len(docs) != manifest["count"]:
-            raise IndexLoadError(f"{folder}/docstore.json does not match the manifest's count")
-        if store._index is not None:
-            stored = set(faiss.vector_to_array(store._index.id_map).tolist())
-            if stored != {int(item["key"]) for item in docs.values()}:
-                raise IndexLoadError(f"{folder}: the index and the docstore hold different ids")
-        for doc_id, item in docs.items():
-            key = int(item["key"])
-            store._docs[doc_id] = Document(
-                page_content=item["page_content"], metadata=item["metadata"]
-            )
-            store._keys[doc_id] = key
-            store._ids[key] = doc_id
-        store._next_key = int(manifest["next_key"])
+            store._index = _read_index(index_path, index_bytes, metric, dimension, count)
+        else:
+            require(count == 0, where, f"count is {count} but there is no index")
+        docs = parse_json(docstore, folder / "docstore.json")
+        _restore_documents(store, docs, folder / "docstore.json", count, next_key)
+        store._next_key = next_key
         return store
+
+
+_MAX_MANIFEST_BYTES = 64 * 1024
+# FAISS's deserialisation byte limit is process-wide: one load sets it at a time.
+_FAISS_LIMIT = threading.Lock()
+
+
+def _read_index(path: Path, data: bytes, metric: str, dimension: int, count: int) -> Any:
+    """The ``IndexIDMap2`` over a flat index that ``save`` wrote, from untrusted bytes.
+
+    The file's length must be exactly what ``count`` vectors of ``dimension`` take, and FAISS
+    may allocate no vector larger than the file, so a header declaring 2^30 elements fails
+    before anything is allocated for it."""
+    flat = faiss.IndexFlatIP if metric == "cosine" else faiss.IndexFlatL2
+    header = len(faiss.serialize_index(faiss.IndexIDMap2(flat(dimension))))
+    expected = header + count * (4 * dimension + 8)
+    require(
+        len(data) == expected,
+        path,
+        f"{len(data)} bytes where the manifest's {count} vectors of {dimension} dimensions take "
+        f"{expected}: "
+        "the file is truncated or replaced",
+    )
+    with _FAISS_LIMIT:
+        before = faiss.get_deserialization_vector_byte_limit()
+        faiss.set_deserialization_vector_byte_limit(len(data))
+        try:
+            index: Any = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        except RuntimeError as exc:
+            raise IndexLoadError(f"{path} cannot be read: {shorten(str(exc))}") from None
+        finally:
+            faiss.set_deserialization_vector_byte_limit(before)
+    require(isinstance(index, faiss.IndexIDMap2), path, "not the index type a save writes")
+    inner = faiss.downcast_index(index.index)
+    want = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    require(
+        isinstance(inner, faiss.IndexFlat) and inner.metric_type == want,
+        path,
+        f"not a flat {metric} index",
+    )
+    require(
+        index.d == dimension and index.ntotal == count and inner.ntotal == count,
+        path,
+        f"holds {index.ntotal} vectors of {index.d} dimensions, the manifest says {count} of "
+        f"{dimension}",
+    )
+    if count:
+        vectors = inner.reconstruct_n(0, count)
+        require(bool(np.isfinite(vectors).all()), path, "holds vectors that are not finite")
+    return index
+
+
+def _restore_documents(
+    store: FaissStore, docs: object, path: Path, count: int, next_key: int
+) -> None:
+    """Fill ``store`` from the docstore, checking every field against the index."""
+    require(isinstance(docs, dict), path, "not a mapping of ids to documents")
+    assert isinstance(docs, dict)
+    require(len(docs) == count, path, f"{len(docs)} documents, the manifest's count is {count}")
+    keys: dict[int, str] = {}
+    for doc_id, item in docs.items():
+        require(
+            isinstance(item, dict)
+            and isinstance(item.get("page_content"), str)
+            and isinstance(item.get("metadata"), dict),
+            path,
+            f"document {shorten(doc_id, 60)} is not page_content text with a metadata mapping",
+        )
+        key = checked_int(item.get("key"), path, f"the key of {shorten(doc_id, 60)}")
+        require(key < next_key, path, f"key {key} is not below next_key {next_key}")
+        require(key not in keys, path, f"key {key} is used by two documents")
+        keys[key] = doc_id
+    if store._index is not None:
+        stored = faiss.vector_to_array(store._index.id_map)
+        require(len(np.unique(stored)) == len(stored), path, "the index holds duplicate ids")
+        require(
+            set(stored.tolist()) == set(keys),
+            path,
+            "the index and the docstore hold different ids",
+        )
+    for key, doc_id in keys.items():
+        item = docs[doc_id]
+        store._docs[doc_id] = Document(page_content=item["page_content"], metadata=item["metadata"])
+        store._keys[doc_id] = key
+        store._ids[key] = doc_id

@@ -19,8 +19,10 @@ from typing import Any, Self
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from rat_langchain.index._atomic import atomic_dir, readable_dir
-from rat_langchain.index.faiss_store import FaissStore, IndexLoadError, Metric
+from rat_langchain.errors import shorten
+from rat_langchain.index._atomic import atomic_dir
+from rat_langchain.index._files import open_folder, read_json, require
+from rat_langchain.index.faiss_store import FaissStore, Metric
 
 __all__ = ["MemoryStore"]
 
@@ -106,10 +108,14 @@ class MemoryStore:
             for user, store in sorted(self._stores.items()):
                 if not len(store):
                     continue
-                folder = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+                folder = _folder_name(user)
                 store.save(tmp / "users" / folder)
                 users[user] = folder
-            manifest = {"format": "rat_langchain.MemoryStore", "version": 1, "metric": self.metric}
+            manifest = {
+                "format": "rat_langchain.MemoryStore",
+                "version": _VERSION,
+                "metric": self.metric,
+            }
             (tmp / "memory.json").write_text(json.dumps({**manifest, "users": users}))
 
     async def asave(self, path: str | os.PathLike[str]) -> None:
@@ -119,20 +125,38 @@ class MemoryStore:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], embedding: Embeddings) -> Self:
-        """Read what ``save`` wrote; IndexLoadError names what is missing or damaged."""
-        folder = readable_dir(Path(path))
-        try:
-            manifest = json.loads((folder / "memory.json").read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise IndexLoadError(f"{folder} is not a saved MemoryStore: no memory.json") from exc
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise IndexLoadError(f"{folder}/memory.json is damaged: {exc}") from exc
-        if manifest.get("format") != "rat_langchain.MemoryStore" or not isinstance(
-            manifest.get("users"), dict
-        ):
-            raise IndexLoadError(f"{folder}/memory.json is not a MemoryStore manifest")
-        memory = cls(embedding, metric=manifest.get("metric", "cosine"))
-        for user, name in manifest["users"].items():
+        """Read what ``save`` wrote; IndexLoadError names what is missing or damaged.
+
+        The folder is untrusted (docs/security.md): ``memory.json`` may name only the folders a
+        save makes (``users/`` + the hash of each user id), so no entry can reach outside it,
+        and only a known version and metric are accepted."""
+        folder = open_folder(path, "MemoryStore")
+        where = folder / "memory.json"
+        manifest = read_json(folder, "memory.json", max_bytes=_MAX_MANIFEST_BYTES)
+        require(
+            isinstance(manifest, dict)
+            and manifest.get("format") == "rat_langchain.MemoryStore"
+            and isinstance(manifest.get("users"), dict),
+            where,
+            "not a MemoryStore manifest",
+        )
+        require(
+            manifest.get("version") == _VERSION,
+            where,
+            f"saved in version {shorten(manifest.get('version'), 20)}, this one reads {_VERSION}",
+        )
+        metric = manifest.get("metric", "cosine")
+        require(metric in ("cosine", "l2"), where, f"unknown metric {shorten(metric, 40)}")
+        users = manifest["users"]
+        if users:
+            open_folder(folder / "users", "MemoryStore's users folder")
+        memory = cls(embedding, metric=metric)
+        for user, name in users.items():
+            require(
+                isinstance(user, str) and bool(user) and name == _folder_name(user),
+                where,
+                f"{shorten(name, 60)} is not the folder a save makes for {shorten(user, 60)}",
+            )
             memory._stores[user] = FaissStore.load(folder / "users" / name, embedding)
         return memory
 
@@ -169,3 +193,12 @@ class MemoryStore:
         tasks, self._tasks = self._tasks, None
         if tasks is not None:
             await tasks.__aexit__(exc_type, exc, tb)
+
+
+_VERSION = 1
+_MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+
+
+def _folder_name(user: str) -> str:
+    """The folder a save gives a user: a hash, so no user id can name a path."""
+    return hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()[:24]
