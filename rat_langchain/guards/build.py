@@ -95,13 +95,17 @@ def build_guards(
 
 
 def _limiter(config: RatConfig) -> Limiter:
-    settings = config.performance.rate_limiting
-    concurrency = config.performance.parallel_execution.max_parallel_llm_calls
+    perf = config.performance
+    settings = perf.rate_limiting
+    common: dict[str, Any] = {
+        "max_concurrency": perf.parallel_execution.max_parallel_llm_calls,
+        "max_pause_s": perf.retries.max_server_wait_s,  # no server header holds a key longer
+    }
     if settings.backend == "redis":
         from rat_langchain.guards.redis.limiter import RedisRateLimiter  # needs the redis extra
 
-        return RedisRateLimiter.from_config(settings, max_concurrency=concurrency)
-    return RateLimiter.from_config(settings, max_concurrency=concurrency)
+        return RedisRateLimiter.from_config(settings, **common)
+    return RateLimiter.from_config(settings, **common)
 
 
 def _shared_breakers(url: str) -> Any:

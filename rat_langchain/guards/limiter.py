@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.rate_limiters import BaseRateLimiter
 
-from rat_langchain.config import RateLimitingConfig
+from rat_langchain.config import RateLimitingConfig, RetriesConfig
 from rat_langchain.errors import RateLimitExceeded, RequestTooLarge
 from rat_langchain.guards.headers import number, parse_duration, retry_after_seconds
 from rat_langchain.guards.key import Key, KeyLike
@@ -40,8 +40,9 @@ __all__ = [
 _EPSILON = 1e-9
 
 
-# One default per setting: the config model's (performance.rate_limiting).
+# One default per setting: the config model's (performance.rate_limiting, .retries).
 _DEFAULTS = RateLimitingConfig()
+_RETRY_DEFAULTS = RetriesConfig()
 
 
 class _TimerHandle(Protocol):
@@ -356,12 +357,17 @@ class RateLimiter:
         max_queue: int | None = _DEFAULTS.max_queue,
         max_queue_wait_s: float | None = _DEFAULTS.max_queue_wait_s,
         borrow: bool = False,
+        max_pause_s: float = _RETRY_DEFAULTS.max_server_wait_s,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
     ) -> None:
-        """``borrow=True``: a request larger than the TPM bucket waits for a full
-        bucket and goes into debt instead of raising ``RequestTooLarge`` (a share of a larger
-        budget that the caller has already checked the request against)."""
+        """``max_pause_s``: the longest a server's answer (``retry-after``, a reset header) may
+        hold a key; server headers are untrusted and a Retry-After of days must not stall every
+        later call (``retries.max_server_wait_s``).
+
+        ``borrow=True``: a request larger than the TPM bucket waits for a full bucket and goes
+        into debt instead of raising ``RequestTooLarge`` (a share of a larger budget that the
+        caller has already checked the request against)."""
         if max_queue is not None and max_queue < 0:
             raise ValueError(f"max_queue must be >= 0 or None, got {max_queue}")
         if max_queue_wait_s is not None and max_queue_wait_s < 0:
@@ -373,6 +379,7 @@ class RateLimiter:
         self.max_concurrency = max_concurrency
         self.first_hold_s = first_hold_s
         self.borrow = borrow
+        self.max_pause_s = max_pause_s
         self._clock = clock
         self._call_later = call_later
         self._states: dict[Key, _KeyState] = {}
@@ -614,8 +621,9 @@ class RateLimiter:
                 remaining = number(lowered.get(f"x-ratelimit-remaining-{name}"))
                 if remaining is not None:
                     # the server's count includes requests in flight that we already charged;
-                    # tightening to it is conservative, never looser than our own view
-                    bucket.cap(remaining)
+                    # tightening to it is conservative, never looser than our own view; a
+                    # negative count (a lying header) empties the bucket, no more
+                    bucket.cap(max(0.0, remaining))
 
     def drain(self, key: KeyLike) -> None:
         """Empty the buckets of ``key`` now: a stand-in joining a window that another limiter
@@ -640,9 +648,10 @@ class RateLimiter:
     def pause(self, key: KeyLike, seconds: float) -> None:
         """Hold every request of ``key`` for ``seconds`` (after a 429)."""
         key = Key.of(key)
+        seconds = min(max(0.0, seconds), self.max_pause_s)  # headers are untrusted
         with self._lock:
             state = self._state(key)
-            state.paused_until = max(state.paused_until, self._clock() + max(0.0, seconds))
+            state.paused_until = max(state.paused_until, self._clock() + seconds)
             self.stats["paused"] += 1
             if state.waiters:
                 loop = state.waiters[0].future.get_loop()
@@ -659,6 +668,7 @@ class RateLimiter:
                 for name in ("requests", "tokens")
             ]
             seconds = min((r for r in resets if r is not None), default=1.0)
+        seconds = min(seconds, self.max_pause_s)  # untrusted: never longer than this
         self.pause(key, seconds)
         self.observe(key, headers)
         return seconds

@@ -7,7 +7,8 @@ import itertools
 
 import pytest
 
-from rat_langchain.config import RateLimitingConfig
+from rat_langchain.config import RateLimitingConfig, RetriesConfig
+from rat_langchain.guards.key import Key
 from rat_langchain.guards.limiter import (
     RateLimit,
     RateLimiter,
@@ -361,3 +362,29 @@ async def test_a_token_bound_load_is_served_at_the_margin_with_nothing_left_idle
     assert used <= burst + steady + 650  # never more than the margin lets through
     assert used >= 0.99 * (burst + steady) - 650  # and nothing left on the table
     assert (used - burst) / (tpm / 60 * stop) >= margin - 0.01  # steady state: 90% of the limit
+
+
+def test_no_server_header_holds_a_key_longer_than_max_server_wait() -> None:
+    """Headers are untrusted: a Retry-After of 100000 s or a remaining of -10^9 must not stall
+    every later call of the key (they paused it for 28 hours, or 133 million seconds)."""
+    clock = FakeClock()
+    rl = limiter(clock, rpm=600, tpm=100_000, max_pause_s=60.0)
+    assert rl.observe_429(KEY, {"retry-after": "100000"}) == 60.0
+    assert rl.observe_429(KEY, {"retry-after-ms": "1e12"}) == 60.0
+    assert rl.observe_429(KEY, {"x-ratelimit-reset-requests": "9999h"}) == 60.0
+    state = rl._states[Key.of(KEY)]
+    assert state.wait_time(1) <= 60.0
+    rl.observe(
+        KEY,
+        {"x-ratelimit-remaining-requests": "-1000000000", "x-ratelimit-remaining-tokens": "-1e9"},
+    )
+    assert state.requests is not None
+    assert state.requests.level() >= 0
+    assert state.tokens is not None
+    assert state.tokens.level() >= 0
+    clock.now += 60.0  # the pause is over: the key waits no longer than a refill
+    assert state.wait_time(100) <= 0.1
+    for garbage in ("nan", "inf", "-inf", "soon", "", "1e309"):
+        rl.observe(KEY, {"x-ratelimit-remaining-tokens": garbage, "retry-after": garbage})
+    assert state.wait_time(100) <= 0.1
+    assert RateLimiter().max_pause_s == RetriesConfig().max_server_wait_s

@@ -385,7 +385,7 @@ class RedisRateLimiter:
             number(lowered.get(f"x-ratelimit-remaining-{n}")) for n in ("tokens", "requests")
         ]
         if remaining != [None, None]:
-            tokens, requests = (-1 if r is None else int(r) for r in remaining)
+            tokens, requests = (-1 if r is None else max(0, int(r)) for r in remaining)
             self._send(key, "cap", tokens, requests)
 
     def observe_429(self, key: KeyLike, headers: Mapping[str, str]) -> float:
@@ -399,6 +399,7 @@ class RedisRateLimiter:
     def pause(self, key: KeyLike, seconds: float) -> None:
         """Hold every request of ``key``, in every process, for ``seconds``."""
         key = Key.of(key)
+        seconds = min(max(0.0, seconds), self.local.max_pause_s)
         self.local.pause(key, seconds)
         self._share_pause(key, seconds)
 
