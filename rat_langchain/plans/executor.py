@@ -554,14 +554,16 @@ def _resolve(value: Any, result: PlanResult) -> Any:
     """Replace references by earlier results: a whole ``$s`` keeps its type, inside a string it
     is interpolated."""
     if isinstance(value, str):
-        refs = list(find_references(value))
-        if not refs:
+        if "$" not in value:
             return value
-        if refs[0].whole:
+        refs = list(find_references(value))
+        if refs and refs[0].whole:
             ref = refs[0]
             return resolve_path(result.steps[ref.step].value, ref.path, ref.text)
 
         def substitute(match: re.Match[str]) -> str:
+            if match.group(1) is None:
+                return "$"  # $$ is a literal $
             path = tuple(p for p in match.group(2).split(".") if p)
             found = resolve_path(result.steps[match.group(1)].value, path, match.group(0))
             return str(found)

@@ -5,22 +5,33 @@ A step depends on the steps it lists in ``dependencies`` and on every step its `
 whole value or inside a string, at any depth of nested dicts and lists. Validation rejects, each
 with its own :class:`PlanError`: a duplicate id, a reference to a missing step, a self-dependency,
 a cycle (the error names it) and, when the tool names are given, an unknown tool.
+
+Plans are often written by an LLM, so they are untrusted (docs/security.md): a reference reads
+data only (mapping keys, sequence indexes, the public fields of pydantic models and
+dataclasses), never an attribute starting with ``_``, a callable, a module or a class; ``$$``
+writes a literal ``$`` (``"echo $$HOME"``); arguments nested deeper than ``MAX_ARG_DEPTH`` are
+refused when the plan is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rat_langchain.errors import PlanError
 
-__all__ = ["Plan", "PlanError", "Reference", "Step", "find_references"]
+__all__ = ["MAX_ARG_DEPTH", "Plan", "PlanError", "Reference", "Step", "find_references"]
 
-# $id or $id.path.to.field; ids are identifiers such as step3, fetch_docs, s-2
-REFERENCE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_\-]*)((?:\.[A-Za-z0-9_\-]+)*)")
+# $id or $id.path.to.field; ids are identifiers such as step3, fetch_docs, s-2. ``$$`` is an
+# escaped ``$`` (matched first, so ``$$step`` is the text ``$step``, not a reference).
+REFERENCE = re.compile(r"\$\$|\$([A-Za-z_][A-Za-z0-9_\-]*)((?:\.[A-Za-z0-9_\-]+)*)")
+# Deepest nesting of dicts and lists in a step's arguments.
+MAX_ARG_DEPTH = 32
 
 
 class Reference(BaseModel):
@@ -37,8 +48,13 @@ class Reference(BaseModel):
 def find_references(value: Any) -> Iterator[Reference]:
     """Every reference in ``value``, walking nested dicts, lists and tuples."""
     if isinstance(value, str):
+        if "$" not in value:
+            return
         whole = REFERENCE.fullmatch(value.strip())
+        whole = whole if whole is not None and whole.group(1) is not None else None
         for match in REFERENCE.finditer(value):
+            if match.group(1) is None:
+                continue  # $$: a literal $
             path = tuple(p for p in match.group(2).split(".") if p)
             yield Reference(step=match.group(1), path=path, text=match.group(0), whole=bool(whole))
     elif isinstance(value, dict):
@@ -64,6 +80,8 @@ class Step(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _tool_or_action(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            _check_depth(data.get("args"), data.get("id"))
         if isinstance(data, dict) and "tool" in data and "action" not in data:
             data = {**data, "action": data["tool"]}
             data.pop("tool")
@@ -217,18 +235,61 @@ class Plan(BaseModel):
         return levels
 
 
+def _check_depth(args: Any, step: Any) -> None:
+    """``PlanError`` if ``args`` nest deeper than ``MAX_ARG_DEPTH`` (walked without recursion,
+    so a hostile plan cannot end in a bare ``RecursionError``)."""
+    pending: list[tuple[Any, int]] = [(args, 0)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, Mapping):
+            children: Iterable[Any] = value.values()
+        elif isinstance(value, list | tuple):
+            children = value
+        else:
+            continue
+        if depth >= MAX_ARG_DEPTH:
+            raise PlanError(
+                f"step {step!r}: arguments nest deeper than {MAX_ARG_DEPTH} levels of dicts "
+                "and lists"
+            )
+        pending.extend((child, depth + 1) for child in children)
+
+
+def _is_data(value: Any) -> bool:
+    return not (callable(value) or isinstance(value, type | ModuleType))
+
+
 def resolve_path(value: Any, path: Iterable[str], text: str) -> Any:
-    """Follow ``path`` into a step result (dict keys, list indices, attributes)."""
+    """Follow ``path`` into a step result: mapping keys, sequence indexes, and the public
+    fields of pydantic models and dataclasses. Nothing else: no attribute starting with ``_``,
+    no method, module or class, so a reference written by an LLM reads data and reaches no
+    code (``$s1.__class__.__init__.__globals__`` is a ``PlanError``)."""
     for part in path:
-        if isinstance(value, dict) and part in value:
+        if isinstance(value, Mapping):
+            if part not in value:
+                raise PlanError(f"{text}: the result has no field {part!r}")
             value = value[part]
         elif isinstance(value, list | tuple) and part.lstrip("-").isdigit():
             index = int(part)
             if not -len(value) <= index < len(value):
                 raise PlanError(f"{text}: index {index} is out of range ({len(value)} items)")
             value = value[index]
-        elif hasattr(value, part):
+        elif not part.startswith("_") and part in _public_fields(value):
             value = getattr(value, part)
         else:
-            raise PlanError(f"{text}: the result has no field {part!r}")
+            raise PlanError(
+                f"{text}: the result has no field {part!r} (references read mapping keys, "
+                "sequence indexes and public fields of pydantic models and dataclasses)"
+            )
+        if not _is_data(value):
+            raise PlanError(f"{text}: {part!r} is not data (a callable, module or class)")
     return value
+
+
+def _public_fields(value: Any) -> set[str]:
+    model_fields = getattr(type(value), "model_fields", None)
+    if isinstance(model_fields, dict) and hasattr(value, "model_dump"):  # pydantic v2
+        return {name for name in model_fields if not name.startswith("_")}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name for f in dataclasses.fields(value) if not f.name.startswith("_")}
+    return set()
