@@ -15,12 +15,21 @@ import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from rat_langchain.errors import ConfigError
+from rat_langchain.errors import ConfigError, shorten
 
 __all__ = [
     "BackgroundTasksConfig",
@@ -41,7 +50,21 @@ ENV_PREFIX = "RAT_"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    # allow_inf_nan: an infinite timeout is not "none" (null is); a NaN limit is nothing at all
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``rpm_limit: true`` is a mistake, not 1: a YAML boolean is never a number here."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = set(get_args(annotation)) or {annotation}
+            if kinds & {int, float} and bool not in kinds:
+                raise ValueError(f"expected a number, got the boolean {value!r}")
+        return value
 
 
 class ConnectionPoolingConfig(_Section):
@@ -324,13 +347,18 @@ class RatConfig(_Section):
             return cls.from_dict({}, env=env)
         file = Path(path)
         try:
-            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            with file.open("rb") as handle:
+                raw = handle.read(_MAX_CONFIG_BYTES + 1)
         except FileNotFoundError:
             raise ConfigError(
                 [(str(file), "file not found")], source="configuration path"
             ) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError([(str(file), f"not valid YAML: {exc}")]) from None
+        if len(raw) > _MAX_CONFIG_BYTES:
+            raise ConfigError([(str(file), f"larger than {_MAX_CONFIG_BYTES} bytes")])
+        try:
+            data = _safe_yaml(raw.decode("utf-8"), str(file)) or {}
+        except UnicodeDecodeError:
+            raise ConfigError([(str(file), "not UTF-8 text")]) from None
         if not isinstance(data, dict):
             raise ConfigError([(str(file), "the top level must be a mapping")])
         try:
@@ -350,6 +378,61 @@ class RatConfig(_Section):
             return type(self).model_validate(data)
         except ValidationError as exc:
             raise ConfigError(_key_errors(exc)) from None
+
+
+_MAX_CONFIG_BYTES = 1024 * 1024
+# Values a YAML document may expand to, aliases counted each time they are used: a config is a
+# few hundred; an alias bomb ("billion laughs") is billions.
+_MAX_YAML_NODES = 100_000
+
+
+def _safe_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` with alias expansion bounded: the node graph is measured, aliases
+    counted as often as they are used, before any Python value is built from it."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_nodes(node) > _MAX_YAML_NODES:
+            raise ConfigError(
+                [(where, f"expands to more than {_MAX_YAML_NODES} values (an alias bomb?)")]
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise ConfigError([(where, f"not valid YAML: {shorten(str(exc), 500)}")]) from None
+    except RecursionError:
+        raise ConfigError([(where, "not valid YAML: nested too deeply")]) from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_nodes(root: yaml.Node) -> int:
+    """How many values ``root`` stands for once every alias is expanded, computed once per
+    distinct node (linear in the document, whatever it expands to); stops past the bound."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()  # nodes whose children are being measured
+    pending: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while pending:
+        node, children_done = pending.pop()
+        if id(node) in sizes:
+            continue
+        if not children_done and id(node) in visiting:
+            return _MAX_YAML_NODES + 1  # a recursive alias expands without end
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if children_done or not children:
+            total = 1 + sum(sizes.get(id(child), 0) for child in children)
+            sizes[id(node)] = min(total, _MAX_YAML_NODES + 1)
+            visiting.discard(id(node))
+            continue
+        visiting.add(id(node))
+        pending.append((node, True))
+        pending.extend((child, False) for child in children if id(child) not in sizes)
+    return sizes[id(root)]
 
 
 # Settings that did nothing and were removed: accepted with a warning, so an existing
@@ -414,6 +497,6 @@ def _key_errors(exc: ValidationError) -> list[tuple[str, str]]:
             message = error["msg"]
             secret = "api_key" in path  # never echo a secret back, not even a malformed one
             if "input" in error and not isinstance(error["input"], dict) and not secret:
-                message += f" (got {error['input']!r})"
+                message += f" (got {shorten(error['input'], 80)})"
         errors.append((path, message))
     return errors

@@ -242,3 +242,61 @@ def test_constructors_take_their_defaults_from_the_config_model() -> None:
     policy = RetryPolicy()
     for name in ("max_attempts", "initial_backoff_s", "max_backoff_s", "max_server_wait_s"):
         assert getattr(policy, name) == getattr(retries, name), name
+
+
+BOMB = """\
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+performance: *i
+"""
+
+
+def test_a_yaml_alias_bomb_fails_fast_with_a_config_error(tmp_path: Path) -> None:
+    import resource
+
+    path = tmp_path / "config.yaml"
+    path.write_text(BOMB)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ConfigError, match="alias bomb") as caught:
+        RatConfig.load(path)
+    assert len(str(caught.value)) < 1000
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 50  # MB
+    path.write_text("a: &a [*a]\nperformance: *a\n")  # an alias of itself
+    with pytest.raises(ConfigError):
+        RatConfig.load(path)
+    path.write_text("performance:" + " [" * 5000 + " ]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"nested too deeply|not valid YAML"):
+        RatConfig.load(path)
+    shared = "x: &x {rpm_limit: 600}\nperformance: {rate_limiting: *x}\n"
+    path.write_text(shared)  # an ordinary alias still works
+    with pytest.raises(ConfigError, match="x: unknown key"):
+        RatConfig.load(path)
+
+
+def test_booleans_are_not_numbers_and_infinity_is_not_a_timeout() -> None:
+    for section, key, value in (
+        ("rate_limiting", "rpm_limit", True),
+        ("rate_limiting", "safety_margin", True),
+        ("retries", "timeout_s", float("inf")),
+        ("connection_pooling", "request_timeout_s", float("inf")),
+        ("retries", "max_backoff_s", float("nan")),
+    ):
+        with pytest.raises(ConfigError, match=f"performance.{section}.{key}"):
+            RatConfig.from_dict({"performance": {section: {key: value}}}, env={})
+    config = RatConfig.from_dict({"performance": {"retries": {"timeout_s": None}}}, env={})
+    assert config.performance.retries.timeout_s is None  # null still means none
+    env = {"RAT_PERFORMANCE__RATE_LIMITING__RPM_LIMIT": "600"}
+    assert RatConfig.from_dict({}, env=env).performance.rate_limiting.rpm_limit == 600
+
+
+def test_error_messages_cut_a_huge_value() -> None:
+    with pytest.raises(ConfigError) as caught:
+        RatConfig.from_dict({"performance": {"rate_limiting": {"rpm_limit": "9" * 100_000}}})
+    assert len(str(caught.value)) < 600
