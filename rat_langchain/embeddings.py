@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import json
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,7 +28,11 @@ from rat_langchain import _portal
 from rat_langchain._clients import Clients
 from rat_langchain._tokens import encoding_for
 from rat_langchain.config import RatConfig
-from rat_langchain.errors import EmbeddingInputError, EmbeddingResponseError
+from rat_langchain.errors import (
+    EmbeddingInputError,
+    EmbeddingResponseError,
+    MalformedResponseError,
+)
 from rat_langchain.index.embedding_cache import EmbeddingCache
 
 __all__ = ["EmbeddingInputError", "EmbeddingResponseError", "PooledOpenAIEmbeddings"]
@@ -223,19 +228,21 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
             if self.dimensions is not None:
                 body["dimensions"] = self.dimensions
 
-            def settle(response: httpx2.Response, reservation: Any) -> None:
+            def settle(answer: tuple[np.ndarray, Any], reservation: Any) -> None:
                 if guard.limiter is not None:
-                    guard.limiter.observe(guard.key, response.headers)
+                    guard.limiter.observe(guard.key, answer[1])
+
+            async def attempt() -> tuple[np.ndarray, Any]:
+                # The SDK's documented raw `post`: its `embeddings.create` walks every input
+                # string through a type-driven transform, a quarter of the client's CPU here.
+                response = await client.post("/embeddings", cast_to=httpx2.Response, body=body)
+                # decoded inside the attempt: a malformed body is retried and counted as the
+                # endpoint's failure, like any other fault of the server
+                return _decode(_payload(response), len(batch), expected), response.headers
 
             try:
                 async with gate:
-                    # The SDK's documented raw `post`: its `embeddings.create` walks every input
-                    # string through a type-driven transform, a quarter of the client's CPU here.
-                    response = await guard.run(
-                        lambda: client.post("/embeddings", cast_to=httpx2.Response, body=body),
-                        tokens=tokens,
-                        on_result=settle,
-                    )
+                    rows, _ = await guard.run(attempt, tokens=tokens, on_result=settle)
             except openai.BadRequestError as exc:
                 if len(batch) == 1:
                     failed[batch[0]] = _reason(exc)
@@ -243,7 +250,6 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
                 half = len(batch) // 2  # find the bad input; embed the rest
                 await _gather(send(batch[:half]), send(batch[half:]))
                 return
-            rows = _decode(response.json(), len(batch), expected)
             for i, row in zip(batch, rows, strict=True):
                 vectors[i] = row
 
@@ -289,6 +295,21 @@ def _reason(exc: openai.BadRequestError) -> str:
     return f"HTTP 400: {message}"
 
 
+def _payload(response: httpx2.Response) -> dict[str, Any]:
+    """The JSON object of a 200 answer, or ``MalformedResponseError`` (transient: retried)."""
+    try:
+        payload = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedResponseError(
+            f"the embeddings endpoint answered 200 with a body that is not JSON ({exc})"
+        ) from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("data"), list):
+        raise MalformedResponseError("the embeddings endpoint answered 200 without a data list")
+    if not all(isinstance(item, dict) for item in payload["data"]):
+        raise MalformedResponseError("the embeddings endpoint answered items that are not objects")
+    return payload
+
+
 def _decode(payload: dict[str, Any], count: int, expected: int | None) -> np.ndarray:
     """Vectors in input order, one row each, checked: one per input, finite, of the expected
     size. Decoded into one array with one finiteness check: per-vector numpy calls were a tenth
@@ -305,10 +326,15 @@ def _decode(payload: dict[str, Any], count: int, expected: int | None) -> np.nda
             raise EmbeddingResponseError(f"the server returned a bad or repeated index {index!r}")
         seen[index] = 1
         raw = item.get("embedding")
-        if isinstance(raw, str):
-            vector = np.frombuffer(base64.b64decode(raw), dtype="<f4")
-        else:
-            vector = np.asarray([np.nan if x is None else x for x in raw or []], dtype=np.float32)
+        try:
+            if isinstance(raw, str):
+                vector = np.frombuffer(base64.b64decode(raw, validate=True), dtype="<f4")
+            elif isinstance(raw, list):
+                vector = np.asarray([np.nan if x is None else x for x in raw], dtype=np.float32)
+            else:
+                raise TypeError(f"an embedding of type {type(raw).__name__}")
+        except (TypeError, ValueError) as exc:  # binascii.Error is a ValueError
+            raise MalformedResponseError(f"vector {index} cannot be decoded: {exc}") from None
         size = vector.shape[0]
         if expected is not None and size != expected:
             raise EmbeddingResponseError(

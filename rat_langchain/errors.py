@@ -13,6 +13,7 @@
     ├── RateLimitExceeded                        backpressure: the wait queue is full
     ├── RateLimiterUnavailable                   Redis holds the quota, is down, fail_closed
     ├── EmbeddingResponseError                   the server's vectors are not usable
+    │   └── MalformedResponseError               a 200 whose body cannot be read (retried)
     ├── EmbeddingInputError     (ValueError)     inputs the server rejected, by index
     ├── IndexLoadError                           a saved index is missing or damaged
     └── PlanError                                a plan that cannot run
@@ -40,6 +41,7 @@ __all__ = [
     "EmbeddingInputError",
     "EmbeddingResponseError",
     "IndexLoadError",
+    "MalformedResponseError",
     "PlanError",
     "PlanningError",
     "PoolClosedError",
@@ -148,6 +150,12 @@ class RateLimiterUnavailable(RatError):
 
 class EmbeddingResponseError(RatError):
     """The server's answer was not one finite vector of the expected size per input."""
+
+
+class MalformedResponseError(EmbeddingResponseError):
+    """A 200 answer whose body cannot be read as the endpoint's documented answer (not JSON, a
+    field missing or of the wrong type). Transient: retried, and counted as the endpoint's
+    failure by the breaker and the metrics; raised once the retries run out."""
 
 
 class EmbeddingInputError(RatError, ValueError):

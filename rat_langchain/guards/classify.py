@@ -16,6 +16,9 @@ from rat_langchain.errors import (
     ApiKeyError,
     ApiPermissionError,
     CircuitOpenError,
+    MalformedResponseError,
+    RateLimiterUnavailable,
+    RateLimitExceeded,
     RequestTooLarge,
 )
 
@@ -46,6 +49,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     openai.APIConnectionError,
     openai.APIResponseValidationError,
     json.JSONDecodeError,  # a truncated body: the server misbehaved
+    MalformedResponseError,  # a 200 whose body is not the documented answer
 )
 
 
@@ -64,8 +68,8 @@ def classify(exc: BaseException | None) -> Outcome:
     default), except ``ValueError``/``TypeError``/``KeyError``, which are the caller's input."""
     if exc is None:
         return Outcome.SUCCESS
-    if isinstance(exc, CircuitOpenError):
-        return Outcome.IGNORED
+    if isinstance(exc, CircuitOpenError | RateLimiterUnavailable | RateLimitExceeded):
+        return Outcome.IGNORED  # refused here, before the endpoint: never its fault
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         if status == 429:

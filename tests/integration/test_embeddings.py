@@ -16,6 +16,7 @@ from rat_langchain.embeddings import (
     EmbeddingResponseError,
     PooledOpenAIEmbeddings,
 )
+from rat_langchain.errors import MalformedResponseError
 from rat_langchain.sim import Reply, SimulatorThread
 from rat_langchain.sim._content import embed
 from tests.conftest import API_KEY
@@ -110,6 +111,24 @@ def test_a_rejected_batch_is_halved_until_the_bad_input_is_found(sim: SimulatorT
     good = [v for i, v in enumerate(error.vectors) if i not in (3, 250)]
     assert all(v is not None and len(v) == 1536 for v in good)
     assert np.allclose(error.vectors[0], embed(texts[0], 1536), atol=1e-6)
+
+
+def test_malformed_200_bodies_are_retried_counted_and_finally_named(sim: SimulatorThread) -> None:
+    pool = _pool()
+    sim.push(Reply(fault="malformed"), Reply(fault="malformed"), endpoint="embeddings")
+    vectors = _emb(sim, pool).embed_documents(["one", "two"])  # two bad answers, then a good one
+    assert len(vectors) == 2
+    assert sim.stats().count("embeddings") == 3
+    series = pool.metrics.series(sim.base_url, MODEL)
+    assert series["retries"] == 2
+    breaker = pool.breakers.get((sim.base_url, MODEL)) if pool.breakers else None
+    assert breaker is not None
+    assert breaker.calls["failure"] == 2  # the endpoint's fault, not a success
+    sim.push(*[Reply(fault="malformed")] * 6, endpoint="embeddings")
+    with pytest.raises(EmbeddingResponseError, match="not JSON") as caught:
+        _emb(sim, pool).embed_documents(["three"])
+    assert isinstance(caught.value, MalformedResponseError)
+    assert pool.metrics.series(sim.base_url, MODEL)["errors"] == {"MalformedResponseError": 1}
 
 
 @pytest.mark.parametrize(

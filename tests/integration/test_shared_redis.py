@@ -245,3 +245,48 @@ async def test_while_redis_is_down_each_worker_takes_its_share(redis_server: Red
     assert a.degraded_share == 1
     for worker in (a, b, c):
         await worker.aclose()
+
+
+async def test_something_that_is_not_redis_counts_as_redis_down(sim: object) -> None:
+    """An HTTP server (the simulator) at redis_url: degraded with a warning, never a raw
+    protocol error to the caller."""
+    url = str(sim.base_url).replace("http://", "redis://").removesuffix("/v1")  # type: ignore[attr-defined]
+    shared = limiter(url, rpm=600, tpm=None, timeout_s=0.5)
+    reservation = await shared.acquire(KEY)
+    assert reservation is not None
+    assert shared.degraded
+    assert shared.outages == 1
+    await shared.aclose()
+
+
+async def test_fail_closed_refusals_never_open_the_endpoints_breaker(
+    redis_server: RedisServer, sim: object
+) -> None:
+    from rat_langchain import ClientPool, RatConfig
+    from tests.conftest import API_KEY
+
+    redis_server.stop()
+    config = RatConfig.from_dict(
+        {
+            "performance": {
+                "rate_limiting": {
+                    "backend": "redis",
+                    "redis_url": redis_server.url,
+                    "redis_failure": "fail_closed",
+                },
+                "circuit_breaker": {"consecutive_failures": 3, "minimum_calls": 3},
+            }
+        },
+        env={},
+    )
+    async with ClientPool(config) as pool:
+        llm = pool.chat_model(base_url=sim.base_url, api_key=API_KEY)  # type: ignore[attr-defined]
+        for _ in range(10):
+            with pytest.raises(RateLimiterUnavailable):
+                await llm.ainvoke("hi")
+        guard = llm.guard
+        assert guard is not None
+        assert guard.breaker is not None
+        assert guard.breaker.state == State.CLOSED  # Redis's outage is not the endpoint's fault
+        redis_server.start()
+        assert await llm.ainvoke("hi")  # and the endpoint answers as soon as Redis is back

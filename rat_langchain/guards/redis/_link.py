@@ -30,9 +30,12 @@ def lua(name: str) -> str:
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:
+    """What counts as "Redis is down": every error of the client (a refused connection, a
+    timeout, and also a server at ``redis_url`` that does not speak Redis, which answers with
+    a protocol error) and the OS's socket errors."""
     import redis.exceptions
 
-    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+    return (redis.exceptions.RedisError, OSError)
 
 
 class Link:
