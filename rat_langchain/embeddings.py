@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from rat_langchain import _portal
 from rat_langchain._clients import Clients
-from rat_langchain._tokens import encoding_for
+from rat_langchain._tokens import encode, encoding_for, lone_surrogate
 from rat_langchain.config import RatConfig
 from rat_langchain.errors import (
     EmbeddingInputError,
@@ -175,7 +175,7 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         encoding = encoding_for(self.model)
         split = _Split()
         for text in unique:
-            tokens = encoding.encode_ordinary(text)
+            tokens = encode(text, self.model)  # any length: huge texts are encoded in pieces
             if len(tokens) > self.context_length and self.long_text == "reject":
                 raise ValueError(
                     f"text {list(texts).index(text)} has {len(tokens)} tokens, over the model's "
@@ -287,6 +287,11 @@ def _check_inputs(texts: Sequence[Any]) -> None:
             raise TypeError(f"text {i} is a {type(text).__name__}, not a str")
         if not text.strip():
             raise ValueError(f"text {i} is empty or only whitespace; the API rejects it")
+        if (at := lone_surrogate(text)) is not None:
+            raise ValueError(
+                f"text {i} has a lone surrogate at character {at}: it is not valid Unicode "
+                "and cannot be sent"
+            )
 
 
 def _reason(exc: openai.BadRequestError) -> str:

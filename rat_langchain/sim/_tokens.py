@@ -32,9 +32,21 @@ def _encoding(model: str) -> bpe_openai.Encoding:
         return bpe_openai.get_encoding("o200k_base")
 
 
-@lru_cache(maxsize=4096)
+_PIECE = 40_000  # the tokenizer refuses a million characters at once
+
+
 def text_tokens(text: str, model: str) -> int:
-    """Tokens of ``text`` for ``model`` (special tokens count as plain text)."""
+    """Tokens of ``text`` for ``model`` (special tokens count as plain text), any length."""
+    if len(text) <= _PIECE:
+        return _short_tokens(text, model)
+    encoding = _encoding(model)
+    return sum(
+        len(encoding.encode_ordinary(text[i : i + _PIECE])) for i in range(0, len(text), _PIECE)
+    )
+
+
+@lru_cache(maxsize=4096)
+def _short_tokens(text: str, model: str) -> int:
     return len(_encoding(model).encode_ordinary(text)) if text else 0
 
 
