@@ -118,6 +118,9 @@ def _index(args: argparse.Namespace) -> int:
                 out=args.out,
                 batch_size=args.batch_size,
                 checkpoint_every_s=args.checkpoint_every,
+                on_checkpoint=lambda count, folder: print(
+                    f"checkpoint: {count} documents saved to {folder}", flush=True
+                ),
             )
             report = await indexer.aindex(load_folder(args.path))
         print(

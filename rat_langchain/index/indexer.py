@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from rat_langchain.index._atomic import readable_dir
 from rat_langchain.index.faiss_store import FaissStore
 
 __all__ = ["BatchIndexer", "IndexReport", "load_folder"]
+
+_log = logging.getLogger("rat_langchain.index")
 
 TEXT_SUFFIXES = (".txt", ".md")
 
@@ -88,8 +91,13 @@ class BatchIndexer:
         batch_size: int = 500,
         checkpoint_every_s: float = 5.0,
         progress: bool = True,
+        on_checkpoint: Callable[[int, Path], None] | None = None,
     ) -> None:
+        """``on_checkpoint(documents, folder)`` runs after each checkpoint is saved (the CLI
+        prints it); the library itself never prints: progress goes to the bar (``progress``),
+        checkpoints to the ``rat_langchain.index`` logger at INFO."""
         self.embedding = embedding
+        self.on_checkpoint = on_checkpoint
         self.out = Path(out) if out is not None else None
         self.batch_size = batch_size
         self.checkpoint_every_s = checkpoint_every_s
@@ -159,4 +167,6 @@ class BatchIndexer:
         failed = self.out.parent / f"{self.out.name}.failed.json"
         if report.failed:
             failed.write_text(json.dumps(report.failed, indent=2), encoding="utf-8")
-        print(f"checkpoint: {len(self.store)} documents saved to {self.out}", flush=True)
+        _log.info("checkpoint: %d documents saved to %s", len(self.store), self.out)
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(len(self.store), self.out)

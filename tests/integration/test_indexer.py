@@ -75,6 +75,25 @@ def test_rejected_documents_are_reported_by_id_not_dropped(
     assert "d13" in (tmp_path / "s.failed.json").read_text()
 
 
+def test_the_library_never_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    docs = [Document(page_content=f"text {i}", id=f"d{i}") for i in range(30)]
+    seen: list[int] = []
+    indexer = BatchIndexer(
+        FAKE,
+        out=tmp_path / "s",
+        batch_size=10,
+        checkpoint_every_s=0,
+        progress=False,
+        on_checkpoint=lambda count, folder: seen.append(count),
+    )
+    report = asyncio.run(indexer.aindex(docs))
+    assert report.added == 30
+    assert seen[-1] == 30  # checkpoints reach whoever asked, not stdout
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ""
+
+
 def test_sigkill_half_way_then_resume_gives_every_document_once(tmp_path: Path) -> None:
     _corpus(tmp_path / "docs", 30, 8)
     expected = {d.id for d in load_folder(tmp_path / "docs")}
