@@ -11,18 +11,19 @@ arrives; after that an error surfaces, since the caller has already seen output.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from rat_langchain import _portal
 from rat_langchain._tokens import count_request_tokens
-from rat_langchain.guards.engine import Guard
+from rat_langchain.guards import Guard, Guards, Key
 from rat_langchain.guards.limiter import Reservation
 
 __all__ = ["ResilientChatOpenAI"]
@@ -57,18 +58,42 @@ class ResilientChatOpenAI(ChatOpenAI):
     Made by ``ClientPool.chat_model()``; without a guard it behaves exactly like ``ChatOpenAI``.
     """
 
-    _guard: Guard | None = PrivateAttr(default=None)
+    rat_guards: Guards | None = Field(default=None, exclude=True, repr=False)
+    """The guards of the pool that made this model (``pool.guards``). A field, not private
+    state, so that every copy LangChain makes keeps it: ``configurable_fields`` and
+    ``configurable_alternatives`` build a new model from the fields, ``bind_tools`` and
+    ``with_structured_output`` wrap this one, ``model_copy`` copies it."""
+    rat_max_attempts: int | None = Field(default=None, exclude=True, repr=False)
+    """Attempts per call when the model was made with ``max_retries=N`` (N+1); else the
+    config's ``retries.max_attempts``."""
 
-    def with_guard(self, guard: Guard | None) -> ResilientChatOpenAI:
-        """A copy of this model whose requests go through ``guard`` (LangChain's ``with_*``
-        convention: this object is unchanged)."""
-        copy = self.model_copy()
-        copy._guard = guard
-        return copy
+    _guards_by_model: dict[str, Guard] = PrivateAttr(default_factory=dict)
+
+    def with_guards(self, guards: Guards | None) -> ResilientChatOpenAI:
+        """A copy of this model whose requests go through ``guards`` (LangChain's ``with_*``
+        convention: this object is unchanged); ``None`` makes it a plain ``ChatOpenAI``."""
+        return self.model_copy(update={"rat_guards": guards})
+
+    def guard_for(self, model: str | None = None) -> Guard | None:
+        """The guard of a call to ``model`` (default: this model's): a per-call
+        ``model="..."`` override is charged to the limiter and breaker of the model called."""
+        if self.rat_guards is None:
+            return None
+        name = model or self.model_name
+        guard = self._guards_by_model.get(name)
+        if guard is None:
+            guard = self.rat_guards.guard(Key(self.openai_api_base or "", name))
+            if self.rat_max_attempts is not None and guard.retry is not None:
+                guard = replace(
+                    guard, retry=replace(guard.retry, max_attempts=self.rat_max_attempts)
+                )
+            self._guards_by_model[name] = guard
+        return guard
 
     @property
     def guard(self) -> Guard | None:
-        return self._guard
+        """The guard of this model's own calls."""
+        return self.guard_for()
 
     def _estimate(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> int:
         completion = (
@@ -85,7 +110,12 @@ class ResilientChatOpenAI(ChatOpenAI):
         )
         return prompt + int(completion)
 
-    def _settle(self, result: ChatResult, reservation: Reservation | None) -> None:
+    @staticmethod
+    def _settler(guard: Guard) -> Callable[[ChatResult, Reservation | None], None]:
+        return lambda result, reservation: ResilientChatOpenAI._settle(guard, result, reservation)
+
+    @staticmethod
+    def _settle(guard: Guard, result: ChatResult, reservation: Reservation | None) -> None:
         usage = (result.llm_output or {}).get("token_usage") or {}
         total = usage.get("total_tokens")
         if total is None and result.generations:
@@ -99,8 +129,7 @@ class ResilientChatOpenAI(ChatOpenAI):
             if result.generations
             else None
         )
-        guard = self._guard
-        if headers and guard is not None and guard.limiter is not None:
+        if headers and guard.limiter is not None:
             guard.limiter.observe(guard.key, headers)
 
     async def _agenerate(
@@ -111,13 +140,13 @@ class ResilientChatOpenAI(ChatOpenAI):
         **kwargs: Any,
     ) -> ChatResult:
         parent = super()._agenerate
-        guard = self._guard
+        guard = self.guard_for(kwargs.get("model"))
         if guard is None or self.streaming:  # streaming=True goes through our _astream
             return await parent(messages, stop=stop, run_manager=run_manager, **kwargs)
         return await guard.run(
             lambda: parent(messages, stop=stop, run_manager=run_manager, **kwargs),
             tokens=self._estimate(messages, kwargs),
-            on_result=self._settle,
+            on_result=self._settler(guard),
         )
 
     async def _astream(
@@ -128,7 +157,7 @@ class ResilientChatOpenAI(ChatOpenAI):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         parent = super()._astream
-        guard = self._guard
+        guard = self.guard_for(kwargs.get("model"))
         if guard is None:
             async for plain in parent(messages, stop=stop, run_manager=run_manager, **kwargs):
                 yield plain
@@ -170,7 +199,7 @@ class ResilientChatOpenAI(ChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        if self._guard is None:
+        if self.rat_guards is None:
             return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
         return _portal.run(self._agenerate(messages, stop=stop, run_manager=None, **kwargs))
 
@@ -181,7 +210,7 @@ class ResilientChatOpenAI(ChatOpenAI):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        if self._guard is None:
+        if self.rat_guards is None:
             yield from super()._stream(messages, stop=stop, run_manager=run_manager, **kwargs)
             return
         for chunk in _portal.iterate(self._astream(messages, stop=stop, **kwargs)):

@@ -12,12 +12,53 @@ from __future__ import annotations
 from typing import Any
 
 from langchain_openai import OpenAIEmbeddings
+from pydantic import SecretStr
 
 from rat_langchain._clients import Clients
 from rat_langchain.chat import ResilientChatOpenAI
 from rat_langchain.embeddings import PooledOpenAIEmbeddings
 
 __all__ = ["ClientPool"]
+
+# ChatOpenAI's second names for its own fields -> the name chat_model uses.
+_ALIASES = {
+    "model_name": "model",
+    "openai_api_key": "api_key",
+    "openai_api_base": "base_url",
+    "openai_organization": "organization",
+    "request_timeout": "timeout",
+    "stop_sequences": "stop",
+    "max_completion_tokens": "max_tokens",
+}
+# Keywords that make ChatOpenAI build or take a client of its own, and what to do instead.
+_OWN_CLIENT = {
+    "http_client": "pass it to ClientPool(sync_http_client=...) instead",
+    "http_async_client": "pass it to ClientPool(http_client=...) instead",
+    "client": "the pool provides the clients; use pool.sync_client() for raw calls",
+    "async_client": "the pool provides the clients; use pool.async_client() for raw calls",
+    "root_client": "the pool provides the clients; use pool.sync_client() for raw calls",
+    "root_async_client": "the pool provides the clients; use pool.async_client() for raw calls",
+    "openai_proxy": "give ClientPool an http_client that uses the proxy",
+    "http_socket_options": "give ClientPool an http_client with these socket options",
+}
+
+
+def _canonical(kwargs: dict[str, Any], model: str | None) -> dict[str, Any]:
+    """``kwargs`` with ChatOpenAI's second names mapped to one name each; the same setting
+    given twice with two values is a ``TypeError`` naming both."""
+    out = dict(kwargs)
+    if model is not None:
+        out.setdefault("model", model)
+        if out["model"] != model:
+            raise TypeError(f"model={model!r} and model={out['model']!r}: pass the model once")
+    for alias, name in _ALIASES.items():
+        if alias not in out:
+            continue
+        value = out.pop(alias)
+        if name in out and out[name] != value:
+            raise TypeError(f"{alias}= and {name}= are one setting with two values: pass one")
+        out[name] = value
+    return out
 
 
 class ClientPool(Clients):
@@ -38,47 +79,74 @@ class ClientPool(Clients):
     to close, and it is bound to whichever loop first uses it.
     """
 
-    def chat_model(
-        self,
-        model: str | None = None,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        organization: str | None = None,
-        **kwargs: Any,
-    ) -> ResilientChatOpenAI:
+    def chat_model(self, model: str | None = None, **kwargs: Any) -> ResilientChatOpenAI:
         """A ``ChatOpenAI`` on the pooled clients, with the config's limiter, breaker and retries.
 
-        Other keyword arguments go to ``ChatOpenAI``. langchain-openai rebuilds its own root
-        client unless both the root client and its resource are given, so all four are passed.
-        A timeout is always set. The SDK's own retries are off: tenacity retries instead, once.
+        Every ``ChatOpenAI`` keyword works with ``ChatOpenAI``'s meaning, under either of its
+        names (``model``/``model_name``, ``api_key``/``openai_api_key``,
+        ``base_url``/``openai_api_base``, ``organization``/``openai_organization``,
+        ``timeout``/``request_timeout``, ``stop``/``stop_sequences``,
+        ``max_tokens``/``max_completion_tokens``). ``timeout``, ``default_headers`` and
+        ``default_query`` apply to this model's requests over the shared connections;
+        ``max_retries=N`` means at most N+1 requests per call (the guard retries, the SDK does
+        not). Keywords that would build a client of their own (``http_client``, ``client``,
+        ``openai_proxy``, ...) cannot share the pool's connections and raise ``TypeError``
+        saying what to do instead; nothing is silently dropped.
         """
-        name = model or self.config.endpoint.chat_model
-        max_retries = kwargs.pop("max_retries", 0)
-        clients = self._model_clients(base_url, api_key, organization, max_retries)
-        endpoint, key = self._resolve(base_url, api_key, organization)
+        kwargs = _canonical(kwargs, model)
+        if self.config.performance.connection_pooling.enabled:
+            refused = sorted(set(kwargs) & set(_OWN_CLIENT))
+            if refused:
+                name = refused[0]
+                raise TypeError(
+                    f"chat_model({name}=...) builds a client of its own, which cannot share "
+                    f"the pool's connections: {_OWN_CLIENT[name]}"
+                )
+        name = kwargs.pop("model", None) or self.config.endpoint.chat_model
+        api_key = kwargs.pop("api_key", None)
+        if isinstance(api_key, SecretStr):
+            api_key = api_key.get_secret_value()
+        endpoint, key = self._resolve(
+            kwargs.pop("base_url", None), api_key, kwargs.pop("organization", None)
+        )
+        max_retries = kwargs.pop("max_retries", None)
+        if max_retries is not None and max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         kwargs.setdefault("include_response_headers", self.limiter is not None)
-        timeout: Any = self._settings.request_timeout_s  # hashable: LangChain caches by it
+        # The SDK never retries here: the guard does, so max_retries=N is N+1 requests at most.
+        clients = self._model_clients(endpoint.base_url, key, endpoint.organization, 0)
         if clients is not None:
+            options = {
+                option: kwargs[field]
+                for field, option in (
+                    ("timeout", "timeout"),
+                    ("default_headers", "default_headers"),
+                    ("default_query", "default_query"),
+                )
+                if kwargs.get(field) is not None
+            }
             sync, async_ = clients
-            timeout = self._settings.timeout()
+            if options:  # a copy sharing the pool's HTTP client, with this model's options
+                sync, async_ = sync.with_options(**options), async_.with_options(**options)
             kwargs.update(
                 root_client=sync,
                 client=sync.chat.completions,
                 root_async_client=async_,
                 async_client=async_.chat.completions,
             )
-        # with pooling disabled, LangChain builds its own clients (the baseline to compare)
-        llm = ResilientChatOpenAI(
+        # a timeout is always set (hashable: LangChain caches by it)
+        kwargs.setdefault("timeout", self._settings.request_timeout_s)
+        return ResilientChatOpenAI(
             model=name,
             base_url=endpoint.base_url,
             api_key=key,
             organization=endpoint.organization,
-            timeout=timeout,
-            max_retries=max_retries,
+            # with pooling disabled LangChain builds its own clients: their retries stay off too
+            max_retries=max_retries if clients is not None else 0,
+            rat_guards=self.guards,
+            rat_max_attempts=None if max_retries is None else max_retries + 1,
             **kwargs,
         )
-        return llm.with_guard(self.guard(endpoint.base_url, name))
 
     def embeddings(
         self,

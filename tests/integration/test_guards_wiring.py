@@ -98,7 +98,7 @@ async def test_with_methods_return_new_objects(sim: Any) -> None:
 
     async with ClientPool(pool_config()) as pool:
         llm = pool.chat_model(base_url=sim.base_url, api_key=API_KEY)
-        other = llm.with_guard(None)
+        other = llm.with_guards(None)
         assert other is not llm
         assert llm.guard is not None
         assert other.guard is None
