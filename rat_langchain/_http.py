@@ -167,12 +167,30 @@ class _PerLoop:
             self._by_loop.pop(loop, None)
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether the aiohttp transport's ``ConnectTimeout`` is really a failed connection: its
+    exception map turns every ``aiohttp.ClientConnectorError`` (a refused port, an unknown
+    host) into a timeout, so the SDK would report "Request timed out." for a server that is
+    simply not there."""
+    import aiohttp  # only this transport raises it; loaded by the time it has
+
+    cause = exc.__cause__
+    return isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(
+        cause, aiohttp.ServerTimeoutError | asyncio.TimeoutError
+    )
+
+
 class _PerLoopMixin:
     _per_loop: _PerLoop
 
     async def send(self, request: Any, **kwargs: Any) -> Any:
         inner = await self._per_loop.current()
-        return await inner.send(request, **kwargs)
+        try:
+            return await inner.send(request, **kwargs)
+        except httpx2.ConnectTimeout as exc:
+            if _refused(exc):
+                raise httpx2.ConnectError(str(exc), request=request) from exc
+            raise
 
     async def aclose(self) -> None:
         await self._per_loop.aclose()

@@ -11,7 +11,7 @@ arrives; after that an error surfaces, since the caller has already seen output.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -22,7 +22,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import Field, PrivateAttr
 
 from rat_langchain import _portal
-from rat_langchain._tokens import count_request_tokens
+from rat_langchain._tokens import count_request_tokens, encode
 from rat_langchain.guards import Guard, Guards, Key
 from rat_langchain.guards.limiter import Reservation
 
@@ -95,6 +95,30 @@ class ResilientChatOpenAI(ChatOpenAI):
         """The guard of this model's own calls."""
         return self.guard_for()
 
+    # -- token counts offline (langchain-openai's download tiktoken's tables) -------------------
+
+    def get_token_ids(self, text: str) -> list[int]:
+        if self.custom_get_token_ids is not None:
+            return self.custom_get_token_ids(text)
+        return encode(text, self.tiktoken_model_name or self.model_name)
+
+    def get_num_tokens_from_messages(
+        self,
+        messages: Sequence[BaseMessage],
+        tools: Sequence[Any] | None = None,
+        *,
+        allow_fetching_images: bool = False,
+    ) -> int:
+        """Prompt tokens of ``messages`` (and ``tools``), counted offline as the limiter
+        counts them."""
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+
+        return count_request_tokens(
+            _as_dicts(list(messages)),
+            self.tiktoken_model_name or self.model_name,
+            tools=[convert_to_openai_tool(tool) for tool in tools or ()],
+        )
+
     def _estimate(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> int:
         completion = (
             kwargs.get("max_completion_tokens")
@@ -156,7 +180,12 @@ class ResilientChatOpenAI(ChatOpenAI):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        parent = super()._astream
+        source: ResilientChatOpenAI = self
+        if "response_format" in kwargs and self.include_response_headers:
+            # the SDK's streaming parse returns no headers, and langchain-openai would warn on
+            # every call; the limiter learns from the next plain answer instead
+            source = self.model_copy(update={"include_response_headers": False})
+        parent = super(ResilientChatOpenAI, source)._astream
         guard = self.guard_for(kwargs.get("model"))
         if guard is None:
             async for plain in parent(messages, stop=stop, run_manager=run_manager, **kwargs):

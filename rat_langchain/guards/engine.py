@@ -34,6 +34,11 @@ _ANULL: contextlib.nullcontext[None] = contextlib.nullcontext()  # also an async
 OnResult = Callable[[Any, Reservation | None], None]
 
 
+class _AttemptTimedOut(TimeoutError):
+    """An attempt used up its share of the call's deadline: retried while time is left, the
+    call's ``DeadlineExceeded`` when it ends the call."""
+
+
 @dataclass
 class GuardStats:
     """Counters a test or a metrics exporter can read."""
@@ -102,12 +107,9 @@ class Guard:
                 result = await self._attempts(attempt, tokens, on_result, deadline)
         except TimeoutError as exc:
             self.stats.failures += 1
-            if scope is not None and scope.expired():
-                error = DeadlineExceeded(
-                    f"call to {self.key} did not finish within its {self.timeout}s deadline "
-                    f"(retries included); raise performance.retries.timeout_s or the timeout= "
-                    "of resilient()"
-                )
+            # the whole call's scope, or an attempt's share of it, ran out: the deadline
+            if (scope is not None and scope.expired()) or isinstance(exc, _AttemptTimedOut):
+                error = self._deadline_error()
                 self._record(started, error)
                 raise error from exc
             self._record(started, exc)
@@ -120,6 +122,13 @@ class Guard:
             raise explained from exc
         self._record(started, None)
         return result
+
+    def _deadline_error(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"call to {self.key} did not finish within its {self.timeout}s deadline "
+            "(retries included); raise performance.retries.timeout_s or the timeout= "
+            "of resilient()"
+        )
 
     def _failed(self, exc: Exception) -> BaseException:
         """Count a failed call and return what to raise: 401/403 become ``ApiKeyError``."""
@@ -168,7 +177,8 @@ class Guard:
         on_result: OnResult | None = None,
     ) -> T:
         """The same policy for sync callers. A running sync attempt cannot be interrupted, so
-        the deadline stops retries before they would cross it; the HTTP timeout ends attempts."""
+        the deadline stops retries before they would cross it, the HTTP timeout ends attempts,
+        and a result that arrives after the deadline is ``DeadlineExceeded`` all the same."""
         self.stats.calls += 1
         started = time.monotonic()
         retrying = tenacity.Retrying(
@@ -184,6 +194,8 @@ class Guard:
                 with state:
                     number = state.retry_state.attempt_number
                     result = self._once_sync(attempt, tokens, on_result, number)
+                    if self.timeout is not None and time.monotonic() - started > self.timeout:
+                        raise self._deadline_error()
                     self._record(started, None)
                     return result
         except Exception as exc:
@@ -242,11 +254,14 @@ class Guard:
                 if permit is not None:
                     permit.restart()  # the limiter's wait is not the call's duration
                 budget = self._attempt_budget(deadline, number)
+                share = asyncio.timeout(budget) if budget is not None else None
                 try:
-                    async with asyncio.timeout(budget) if budget is not None else _ANULL:
+                    async with share or _ANULL:
                         result = await attempt()
-                except TimeoutError:
+                except TimeoutError as exc:
                     self.stats.attempt_timeouts += 1
+                    if share is not None and share.expired():
+                        raise _AttemptTimedOut(f"attempt {number} ran out of its time") from exc
                     raise
                 except openai.RateLimitError as exc:
                     self._rate_limited(exc)
