@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import signal
 import sys
@@ -110,6 +111,10 @@ def _index(args: argparse.Namespace) -> int:
     from rat_langchain.index.indexer import BatchIndexer, load_folder
 
     config = RatConfig.load(args.config) if args.config else RatConfig.load()
+    documents = load_folder(args.path)  # a missing or empty folder fails before anything else
+    first = next(documents, None)
+    if first is None:
+        raise ValueError(f"{args.path} holds no .txt or .md text to index")
 
     async def run() -> int:
         async with ClientPool(config) as pool:
@@ -122,7 +127,7 @@ def _index(args: argparse.Namespace) -> int:
                     f"checkpoint: {count} documents saved to {folder}", flush=True
                 ),
             )
-            report = await indexer.aindex(load_folder(args.path))
+            report = await indexer.aindex(itertools.chain([first], documents))
         print(
             f"indexed {report.added} new, {report.skipped} already there, "
             f"{len(report.failed)} failed, of {report.total} chunks in {report.seconds:.1f} s"
@@ -155,12 +160,29 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command. An error is one line on stderr naming the problem, and exit status 1;
+    ``--debug`` shows the traceback instead."""
     parser = argparse.ArgumentParser(prog="rat-langchain", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_sim(sub)
     _add_demo(sub)
     _add_index(sub)
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except KeyboardInterrupt:
+        print("rat-langchain: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"rat-langchain {args.command}: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 1
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "sim":
         try:
             config = _sim_config(args)

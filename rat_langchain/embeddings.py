@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
+import hashlib
 import json
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -56,10 +56,21 @@ class _Split:
     groups: list[list[int]] = field(default_factory=list)
 
 
-@functools.cache
-def _default_pool(config_json: str) -> Clients:
-    """Embeddings made without a pool share one per configuration."""
-    return Clients(RatConfig.model_validate_json(config_json))
+_DEFAULT_POOLS: dict[str, Clients] = {}
+
+
+def _default_pool(config: RatConfig) -> Clients:
+    """Embeddings made without a pool share one per configuration. Keyed by the settings and
+    a one-way fingerprint of the key: a JSON dump alone masks the key as ``**********``, so two
+    configs that differ only in their key would share a pool (and the rebuilt config would
+    lose its key)."""
+    secret = config.endpoint.api_key
+    key = hashlib.sha256(secret.get_secret_value().encode()).hexdigest() if secret else ""
+    name = f"{config.model_dump_json()}|{key}"
+    pool = _DEFAULT_POOLS.get(name)
+    if pool is None:
+        pool = _DEFAULT_POOLS[name] = Clients(config)
+    return pool
 
 
 class PooledOpenAIEmbeddings(BaseModel, Embeddings):
@@ -110,7 +121,7 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
     def pool(self) -> Clients:
         if self._pool is None:
             config = self.config or RatConfig.load()
-            self._pool = _default_pool(config.model_dump_json())
+            self._pool = _default_pool(config)
         return self._pool
 
     # -- the async path ------------------------------------------------------------------------

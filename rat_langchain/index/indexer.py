@@ -50,6 +50,8 @@ def load_folder(
     ``chunk`` metadata and deterministic ids."""
     splitter = RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
     root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"{root} does not exist: nothing to index")
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     for file in files:
         if file.suffix.lower() not in TEXT_SUFFIXES:

@@ -1,4 +1,6 @@
+import os
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -112,3 +114,43 @@ def test_endpoint_or_simulator_picks_by_the_key(
         config = RatConfig.load(settings).with_endpoint(**endpoint)
         assert config.endpoint.base_url is None  # the SDK's default or OPENAI_BASE_URL
         assert config.performance.batch_embeddings.batch_size == 7
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["index", "{tmp}/missing", "--out", "{tmp}/out"], "does not exist"),
+        (["index", "{tmp}/empty", "--out", "{tmp}/out"], "holds no .txt or .md text"),
+        (["search", "{tmp}/nostore", "query"], "is not a saved FaissStore"),
+        (["index", "{tmp}/docs", "--out", "{tmp}/out", "--config", "{tmp}/bad.yaml"], "rpm_limit"),
+    ],
+)
+def test_cli_errors_are_one_line_with_a_nonzero_exit(
+    tmp_path: Path, argv: list[str], problem: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("some text")
+    (tmp_path / "bad.yaml").write_text("performance:\n  rate_limiting:\n    rpm_limit: -5\n")
+    args = [a.format(tmp=tmp_path) for a in argv]
+    done = subprocess.run(
+        [sys.executable, "-m", "rat_langchain", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OPENAI_API_KEY": "sk-test"},
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert problem in lines[0]
+    assert not (tmp_path / "out").exists()  # nothing written for a failed index
+    debug = subprocess.run(
+        [sys.executable, "-m", "rat_langchain", "--debug", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OPENAI_API_KEY": "sk-test"},
+    )
+    assert "Traceback" in debug.stderr

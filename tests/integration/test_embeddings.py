@@ -216,3 +216,20 @@ class TestStandardEmbeddings(EmbeddingsIntegrationTests):
     @property
     def embedding_model_params(self) -> dict[str, object]:
         return {"model": MODEL, "base_url": self.base_url, "api_key": API_KEY}
+
+
+def test_embeddings_without_a_pool_keep_the_configs_key(sim: SimulatorThread) -> None:
+    """The config's endpoint.api_key reaches the server (it was masked to '**********' on the
+    way to the default pool, and the server answered 401)."""
+    sim.configure(api_key="sk-only-this-one")
+    config = RatConfig.from_dict(
+        {
+            "endpoint": {"base_url": sim.base_url, "api_key": "sk-only-this-one"},
+            "performance": {"rate_limiting": {"enabled": False}},
+        },
+        env={},
+    )
+    emb = PooledOpenAIEmbeddings(model=MODEL, config=config)
+    assert len(emb.embed_query("hello")) == 1536
+    other = config.with_endpoint(api_key="sk-another")
+    assert PooledOpenAIEmbeddings(model=MODEL, config=other).pool is not emb.pool
