@@ -69,6 +69,13 @@ class ResilientChatOpenAI(ChatOpenAI):
 
     _guards_by_model: dict[str, Guard] = PrivateAttr(default_factory=dict)
 
+    @classmethod
+    def lc_id(cls) -> list[str]:
+        """Serialised as the ``ChatOpenAI`` it is: ``loads(dumps(llm))`` gives a ``ChatOpenAI``
+        with the same settings (the pool and its guards are this process's state, not
+        settings; ``pool.chat_model(**settings)`` puts a loaded model back on a pool)."""
+        return [*ChatOpenAI.get_lc_namespace(), "ChatOpenAI"]
+
     def with_guards(self, guards: Guards | None) -> ResilientChatOpenAI:
         """A copy of this model whose requests go through ``guards`` (LangChain's ``with_*``
         convention: this object is unchanged); ``None`` makes it a plain ``ChatOpenAI``."""

@@ -180,3 +180,20 @@ def test_a_per_call_model_is_charged_to_that_models_guard(
     assert pool.metrics.series(sim.base_url, "gpt-4o")["calls"] == 1
     assert pool.metrics.series(sim.base_url, "gpt-4o-mini")["calls"] == 0
     assert llm.guard_for("gpt-4o") is not llm.guard
+
+
+@pytest.mark.filterwarnings("ignore::langchain_core._api.beta_decorator.LangChainBetaWarning")
+@pytest.mark.filterwarnings("ignore:The default value of `allowed_objects`")
+def test_serialisation_round_trips_like_chat_openai(pool: ClientPool) -> None:
+    from langchain_core.load import dumpd, dumps, loads
+
+    llm = pool.chat_model(model="gpt-4o", temperature=0.2, max_retries=2, timeout=30)
+    text = dumps(llm)
+    assert API_KEY not in text  # the key is a secret reference, never its value
+    assert dumpd(llm)["id"] == dumpd(ChatOpenAI(model="gpt-4o", api_key="x"))["id"]
+    back = loads(text, secrets_map={"OPENAI_API_KEY": API_KEY}, allowed_objects=[ChatOpenAI])
+    assert isinstance(back, ChatOpenAI)
+    for field in ("model_name", "temperature", "max_retries", "request_timeout", "openai_api_base"):
+        assert getattr(back, field) == getattr(llm, field), field
+    assert back.openai_api_key is not None
+    assert back.openai_api_key.get_secret_value() == API_KEY
