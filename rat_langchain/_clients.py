@@ -117,7 +117,11 @@ class Clients:
     ) -> tuple[_Endpoint, str]:
         endpoint = self.config.endpoint
         url = (
-            base_url or endpoint.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE_URL
+            base_url
+            or endpoint.base_url
+            or os.environ.get("OPENAI_BASE_URL")
+            or os.environ.get("OPENAI_API_BASE")  # langchain-openai's name for it
+            or OPENAI_BASE_URL
         ).rstrip("/")
         key = (
             api_key

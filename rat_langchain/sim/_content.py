@@ -75,14 +75,36 @@ def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+_QUOTED = re.compile(r"\"([^\"\n]{1,200})\"|'([^'\n]{1,200})'")
+
+
+class Hints:
+    """Values a prompt names, handed out in order: numbers for numeric fields, quoted text for
+    string fields. So ``magic_function(3)`` is called with 3, as a model reading the prompt
+    would, and a test of tool calling checks something."""
+
+    def __init__(self, text: str) -> None:
+        self.numbers = [float(n) for n in _NUMBER.findall(text)]
+        self.quoted = [a or b for a, b in _QUOTED.findall(text)]
+
+    def number(self) -> float | None:
+        return self.numbers.pop(0) if self.numbers else None
+
+    def string(self) -> str | None:
+        return self.quoted.pop(0) if self.quoted else None
+
+
 def json_from_schema(
     schema: dict[str, Any],
     *,
     text: str = "example",
     root: dict[str, Any] | None = None,
     depth: int = 0,
+    hints: Hints | None = None,
 ) -> Any:
-    """A value valid against ``schema`` (the subset OpenAI's structured outputs accept)."""
+    """A value valid against ``schema`` (the subset OpenAI's structured outputs accept), its
+    numbers and strings taken from ``hints`` (the prompt) where it names some."""
     root = root if root is not None else schema
     schema = _resolve(schema, root)
     if depth > _MAX_DEPTH:
@@ -97,44 +119,65 @@ def json_from_schema(
         options = [s for s in schema.get(key, []) if _resolve(s, root).get("type") != "null"]
         if options or schema.get(key):
             chosen = options[0] if options else schema[key][0]
-            return json_from_schema(chosen, text=text, root=root, depth=depth + 1)
+            return json_from_schema(chosen, text=text, root=root, depth=depth + 1, hints=hints)
     if "allOf" in schema:
         merged: dict[str, Any] = {}
         for part in schema["allOf"]:
             merged.update(_resolve(part, root))
-        return json_from_schema(merged, text=text, root=root, depth=depth + 1)
+        return json_from_schema(merged, text=text, root=root, depth=depth + 1, hints=hints)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object" or (kind is None and "properties" in schema):
         props: dict[str, Any] = schema.get("properties", {})
         return {
-            name: json_from_schema(sub, text=text, root=root, depth=depth + 1)
+            name: json_from_schema(sub, text=text, root=root, depth=depth + 1, hints=hints)
             for name, sub in props.items()
         }
     if kind == "array":
         count = max(1, int(schema.get("minItems", 1)))
         item = schema.get("items", {})
-        return [json_from_schema(item, text=text, root=root, depth=depth + 1) for _ in range(count)]
-    if kind == "integer":
-        return int(schema.get("minimum", 1))
-    if kind == "number":
-        return float(schema.get("minimum", 1.0))
+        return [
+            json_from_schema(item, text=text, root=root, depth=depth + 1, hints=hints)
+            for _ in range(count)
+        ]
+    if kind in ("integer", "number"):
+        found = hints.number() if hints is not None else None
+        value = found if found is not None else float(schema.get("minimum", 1))
+        return int(value) if kind == "integer" else float(value)
     if kind == "boolean":
         return True
     if kind == "null":
         return None
-    return text
+    quoted = hints.string() if hints is not None else None
+    return quoted if quoted is not None else text
 
 
-def structured_content(response_format: dict[str, Any], text: str) -> str | None:
-    """JSON text for a ``response_format`` request, or None when plain text was asked for."""
+def all_text(messages: list[dict[str, Any]]) -> str:
+    """Every message's text, in order (instructions often sit in the system message)."""
+    parts = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts += [str(p.get("text", "")) for p in content if isinstance(p, dict)]
+        else:
+            parts.append(str(content or ""))
+    return "\n".join(parts)
+
+
+def structured_content(
+    response_format: dict[str, Any], text: str, instructions: str = ""
+) -> str | None:
+    """JSON text for a ``response_format`` request, or None when plain text was asked for.
+    JSON mode answers with the keys the instructions name in quotes (``'setup' and
+    'punchline'``), as a model following them would."""
     kind = response_format.get("type")
     if kind == "json_schema":
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
-        return json.dumps(json_from_schema(schema, text=text))
+        return json.dumps(json_from_schema(schema, text=text, hints=Hints(instructions)))
     if kind == "json_object":
-        return json.dumps({"answer": text})
+        keys = list(dict.fromkeys(a or b for a, b in _QUOTED.findall(instructions)))
+        return json.dumps({key: text for key in keys} if keys else {"answer": text})
     return None
 
 

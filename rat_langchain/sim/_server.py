@@ -432,10 +432,16 @@ class Simulator:
                 tool_calls.append({"name": call.name, "arguments": json.dumps(call.arguments)})
         elif (tool := _content.chosen_tool(body)) is not None:
             content = None
-            args = _content.json_from_schema(tool.get("parameters") or {}, text=text)
+            args = _content.json_from_schema(
+                tool.get("parameters") or {},
+                text=text,
+                hints=_content.Hints(_content.last_user_text(messages)),
+            )
             tool_calls.append({"name": tool.get("name", "tool"), "arguments": json.dumps(args)})
         else:
-            content = _content.structured_content(body.get("response_format") or {}, text)
+            content = _content.structured_content(
+                body.get("response_format") or {}, text, _content.all_text(messages)
+            )
             if content is None:
                 content = _content.default_answer(messages, self.config.completion_tokens)
                 content, _ = truncate(content, self.config.completion_tokens, model)
