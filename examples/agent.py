@@ -35,12 +35,14 @@ async def ask(pool: ClientPool, question: str) -> str:
 
 
 def main() -> None:
-    with endpoint_or_simulator(latency_ms=20) as endpoint:  # the simulator unless a key is set
-        with ClientPool(RatConfig.load().with_endpoint(**endpoint)) as pool:
-            for question in ("What is 6 times 7? Use the tool.", "And 12 times 12? Use the tool."):
-                # a new event loop each time: the pool's clients follow (plain ChatOpenAI
-                # fails the second asyncio.run with "Event loop is closed")
-                print(question, "->", asyncio.run(ask(pool, question)))
+    with (
+        endpoint_or_simulator(latency_ms=20) as endpoint,  # the simulator unless a key is set
+        ClientPool(RatConfig.load().with_endpoint(**endpoint)) as pool,
+    ):
+        for question in ("What is 6 times 7? Use the tool.", "And 12 times 12? Use the tool."):
+            # a new event loop each time: the pool's clients follow (plain ChatOpenAI fails
+            # the second asyncio.run with "Event loop is closed")
+            print(question, "->", asyncio.run(ask(pool, question)))
 
 
 if __name__ == "__main__":
