@@ -5,11 +5,15 @@ Header values are untrusted input: anything unreadable, negative or not finite i
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import math
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
-__all__ = ["number", "parse_duration", "retry_after_seconds"]
+__all__ = ["Announced", "announced", "number", "parse_duration", "retry_after_seconds"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
@@ -37,13 +41,61 @@ def parse_duration(value: str) -> float | None:
     return sum(float(n) * scale[u] for n, u in parts)
 
 
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """The server's requested wait: ``retry-after-ms`` first, then ``retry-after`` in seconds."""
+def retry_after_seconds(
+    headers: Mapping[str, str], *, now: Callable[[], float] = time.time
+) -> float | None:
+    """The server's requested wait: ``retry-after-ms`` first, then ``retry-after`` in seconds
+    or as an HTTP date (RFC 9110; a date in the past is no wait). ``now`` is the wall clock
+    the date is measured against."""
     lowered = {k.lower(): v for k, v in headers.items()}
     ms = number(lowered.get("retry-after-ms"))
     if ms is not None and ms >= 0:
         return ms / 1000.0
-    seconds = number(lowered.get("retry-after"))
+    raw = lowered.get("retry-after")
+    seconds = number(raw)
     if seconds is not None and seconds >= 0:
         return seconds
+    if raw:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=datetime.UTC)
+        return max(0.0, when.timestamp() - now())
     return None
+
+
+@dataclass(frozen=True)
+class Announced:
+    """What a response says of one dimension (requests or tokens): its limit per minute, what
+    is left, and when it is full again. A project-level limit (``x-ratelimit-*-project-tokens``)
+    counts too: the tighter of the two binds."""
+
+    limit: float | None
+    remaining: float | None
+    reset_s: float | None
+
+
+def announced(headers: Mapping[str, str], name: str) -> Announced:
+    """``Announced`` for ``name`` ("requests" or "tokens") from ``x-ratelimit-*`` headers;
+    unreadable, infinite or negative values are left out (headers are untrusted)."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+
+    def tightest(kind: str, parse: Callable[[str], float | None]) -> float | None:
+        values = [
+            parse(value)
+            for header in (f"x-ratelimit-{kind}-{name}", f"x-ratelimit-{kind}-project-{name}")
+            if (value := lowered.get(header)) is not None
+        ]
+        found = [v for v in values if v is not None and v >= 0]
+        return min(found) if found else None
+
+    def plain(value: str) -> float | None:
+        return number(value)
+
+    return Announced(
+        limit=tightest("limit", plain),
+        remaining=tightest("remaining", plain),
+        reset_s=tightest("reset", parse_duration),
+    )

@@ -23,7 +23,7 @@ from langchain_core.rate_limiters import BaseRateLimiter
 
 from rat_langchain.config import RateLimitingConfig, RetriesConfig
 from rat_langchain.errors import RateLimitExceeded, RequestTooLarge
-from rat_langchain.guards.headers import number, parse_duration, retry_after_seconds
+from rat_langchain.guards.headers import announced, parse_duration, retry_after_seconds
 from rat_langchain.guards.key import Key, KeyLike
 
 __all__ = [
@@ -606,24 +606,22 @@ class RateLimiter:
             self._rearm(key, state)
 
     def observe(self, key: KeyLike, headers: Mapping[str, str]) -> None:
-        """Tighten the buckets from ``x-ratelimit-*`` headers when the server knows better."""
+        """Tighten the buckets from ``x-ratelimit-*`` headers when the server knows better
+        (a project-level limit too, where the server sends one: the tighter binds)."""
         key = Key.of(key)
-        lowered = {k.lower(): v for k, v in headers.items()}
         with self._lock:
             state = self._state(key)
             margin = state.limit.safety_margin
             for name, bucket in (("requests", state.requests), ("tokens", state.tokens)):
                 if bucket is None:
                     continue
-                limit = number(lowered.get(f"x-ratelimit-limit-{name}"))
-                if limit is not None and limit > 0:
-                    bucket.shrink(limit * margin)
-                remaining = number(lowered.get(f"x-ratelimit-remaining-{name}"))
-                if remaining is not None:
+                told = announced(headers, name)  # garbage and negative values left out
+                if told.limit is not None and told.limit > 0:
+                    bucket.shrink(told.limit * margin)
+                if told.remaining is not None:
                     # the server's count includes requests in flight that we already charged;
-                    # tightening to it is conservative, never looser than our own view; a
-                    # negative count (a lying header) empties the bucket, no more
-                    bucket.cap(max(0.0, remaining))
+                    # tightening to it is conservative, never looser than our own view
+                    bucket.cap(told.remaining)
 
     def drain(self, key: KeyLike) -> None:
         """Empty the buckets of ``key`` now: a stand-in joining a window that another limiter

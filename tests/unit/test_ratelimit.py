@@ -188,8 +188,39 @@ def test_duration_and_retry_after_parsing() -> None:
     assert parse_duration("7") == 7
     assert parse_duration("soon") is None
     assert retry_after_seconds({"Retry-After": "4"}) == 4
-    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    # an HTTP date (RFC 9110), measured against the wall clock; a date in the past is no wait
+    date = {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}
+    assert retry_after_seconds(date) == 0.0
+    then = 1445412450.0  # 30 s before that date
+    assert retry_after_seconds(date, now=lambda: then) == pytest.approx(30.0)
+    assert retry_after_seconds({"retry-after": "not a date"}) is None
     assert retry_after_seconds({}) is None
+
+
+def test_azure_and_project_headers() -> None:
+    """Azure sends integer seconds; OpenAI may add project-level token limits: the tighter
+    of the two binds."""
+    from rat_langchain.guards.headers import announced
+
+    azure = {"x-ratelimit-remaining-requests": "9", "x-ratelimit-reset-requests": "10"}
+    assert announced(azure, "requests").remaining == 9
+    assert announced(azure, "requests").reset_s == 10
+    both = {
+        "x-ratelimit-limit-tokens": "200000",
+        "x-ratelimit-limit-project-tokens": "50000",
+        "x-ratelimit-remaining-tokens": "150000",
+        "x-ratelimit-remaining-project-tokens": "40000",
+        "x-ratelimit-reset-project-tokens": "6m0s",
+    }
+    told = announced(both, "tokens")
+    assert (told.limit, told.remaining, told.reset_s) == (50000, 40000, 360)
+    clock = FakeClock()
+    rl = limiter(clock, rpm=None, tpm=1_000_000)
+    rl.observe(KEY, both)
+    state = rl._states[Key.of(KEY)]
+    assert state.tokens is not None
+    assert state.tokens.per_minute == 50000  # the project's limit, not the key's
+    assert state.tokens.level() <= 40000
 
 
 def test_per_model_limits_from_config() -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from rat_langchain.config import RateLimitingConfig
 from rat_langchain.errors import RateLimiterUnavailable, RateLimitExceeded, RequestTooLarge
-from rat_langchain.guards.headers import number
+from rat_langchain.guards.headers import announced
 from rat_langchain.guards.key import Key, KeyLike
 from rat_langchain.guards.limiter import RateLimit, RateLimiter, Reservation, limiter_stats
 from rat_langchain.guards.redis._link import Link, lua, safe_url
@@ -380,12 +380,9 @@ class RedisRateLimiter:
         """``x-ratelimit-*`` headers tighten the stand-in and cap the shared buckets."""
         key = Key.of(key)
         self.local.observe(key, headers)
-        lowered = {k.lower(): v for k, v in headers.items()}
-        remaining = [
-            number(lowered.get(f"x-ratelimit-remaining-{n}")) for n in ("tokens", "requests")
-        ]
+        remaining = [announced(headers, n).remaining for n in ("tokens", "requests")]
         if remaining != [None, None]:
-            tokens, requests = (-1 if r is None else max(0, int(r)) for r in remaining)
+            tokens, requests = (-1 if r is None else int(r) for r in remaining)
             self._send(key, "cap", tokens, requests)
 
     def observe_429(self, key: KeyLike, headers: Mapping[str, str]) -> float:
