@@ -53,6 +53,40 @@ class _Bucket:
         return (self.capacity - self.level()) / self._rate
 
 
+class _Window:
+    """At most ``limit x window_s / 60`` per window of ``window_s`` seconds, counted from zero
+    at each window's start (windows aligned to the clock)."""
+
+    def __init__(self, limit: int, clock: Callable[[], float], window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.capacity = max(1.0, limit * window_s / 60.0)
+        self._clock = clock
+        self._start = self._window_start()
+        self._used = 0.0
+
+    def _window_start(self) -> float:
+        return math.floor(self._clock() / self.window_s) * self.window_s
+
+    def level(self) -> float:
+        start = self._window_start()
+        if start != self._start:
+            self._start, self._used = start, 0.0
+        return self.capacity - self._used
+
+    def wait_for(self, amount: float) -> float:
+        if min(amount, self.capacity) <= self.level():
+            return 0.0
+        return self.until_full()
+
+    def take(self, amount: float) -> None:
+        self.level()
+        self._used += amount
+
+    def until_full(self) -> float:
+        return max(0.0, self._start + self.window_s - self._clock())
+
+
 @dataclass(frozen=True)
 class Decision:
     """Outcome of one admission check: allowed or not, and the headers to send either way."""
@@ -73,10 +107,19 @@ class RateLimits:
         tpm: int | None,
         clock: Callable[[], float],
         window_s: float = 60.0,
+        *,
+        style: str = "bucket",
+        headers: str = "openai",
+        retry_after: bool = True,
+        lying: bool = False,
     ) -> None:
         self._clock = clock
-        self.requests = _Bucket(rpm, clock, window_s) if rpm else None
-        self.tokens = _Bucket(tpm, clock, window_s) if tpm else None
+        kind = _Window if style == "fixed_window" else _Bucket
+        self.requests: _Bucket | _Window | None = kind(rpm, clock, window_s) if rpm else None
+        self.tokens: _Bucket | _Window | None = kind(tpm, clock, window_s) if tpm else None
+        self.header_style = headers
+        self.retry_after = retry_after
+        self.lying = lying
 
     def admit(self, tokens: int) -> Decision:
         waits: dict[str, float] = {}
@@ -91,8 +134,12 @@ class RateLimits:
         if blocked:
             name, wait = max(blocked.items(), key=lambda item: item[1])
             headers = self._headers()
-            headers["retry-after"] = str(max(1, math.ceil(wait)))
-            headers["retry-after-ms"] = str(math.ceil(wait * 1000))
+            if self.lying:
+                headers["retry-after"] = "100000"
+            elif self.retry_after:
+                headers["retry-after"] = str(max(1, math.ceil(wait)))
+                if self.header_style == "openai":
+                    headers["retry-after-ms"] = str(math.ceil(wait * 1000))
             return Decision(False, headers, name, wait)
         if self.requests is not None:
             self.requests.take(1)
@@ -102,10 +149,18 @@ class RateLimits:
 
     def _headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
+        if self.header_style == "none":
+            return headers
         for name, bucket in (("requests", self.requests), ("tokens", self.tokens)):
             if bucket is None:
                 continue
-            headers[f"x-ratelimit-limit-{name}"] = str(bucket.limit)
-            headers[f"x-ratelimit-remaining-{name}"] = str(max(0, math.floor(bucket.level())))
-            headers[f"x-ratelimit-reset-{name}"] = format_reset(bucket.until_full())
+            remaining = max(0, math.floor(bucket.level()))
+            if self.lying:
+                remaining = -(10**9)
+            headers[f"x-ratelimit-remaining-{name}"] = str(remaining)
+            if self.header_style == "azure":  # no limit; reset in whole seconds
+                headers[f"x-ratelimit-reset-{name}"] = str(math.ceil(bucket.until_full()))
+            else:
+                headers[f"x-ratelimit-limit-{name}"] = str(bucket.limit)
+                headers[f"x-ratelimit-reset-{name}"] = format_reset(bucket.until_full())
         return headers

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -21,6 +23,23 @@ class SimConfig(BaseModel):
         le=60,
         description="Burst the limits allow: this many seconds' worth. OpenAI may enforce a "
         "per-minute limit over shorter periods (600 RPM as 10 per second = 1 s).",
+    )
+    limit_style: Literal["bucket", "fixed_window"] = Field(
+        "bucket",
+        description="bucket: refills continuously (OpenAI); fixed_window: a count per window of "
+        "limit_window_s seconds that resets at each window's end (Azure's 1 s or 10 s windows).",
+    )
+    limit_headers: Literal["openai", "azure", "none"] = Field(
+        "openai",
+        description="Rate-limit headers sent: openai (limit, remaining, Go-duration reset, "
+        "retry-after and retry-after-ms), azure (remaining of the window, reset and retry-after "
+        "in integer seconds, no limit), none (a gateway or vLLM that says nothing).",
+    )
+    retry_after: bool = Field(True, description="Whether a 429 says how long to wait.")
+    lying_headers: bool = Field(
+        False,
+        description="Headers that lie: a remaining of -10^9 on every answer and a retry-after "
+        "of 100000 s on every 429 (what a client must survive).",
     )
     error_rate: float = Field(0.0, ge=0, le=1, description="Share of requests answered 500.")
     unavailable_rate: float = Field(0.0, ge=0, le=1, description="Share answered 503.")

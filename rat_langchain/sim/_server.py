@@ -177,7 +177,8 @@ class Simulator:
     def configure(self, **changes: Any) -> None:
         """Change settings while running, e.g. ``sim.configure(error_rate=0.5)``."""
         self.config = SimConfig.model_validate({**self.config.model_dump(), **changes})
-        if {"rpm", "tpm", "limit_window_s"} & changes.keys():
+        limit_fields = {"rpm", "tpm", "limit_window_s", "limit_style", "limit_headers"}
+        if (limit_fields | {"retry_after", "lying_headers"}) & changes.keys():
             self._limits = {}
         if "seed" in changes:
             self._rng = random.Random(self.config.seed)
@@ -187,7 +188,14 @@ class Simulator:
         if limits is None:
             cfg = self.config
             limits = self._limits[model] = RateLimits(
-                cfg.rpm, cfg.tpm, self._clock, cfg.limit_window_s
+                cfg.rpm,
+                cfg.tpm,
+                self._clock,
+                cfg.limit_window_s,
+                style=cfg.limit_style,
+                headers=cfg.limit_headers,
+                retry_after=cfg.retry_after,
+                lying=cfg.lying_headers,
             )
         return limits
 

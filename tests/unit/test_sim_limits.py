@@ -77,3 +77,37 @@ def test_limit_window_makes_a_per_minute_limit_bind_per_second() -> None:
     assert [limits.admit(1).allowed for _ in range(11)] == [True] * 10 + [False]
     clock.now += 0.1
     assert limits.admit(1).allowed
+
+
+def test_fixed_windows_reset_at_each_windows_end() -> None:
+    """Azure-style: 600 RPM over 10 s windows is 100 requests per window, counted afresh at
+    each window's start, whatever was used a moment before the boundary."""
+    clock = FakeClock(1000.0)  # a window boundary
+    limits = RateLimits(600, None, clock, 10.0, style="fixed_window")
+    assert sum(limits.admit(0).allowed for _ in range(150)) == 100
+    clock.now = 1009.5
+    refused = limits.admit(0)
+    assert not refused.allowed
+    assert refused.retry_after_s == pytest.approx(0.5)  # until the window ends
+    clock.now = 1010.0
+    assert sum(limits.admit(0).allowed for _ in range(150)) == 100
+
+
+def test_header_styles_of_the_servers_a_client_meets() -> None:
+    clock = FakeClock(1000.0)
+    azure = RateLimits(600, 60_000, clock, 10.0, style="fixed_window", headers="azure")
+    headers = azure.admit(10).headers
+    assert "x-ratelimit-limit-requests" not in headers  # Azure does not say the limit
+    assert headers["x-ratelimit-remaining-requests"] == "99"
+    assert headers["x-ratelimit-reset-requests"] == "10"  # integer seconds
+    for _ in range(99):
+        azure.admit(10)
+    refused = azure.admit(10)
+    assert refused.headers["retry-after"] == "10"
+    assert "retry-after-ms" not in refused.headers
+    silent = RateLimits(60, None, clock, 1.0, headers="none", retry_after=False)
+    assert silent.admit(0).headers == {}
+    assert silent.admit(0).headers == {}  # refused, and not a word about why or for how long
+    liar = RateLimits(60, None, clock, 1.0, lying=True)
+    assert liar.admit(0).headers["x-ratelimit-remaining-requests"] == str(-(10**9))
+    assert liar.admit(0).headers["retry-after"] == "100000"

@@ -1,0 +1,56 @@
+"""The server kinds a client meets, played by the simulator over a socket: the guards must not
+stall on any of them. (Learning their limits and windows without configuration is issue 12's
+next step; here they only must not hurt.)"""
+
+from __future__ import annotations
+
+import time
+
+from rat_langchain import ClientPool, RatConfig
+from rat_langchain.sim import SimulatorThread
+from tests.conftest import API_KEY
+
+
+def _pool(sim: SimulatorThread, **retries: object) -> ClientPool:
+    return ClientPool(
+        RatConfig.from_dict(
+            {
+                "endpoint": {"base_url": sim.base_url, "api_key": API_KEY},
+                "performance": {
+                    "rate_limiting": {"rpm_limit": 6000},
+                    "retries": {"initial_backoff_s": 0.05, "max_attempts": 8, **retries},
+                },
+            },
+            env={},
+        )
+    )
+
+
+def test_a_lying_server_never_stalls_a_key(sim: SimulatorThread) -> None:
+    """remaining = -10^9 on every answer, retry-after = 100000 s on every 429: each call still
+    ends within max_server_wait_s of waiting."""
+    sim.configure(rpm=120, limit_window_s=1.0, lying_headers=True)  # 2 requests per second
+    with _pool(sim, max_server_wait_s=0.5) as pool:
+        llm = pool.chat_model()
+        started = time.monotonic()
+        for _ in range(6):
+            assert llm.invoke("hi").content
+        assert time.monotonic() - started < 8.0
+    assert sim.stats().count("chat", 429) >= 1  # the server did refuse, and lie
+
+
+def test_azure_style_and_silent_servers_are_served(sim: SimulatorThread) -> None:
+    for style, retry_after in (("azure", True), ("none", False)):
+        sim.configure(
+            rpm=600,
+            limit_window_s=1.0,
+            limit_style="fixed_window",
+            limit_headers=style,
+            retry_after=retry_after,
+        )
+        sim.reset_stats()
+        with _pool(sim) as pool:
+            llm = pool.chat_model()
+            answers = llm.batch(["hi"] * 30)
+        assert len(answers) == 30, style
+        assert sim.stats().count("chat", 200) == 30, style
