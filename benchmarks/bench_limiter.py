@@ -30,6 +30,7 @@ import openai
 from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_openai import ChatOpenAI
 
+from benchmarks._drive import drive
 from rat_langchain import CircuitBreaker, ClientPool, RatConfig, RateLimiter, RetryPolicy
 from rat_langchain._tokens import count_message_tokens
 from rat_langchain.guards.engine import Guard
@@ -37,28 +38,6 @@ from rat_langchain.sim import SimulatorProcess
 
 KEY = "sk-bench"
 MODEL = "gpt-4o-mini"
-
-
-async def _drive(
-    n: int, concurrency: int, call: Callable[[int], Awaitable[Any]]
-) -> tuple[int, float]:
-    gate = asyncio.Semaphore(concurrency)
-    ok = 0
-
-    async def one(i: int) -> None:
-        nonlocal ok
-        async with gate:
-            try:
-                await call(i)
-                ok += 1
-            except Exception:
-                pass
-
-    start = time.perf_counter()
-    async with asyncio.TaskGroup() as tg:
-        for i in range(n):
-            tg.create_task(one(i))
-    return ok, time.perf_counter() - start
 
 
 def _messages(i: int, words: int = 8) -> list[dict[str, str]]:
@@ -92,18 +71,18 @@ def limiter_part(calls: int, quick: bool) -> list[str]:
                         lambda: c.chat.completions.create(model=MODEL, messages=_messages(i))
                     )
 
-                return await _drive(calls, 100, call)
+                return await drive(calls, 100, call)
 
         async def langchain_limiter() -> tuple[int, float]:
             lc = InMemoryRateLimiter(
                 requests_per_second=rps, check_every_n_seconds=0.01, max_bucket_size=rps
             )
             llm = ChatOpenAI(model=MODEL, base_url=sim.base_url, api_key=KEY, rate_limiter=lc)
-            return await _drive(calls, 100, lambda i: llm.ainvoke(f"question {i}"))
+            return await drive(calls, 100, lambda i: llm.ainvoke(f"question {i}"))
 
         async def no_limiter() -> tuple[int, float]:
             async with openai.AsyncOpenAI(base_url=sim.base_url, api_key=KEY) as c:
-                return await _drive(
+                return await drive(
                     calls,
                     100,
                     lambda i: c.chat.completions.create(model=MODEL, messages=_messages(i)),
@@ -163,7 +142,7 @@ def _tokens_run(calls: int, window: float, margin: float = 0.9) -> str:
                     used += tokens
                     return result
 
-                ok, wall = await _drive(calls, 100, call)
+                ok, wall = await drive(calls, 100, call)
             return ok, wall, used
 
         ok, wall, used = asyncio.run(run())
@@ -221,7 +200,7 @@ def overhead_part(calls: int, rounds: int) -> list[str]:
                     "ChatOpenAI (pooled, no guard)": lambda i: plain_llm.ainvoke(f"q{i}"),
                     "ResilientChatOpenAI": lambda i: guarded_llm.ainvoke(f"q{i}"),
                 }
-                await _drive(200, 50, raw_call)  # warm up sockets
+                await drive(200, 50, raw_call)  # warm up sockets
                 # Interleaved, rotated rounds even out drift on a shared machine. Wall-clock
                 # calls/s moves by +-25 % between rounds here; the client's CPU time per call (the
                 # simulator runs in another process) is the steadier measure of what the guard
@@ -239,7 +218,7 @@ def overhead_part(calls: int, rounds: int) -> list[str]:
                         # every prompt of the run is new (token counts are cached per text:
                         # repeated prompts would flatter the guard)
                         offset = next(fresh) * calls
-                        ok, wall = await _drive(calls, 50, partial(_shifted, call, offset))
+                        ok, wall = await drive(calls, 50, partial(_shifted, call, offset))
                         cpu_us = (time.process_time() - cpu) / max(1, ok) * 1e6
                         results.setdefault(label, []).append((ok / wall, cpu_us))
 

@@ -23,12 +23,13 @@ import argparse
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
+from benchmarks._drive import drive
 from rat_langchain import ClientPool, RatConfig
 from rat_langchain.sim import SimulatorProcess
 
@@ -38,28 +39,6 @@ MODEL = "gpt-4o-mini"
 
 def _prompt(i: int, tokens: int) -> str:
     return " ".join(f"w{i}x{j}" for j in range(max(1, tokens // 3)))
-
-
-async def _drive(
-    n: int, concurrency: int, call: Callable[[int], Awaitable[Any]]
-) -> tuple[int, float]:
-    gate = asyncio.Semaphore(concurrency)
-    ok = 0
-
-    async def one(i: int) -> None:
-        nonlocal ok
-        async with gate:
-            try:
-                await call(i)
-                ok += 1
-            except Exception:
-                pass
-
-    start = time.perf_counter()
-    async with asyncio.TaskGroup() as tg:
-        for i in range(n):
-            tg.create_task(one(i))
-    return ok, time.perf_counter() - start
 
 
 _POOLS: list[ClientPool] = []
@@ -128,7 +107,7 @@ async def chat_scenario(
                         hook(sim, time.perf_counter() - started)
                     return await model.ainvoke(_prompt(i, prompt_tokens(i)))
 
-                return await _drive(calls, concurrency, call)
+                return await drive(calls, concurrency, call)
 
             ok, wall = await run()
             await _close_pools()
