@@ -67,7 +67,9 @@ class ResilientChatOpenAI(ChatOpenAI):
     """Attempts per call when the model was made with ``max_retries=N`` (N+1); else the
     config's ``retries.max_attempts``."""
 
-    _guards_by_model: dict[str, Guard] = PrivateAttr(default_factory=dict)
+    # Guards made so far, by (guards object, attempts, model): a copy with other guards or
+    # other attempts (model_copy shares this dict) never gets a guard made for the original.
+    _guards_by_model: dict[tuple[int, int | None, str], Guard] = PrivateAttr(default_factory=dict)
 
     @classmethod
     def lc_id(cls) -> list[str]:
@@ -87,14 +89,15 @@ class ResilientChatOpenAI(ChatOpenAI):
         if self.rat_guards is None:
             return None
         name = model or self.model_name
-        guard = self._guards_by_model.get(name)
+        cache_key = (id(self.rat_guards), self.rat_max_attempts, name)
+        guard = self._guards_by_model.get(cache_key)
         if guard is None:
             guard = self.rat_guards.guard(Key(self.openai_api_base or "", name))
             if self.rat_max_attempts is not None and guard.retry is not None:
                 guard = replace(
                     guard, retry=replace(guard.retry, max_attempts=self.rat_max_attempts)
                 )
-            self._guards_by_model[name] = guard
+            self._guards_by_model[cache_key] = guard
         return guard
 
     @property

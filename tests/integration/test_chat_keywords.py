@@ -197,3 +197,15 @@ def test_serialisation_round_trips_like_chat_openai(pool: ClientPool) -> None:
         assert getattr(back, field) == getattr(llm, field), field
     assert back.openai_api_key is not None
     assert back.openai_api_key.get_secret_value() == API_KEY
+
+
+def test_a_copy_with_other_guards_uses_them(pool: ClientPool, sim: SimulatorThread) -> None:
+    from rat_langchain.guards import build_guards
+
+    llm = pool.chat_model()
+    assert llm.guard is not None  # made and remembered for the pool's guards
+    other = build_guards(RatConfig.from_dict({}, env={}))
+    moved = llm.with_guards(other)
+    assert moved.guard is not None
+    assert moved.guard.metrics is other.metrics
+    assert llm.guard.metrics is pool.metrics
