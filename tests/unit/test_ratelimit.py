@@ -25,6 +25,7 @@ KEY = ("http://sim/v1", "gpt-4o-mini")
 def limiter(clock: FakeClock, **kwargs: object) -> RateLimiter:
     kwargs.setdefault("safety_margin", 1.0)
     kwargs.setdefault("first_hold_s", 0.0)  # the first burst's hold has tests of its own
+    kwargs.setdefault("burst_s", 60.0)  # a minute's burst unless a test says otherwise
     return RateLimiter(clock=clock, call_later=clock.call_later, **kwargs)  # type: ignore[arg-type]
 
 
