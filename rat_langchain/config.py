@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 
 import yaml
 from pydantic import (
@@ -61,7 +62,10 @@ class _Section(BaseModel):
         """``rpm_limit: true`` is a mistake, not 1: a YAML boolean is never a number here."""
         if isinstance(value, bool) and info.field_name is not None:
             annotation = cls.model_fields[info.field_name].annotation
-            kinds = set(get_args(annotation)) or {annotation}
+            kinds = {
+                get_args(kind)[0] if get_origin(kind) is Annotated else kind
+                for kind in (get_args(annotation) or (annotation,))
+            }
             if kinds & {int, float} and bool not in kinds:
                 raise ValueError(f"expected a number, got the boolean {value!r}")
         return value
@@ -109,19 +113,37 @@ class ConnectionPoolingConfig(_Section):
         return self.max_keepalive_connections or self.max_connections
 
 
+# A limit is a number (a ceiling) or "auto": learned from the server's headers.
+Limit = Annotated[int, Field(gt=0)] | Literal["auto"]
+
+
 class ModelRateLimit(_Section):
     """Limits for one model, overriding the defaults of its API."""
 
-    rpm_limit: int | None = Field(None, gt=0, description="Requests per minute.")
-    tpm_limit: int | None = Field(None, gt=0, description="Tokens per minute.")
+    rpm_limit: Limit | None = Field(
+        None, description="Requests per minute (a ceiling, or auto); None: as rate_limiting."
+    )
+    tpm_limit: Limit | None = Field(
+        None, description="Tokens per minute (a ceiling, or auto); None: as rate_limiting."
+    )
 
 
 class RateLimitingConfig(_Section):
     """Client-side token buckets, so requests wait locally instead of being answered 429."""
 
     enabled: bool = Field(True, description="Throttle requests before they are sent.")
-    rpm_limit: int = Field(500, gt=0, description="Requests per minute per API and model.")
-    tpm_limit: int = Field(200_000, gt=0, description="Tokens per minute per API and model.")
+    rpm_limit: Limit = Field(
+        "auto",
+        description="Requests per minute per API and model. auto: learned from the server's "
+        "x-ratelimit-limit-requests, up as well as down, from 500 until it says; a number is "
+        "a ceiling the server's limit can only lower.",
+    )
+    tpm_limit: Limit = Field(
+        "auto",
+        description="Tokens per minute per API and model. auto: learned from the server's "
+        "x-ratelimit-limit-tokens (the tighter project limit where it sends one), from 200000 "
+        "until it says; a number is a ceiling.",
+    )
     safety_margin: float = Field(
         0.9, gt=0, le=1, description="Share of the limits actually used, to absorb clock skew."
     )
@@ -489,16 +511,24 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return base
 
 
+_UNION_BRANCH = re.compile(r"[\[\]'\-]|^(int|float|str|bool)$")
+
+
 def _key_errors(exc: ValidationError) -> list[tuple[str, str]]:
-    errors = []
+    """One ``(key path, message)`` per key. The branches of a union (``500`` or ``"auto"``)
+    are one key: their messages are joined with "or", and pydantic's branch names
+    (``constrained-int``, ``literal['auto']``) are left out of the path."""
+    messages: dict[str, list[str]] = {}
+    shown: dict[str, str] = {}
     for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        parts = [str(p) for p in error["loc"] if not _UNION_BRANCH.search(str(p))]
+        path = ".".join(parts) or "(top level)"
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against config.yaml)"
         else:
             message = error["msg"]
             secret = "api_key" in path  # never echo a secret back, not even a malformed one
             if "input" in error and not isinstance(error["input"], dict) and not secret:
-                message += f" (got {shorten(error['input'], 80)})"
-        errors.append((path, message))
-    return errors
+                shown[path] = f" (got {shorten(error['input'], 80)})"
+        messages.setdefault(path, []).append(message)
+    return [(path, " or ".join(found) + shown.get(path, "")) for path, found in messages.items()]

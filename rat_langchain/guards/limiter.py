@@ -17,7 +17,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from langchain_core.rate_limiters import BaseRateLimiter
 
@@ -27,6 +27,8 @@ from rat_langchain.guards.headers import announced, parse_duration, retry_after_
 from rat_langchain.guards.key import Key, KeyLike
 
 __all__ = [
+    "START_RPM",
+    "START_TPM",
     "LangChainRateLimiter",
     "Limiter",
     "RateLimit",
@@ -52,9 +54,18 @@ class _TimerHandle(Protocol):
 CallLater = Callable[[float, Callable[[], None]], _TimerHandle]
 
 
+# Where a learned limit starts, until the server's first x-ratelimit-limit-* header.
+START_RPM = 500
+START_TPM = 200_000
+
+
 @dataclass(frozen=True)
 class RateLimit:
     """Limits of one (api, model). ``None`` means that dimension is not limited.
+
+    ``learn_rpm`` / ``learn_tpm``: the number is only where the limit starts; the server's
+    ``x-ratelimit-limit-*`` replaces it, up or down. Otherwise it is a ceiling: the server's
+    limit can lower it, never raise it.
 
     Example: ``RateLimit(rpm=500, tpm=200_000, safety_margin=0.9)``.
     """
@@ -63,12 +74,34 @@ class RateLimit:
     tpm: int | None = None
     safety_margin: float = _DEFAULTS.safety_margin
     burst_s: float = _DEFAULTS.burst_s
+    learn_rpm: bool = False
+    learn_tpm: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        rpm: int | Literal["auto"] | None,
+        tpm: int | Literal["auto"] | None,
+        safety_margin: float = _DEFAULTS.safety_margin,
+        burst_s: float = _DEFAULTS.burst_s,
+    ) -> RateLimit:
+        """A ``RateLimit`` from configured values, where ``"auto"`` means learned."""
+        return cls(
+            START_RPM if rpm == "auto" else rpm,
+            START_TPM if tpm == "auto" else tpm,
+            safety_margin,
+            burst_s,
+            learn_rpm=rpm == "auto",
+            learn_tpm=tpm == "auto",
+        )
 
     def __post_init__(self) -> None:
         if not 0 < self.burst_s <= 60:
             raise ValueError(f"RateLimit.burst_s must be in (0, 60], got {self.burst_s}")
         for name in ("rpm", "tpm"):
             value = getattr(self, name)
+            if isinstance(value, str):
+                raise ValueError(f"RateLimit.{name}={value!r}: use RateLimit.of for 'auto'")
             if value is not None and value <= 0:
                 raise ValueError(
                     f"RateLimit.{name} must be a positive integer or None, got {value}"
@@ -159,6 +192,12 @@ class TokenBucket:
     def shrink(self, per_minute: float) -> None:
         """Adopt a lower limit (the server's is below the configured one)."""
         if per_minute < self.per_minute:
+            self.adopt(per_minute)
+
+    def adopt(self, per_minute: float) -> None:
+        """Adopt the server's limit, higher or lower (a learned limit). Raising it adds no
+        burst: the level grows at the new rate from where it is."""
+        if per_minute != self.per_minute:
             self.level()
             self.per_minute = float(per_minute)
             self.capacity = self.per_minute * self.burst_s / 60.0
@@ -227,7 +266,9 @@ class _KeyState:
             if limit.tpm
             else None
         )
-        self.borrow = borrow
+        # a learned token limit is an estimate: a request above it waits for a full bucket and
+        # borrows, rather than being refused before the server has said what its limit is
+        self.borrow = borrow or limit.learn_tpm
         self.paused_until = 0.0
         self.acknowledged = False
         self.waiters: deque[_Waiter] = deque()
@@ -346,8 +387,8 @@ class RateLimiter:
 
     def __init__(
         self,
-        rpm: int | None = _DEFAULTS.rpm_limit,
-        tpm: int | None = _DEFAULTS.tpm_limit,
+        rpm: int | Literal["auto"] | None = _DEFAULTS.rpm_limit,
+        tpm: int | Literal["auto"] | None = _DEFAULTS.tpm_limit,
         *,
         safety_margin: float = _DEFAULTS.safety_margin,
         burst_s: float = _DEFAULTS.burst_s,
@@ -372,7 +413,7 @@ class RateLimiter:
             raise ValueError(f"max_queue must be >= 0 or None, got {max_queue}")
         if max_queue_wait_s is not None and max_queue_wait_s < 0:
             raise ValueError(f"max_queue_wait_s must be >= 0 or None, got {max_queue_wait_s}")
-        self.default = RateLimit(rpm, tpm, safety_margin, burst_s)
+        self.default = RateLimit.of(rpm, tpm, safety_margin, burst_s)
         self.max_queue = max_queue
         self.max_queue_wait_s = max_queue_wait_s
         self.per_model = dict(per_model or {})
@@ -393,7 +434,7 @@ class RateLimiter:
         """The constructor's arguments for ``performance.rate_limiting`` (also used by the
         Redis limiter, whose local stand-in takes the same)."""
         per_model = {
-            model: RateLimit(
+            model: RateLimit.of(
                 limits.rpm_limit or config.rpm_limit,
                 limits.tpm_limit or config.tpm_limit,
                 config.safety_margin,
@@ -617,7 +658,11 @@ class RateLimiter:
                     continue
                 told = announced(headers, name)  # garbage and negative values left out
                 if told.limit is not None and told.limit > 0:
-                    bucket.shrink(told.limit * margin)
+                    learned = state.limit.learn_rpm if name == "requests" else state.limit.learn_tpm
+                    if learned:
+                        bucket.adopt(told.limit * margin)  # up as well as down
+                    else:
+                        bucket.shrink(told.limit * margin)  # a ceiling the user set
                 if told.remaining is not None:
                     # the server's count includes requests in flight that we already charged;
                     # tightening to it is conservative, never looser than our own view

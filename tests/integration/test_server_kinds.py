@@ -1,12 +1,13 @@
 """The server kinds a client meets, played by the simulator over a socket: the guards must not
-stall on any of them. (Learning their limits and windows without configuration is issue 12's
-next step; here they only must not hurt.)"""
+stall on any of them, and where a server announces its limits, they are learned."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rat_langchain import ClientPool, RatConfig
+from rat_langchain.guards import Key
 from rat_langchain.sim import SimulatorThread
 from tests.conftest import API_KEY
 
@@ -54,3 +55,19 @@ def test_azure_style_and_silent_servers_are_served(sim: SimulatorThread) -> None
             answers = llm.batch(["hi"] * 30)
         assert len(answers) == 30, style
         assert sim.stats().count("chat", 200) == 30, style
+
+
+def test_with_nothing_configured_the_limits_are_learned_from_the_server(
+    sim: SimulatorThread,
+) -> None:
+    sim.configure(rpm=6000, tpm=2_000_000)  # far above the starting 500 / 200k
+    config = RatConfig.from_dict(
+        {"endpoint": {"base_url": sim.base_url, "api_key": API_KEY}}, env={}
+    )
+    with ClientPool(config) as pool:
+        llm = pool.chat_model()
+        llm.invoke("hi")
+        limiter: Any = pool.limiter
+        state = limiter._state(Key(sim.base_url, llm.model_name))
+        assert state.requests.per_minute == 6000 * 0.9
+        assert state.tokens.per_minute == 2_000_000 * 0.9

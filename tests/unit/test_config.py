@@ -224,14 +224,18 @@ def test_constructors_take_their_defaults_from_the_config_model() -> None:
     arguments behaves as the default config says (first_hold_s once differed)."""
     from rat_langchain.config import CircuitBreakerConfig, RateLimitingConfig, RetriesConfig
     from rat_langchain.guards.breaker import CircuitBreaker
-    from rat_langchain.guards.limiter import RateLimit, RateLimiter
+    from rat_langchain.guards.limiter import START_RPM, START_TPM, RateLimit, RateLimiter
     from rat_langchain.guards.retry import RetryPolicy
 
     limits = RateLimitingConfig()
     limiter = RateLimiter()
-    assert limiter.default == RateLimit(
+    assert limiter.default == RateLimit.of(
         limits.rpm_limit, limits.tpm_limit, limits.safety_margin, limits.burst_s
     )
+    assert (limits.rpm_limit, limits.tpm_limit) == ("auto", "auto")
+    assert (limiter.default.rpm, limiter.default.tpm) == (START_RPM, START_TPM)
+    assert limiter.default.learn_rpm
+    assert limiter.default.learn_tpm
     assert limiter.first_hold_s == limits.first_hold_s
     assert (limiter.max_queue, limiter.max_queue_wait_s) == (None, None)
     breaker = CircuitBreaker("x")

@@ -420,3 +420,52 @@ def test_no_server_header_holds_a_key_longer_than_max_server_wait() -> None:
         rl.observe(KEY, {"x-ratelimit-remaining-tokens": garbage, "retry-after": garbage})
     assert state.wait_time(100) <= 0.1
     assert RateLimiter().max_pause_s == RetriesConfig().max_server_wait_s
+
+
+def test_auto_limits_follow_the_server_up_and_down_and_numbers_are_ceilings() -> None:
+    """rpm_limit/tpm_limit: auto (the default) start at 500 / 200k and take the server's
+    x-ratelimit-limit-*, higher or lower; a number the user set can only be lowered."""
+    from rat_langchain.guards.limiter import START_RPM, START_TPM
+
+    clock = FakeClock()
+    learned = RateLimiter(safety_margin=0.9, clock=clock, call_later=clock.call_later)
+    state = learned._state(Key.of(KEY))
+    assert state.requests is not None
+    assert state.tokens is not None
+    assert state.requests.per_minute == pytest.approx(START_RPM * 0.9)
+    assert state.tokens.per_minute == pytest.approx(START_TPM * 0.9)
+    learned.observe(KEY, {"x-ratelimit-limit-requests": "10000", "x-ratelimit-limit-tokens": "2e6"})
+    assert state.requests.per_minute == pytest.approx(9000)  # raised to the server's
+    assert state.tokens.per_minute == pytest.approx(1_800_000)
+    learned.observe(KEY, {"x-ratelimit-limit-tokens": "1000000"})  # Azure lowers it at times
+    assert state.tokens.per_minute == pytest.approx(900_000)
+    before = state.requests.level()
+    learned.observe(KEY, {"x-ratelimit-limit-requests": "60000"})
+    assert state.requests.level() <= before + 1e-9  # raising adds no burst at once
+    assert learned.try_acquire(KEY, tokens=1_500_000) is None  # over the learned limit: waits
+    ceiling = RateLimiter(rpm=600, tpm="auto", safety_margin=0.9, clock=clock)
+    capped = ceiling._state(Key.of(KEY))
+    assert capped.requests is not None
+    ceiling.observe(KEY, {"x-ratelimit-limit-requests": "10000"})
+    assert capped.requests.per_minute == pytest.approx(540)  # the user's number holds
+    ceiling.observe(KEY, {"x-ratelimit-limit-requests": "100"})
+    assert capped.requests.per_minute == pytest.approx(90)  # ... and the server may lower it
+
+
+def test_auto_in_the_config() -> None:
+    config = RateLimitingConfig.model_validate(
+        {
+            "rpm_limit": 600,
+            "per_model": {"gpt-4o": {"tpm_limit": 5000}, "o1": {"rpm_limit": "auto"}},
+        }
+    )
+    rl = RateLimiter.from_config(config)
+    assert rl.default.rpm == 600
+    assert not rl.default.learn_rpm
+    assert rl.default.learn_tpm  # not set: auto
+    assert not rl.limit_for(("x", "gpt-4o")).learn_tpm
+    assert rl.limit_for(("x", "o1")).learn_rpm
+    from rat_langchain import RatConfig
+
+    env = {"RAT_PERFORMANCE__RATE_LIMITING__TPM_LIMIT": "auto"}
+    assert RatConfig.from_dict({}, env=env).performance.rate_limiting.tpm_limit == "auto"

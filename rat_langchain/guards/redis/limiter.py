@@ -24,7 +24,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from rat_langchain.config import RateLimitingConfig
 from rat_langchain.errors import RateLimiterUnavailable, RateLimitExceeded, RequestTooLarge
@@ -53,8 +53,8 @@ class RedisRateLimiter:
 
     def __init__(
         self,
-        rpm: int | None = _DEFAULTS.rpm_limit,
-        tpm: int | None = _DEFAULTS.tpm_limit,
+        rpm: int | Literal["auto"] | None = _DEFAULTS.rpm_limit,
+        tpm: int | Literal["auto"] | None = _DEFAULTS.tpm_limit,
         *,
         url: str = _DEFAULTS.redis_url,
         prefix: str = "rat",
@@ -154,8 +154,10 @@ class RedisRateLimiter:
         args = dict(self._local_args)
         if self._share > 1:
             share = self._share
-            args["rpm"] = _divided(args.get("rpm"), share)
-            args["tpm"] = _divided(args.get("tpm"), share)
+            # a share of the whole (learned limits are not shared through Redis yet: each
+            # worker's share is of the limit the shared buckets hold)
+            args["rpm"] = _divided(self._default.rpm, share)
+            args["tpm"] = _divided(self._default.tpm, share)
             args["per_model"] = {
                 model: RateLimit(
                     _divided(limit.rpm, share),
