@@ -650,16 +650,24 @@ class RateLimiter:
         """Tighten the buckets from ``x-ratelimit-*`` headers when the server knows better
         (a project-level limit too, where the server sends one: the tighter binds)."""
         key = Key.of(key)
+        said = {name: announced(headers, name) for name in ("requests", "tokens")}
+        # A server that announces limits announces every one it enforces (OpenAI sends both):
+        # a learned dimension it says nothing of, neither limit nor remaining, is not limited.
+        announcing = any(told.limit is not None for told in said.values())
         with self._lock:
             state = self._state(key)
             margin = state.limit.safety_margin
+            learns = {"requests": state.limit.learn_rpm, "tokens": state.limit.learn_tpm}
+            if announcing:
+                for name, told in said.items():
+                    if learns[name] and told.limit is None and told.remaining is None:
+                        setattr(state, name, None)
             for name, bucket in (("requests", state.requests), ("tokens", state.tokens)):
                 if bucket is None:
                     continue
-                told = announced(headers, name)  # garbage and negative values left out
+                told = said[name]  # garbage and negative values left out
                 if told.limit is not None and told.limit > 0:
-                    learned = state.limit.learn_rpm if name == "requests" else state.limit.learn_tpm
-                    if learned:
+                    if learns[name]:
                         bucket.adopt(told.limit * margin)  # up as well as down
                     else:
                         bucket.shrink(told.limit * margin)  # a ceiling the user set

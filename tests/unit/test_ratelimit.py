@@ -437,10 +437,11 @@ def test_auto_limits_follow_the_server_up_and_down_and_numbers_are_ceilings() ->
     learned.observe(KEY, {"x-ratelimit-limit-requests": "10000", "x-ratelimit-limit-tokens": "2e6"})
     assert state.requests.per_minute == pytest.approx(9000)  # raised to the server's
     assert state.tokens.per_minute == pytest.approx(1_800_000)
-    learned.observe(KEY, {"x-ratelimit-limit-tokens": "1000000"})  # Azure lowers it at times
+    lowered = {"x-ratelimit-limit-requests": "10000", "x-ratelimit-limit-tokens": "1000000"}
+    learned.observe(KEY, lowered)  # Azure lowers the token limit at times
     assert state.tokens.per_minute == pytest.approx(900_000)
     before = state.requests.level()
-    learned.observe(KEY, {"x-ratelimit-limit-requests": "60000"})
+    learned.observe(KEY, {**lowered, "x-ratelimit-limit-requests": "60000"})
     assert state.requests.level() <= before + 1e-9  # raising adds no burst at once
     assert learned.try_acquire(KEY, tokens=1_500_000) is None  # over the learned limit: waits
     ceiling = RateLimiter(rpm=600, tpm="auto", safety_margin=0.9, clock=clock)
@@ -469,3 +470,22 @@ def test_auto_in_the_config() -> None:
 
     env = {"RAT_PERFORMANCE__RATE_LIMITING__TPM_LIMIT": "auto"}
     assert RatConfig.from_dict({}, env=env).performance.rate_limiting.tpm_limit == "auto"
+
+
+def test_a_learned_dimension_the_server_does_not_announce_is_not_limited() -> None:
+    """A server that sends its token limit and nothing about requests has no request limit:
+    keeping the starting 500 RPM would cap a token-limited server at half its speed."""
+    clock = FakeClock()
+    learned = RateLimiter(clock=clock)
+    learned.observe(
+        KEY, {"x-ratelimit-limit-tokens": "300000", "x-ratelimit-remaining-tokens": "1"}
+    )
+    state = learned._states[Key.of(KEY)]
+    assert state.requests is None
+    assert state.tokens is not None
+    azure = RateLimiter(clock=clock)
+    azure.observe(KEY, {"x-ratelimit-remaining-requests": "9"})  # no limit header at all
+    assert azure._states[Key.of(KEY)].requests is not None  # nothing announced: kept
+    ceiling = RateLimiter(rpm=600, clock=clock)
+    ceiling.observe(KEY, {"x-ratelimit-limit-tokens": "300000"})
+    assert ceiling._states[Key.of(KEY)].requests is not None  # the user's number stays
