@@ -174,8 +174,7 @@ def overhead_part(calls: int, rounds: int) -> list[str]:
                 raw = pool.async_client(base_url=sim.base_url, api_key=KEY, max_retries=0)
                 guard = pool.guard(sim.base_url, MODEL)
                 guarded_llm = pool.chat_model(model=MODEL, base_url=sim.base_url, api_key=KEY)
-                plain_llm = guarded_llm.model_copy()
-                plain_llm.with_guard(None)  # type: ignore[attr-defined]
+                plain_llm = guarded_llm.with_guards(None)  # the same model, unguarded
 
                 def raw_call(i: int) -> Awaitable[Any]:
                     return raw.chat.completions.create(model=MODEL, messages=_messages(i))
