@@ -11,8 +11,9 @@ arrives; after that an error surfaces, since the caller has already seen output.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -145,10 +146,6 @@ class ResilientChatOpenAI(ChatOpenAI):
         return prompt + int(completion)
 
     @staticmethod
-    def _settler(guard: Guard) -> Callable[[ChatResult, Reservation | None], None]:
-        return lambda result, reservation: ResilientChatOpenAI._settle(guard, result, reservation)
-
-    @staticmethod
     def _settle(guard: Guard, result: ChatResult, reservation: Reservation | None) -> None:
         usage = (result.llm_output or {}).get("token_usage") or {}
         total = usage.get("total_tokens")
@@ -180,7 +177,7 @@ class ResilientChatOpenAI(ChatOpenAI):
         return await guard.run(
             lambda: parent(messages, stop=stop, run_manager=run_manager, **kwargs),
             tokens=self._estimate(messages, kwargs),
-            on_result=self._settler(guard),
+            on_result=partial(self._settle, guard),
         )
 
     async def _astream(

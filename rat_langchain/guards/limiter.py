@@ -37,6 +37,7 @@ __all__ = [
     "RequestTooLarge",
     "Reservation",
     "TokenBucket",
+    "check_size",
 ]
 
 _EPSILON = 1e-9
@@ -128,7 +129,7 @@ class TokenBucket:
         per_minute: float,
         clock: Callable[[], float] = time.monotonic,
         *,
-        burst_s: float = 60.0,
+        burst_s: float = _DEFAULTS.burst_s,
         first_hold_s: float = 0.0,
     ) -> None:
         self.per_minute = float(per_minute)
@@ -275,12 +276,8 @@ class _KeyState:
         self.timer: _TimerHandle | None = None
 
     def check_size(self, tokens: int, key: Key) -> None:
-        if self.tokens is not None and tokens > self.tokens.per_minute and not self.borrow:
-            raise RequestTooLarge(
-                f"a request of {tokens} tokens can never fit the {key} tokens-per-minute limit "
-                f"({self.tokens.per_minute:.0f} = tpm_limit x safety_margin); raise "
-                "performance.rate_limiting.tpm_limit or split the request"
-            )
+        if not self.borrow:
+            check_size(key, tokens, self.tokens.per_minute if self.tokens is not None else None)
 
     def wait_time(self, tokens: int) -> float:
         wait = max(0.0, self.paused_until - self.clock())
@@ -325,6 +322,17 @@ class _KeyState:
         if bucket is not None:
             bucket.take_refilled(tokens)
         return True
+
+
+def check_size(key: Key, tokens: int, per_minute: float | None) -> None:
+    """``RequestTooLarge`` if ``tokens`` can never fit a token limit of ``per_minute`` (None:
+    no token limit): waiting for it would never end."""
+    if per_minute is not None and tokens > per_minute:
+        raise RequestTooLarge(
+            f"a request of {tokens} tokens can never fit the {key} tokens-per-minute limit "
+            f"({per_minute:.0f} = tpm_limit x safety_margin); raise "
+            "performance.rate_limiting.tpm_limit or split the request"
+        )
 
 
 def limiter_stats(**extra: Any) -> dict[str, Any]:

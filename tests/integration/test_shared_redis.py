@@ -290,3 +290,18 @@ async def test_fail_closed_refusals_never_open_the_endpoints_breaker(
         assert guard.breaker.state == State.CLOSED  # Redis's outage is not the endpoint's fault
         redis_server.start()
         assert await llm.ainvoke("hi")  # and the endpoint answers as soon as Redis is back
+
+
+async def test_a_learned_token_limit_borrows_in_redis_as_locally(redis_server: RedisServer) -> None:
+    """tpm "auto" starts at 200k: a larger request waits for a full bucket and borrows, as the
+    local limiter does, instead of being refused before the server has said its limit; a
+    number the user set still refuses it."""
+    from rat_langchain import RequestTooLarge
+
+    learned = limiter(redis_server.url, rpm=None, tpm="auto", prefix="borrow-test")
+    assert await learned.acquire(("b", "m"), 250_000) is not None
+    fixed = limiter(redis_server.url, rpm=None, tpm=200_000, prefix="borrow-test")
+    with pytest.raises(RequestTooLarge, match="can never fit"):
+        await fixed.acquire(("c", "m"), 250_000)
+    await learned.aclose()
+    await fixed.aclose()

@@ -31,7 +31,7 @@ def limiter(clock: FakeClock, **kwargs: object) -> RateLimiter:
 
 def test_bucket_refills_continuously_and_starts_full() -> None:
     clock = FakeClock()
-    bucket = TokenBucket(60, clock)
+    bucket = TokenBucket(60, clock, burst_s=60.0)
     assert bucket.level() == 60
     bucket.take(60)
     assert bucket.wait_for(1) == pytest.approx(1.0)

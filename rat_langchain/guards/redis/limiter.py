@@ -30,7 +30,13 @@ from rat_langchain.config import RateLimitingConfig
 from rat_langchain.errors import RateLimiterUnavailable, RateLimitExceeded, RequestTooLarge
 from rat_langchain.guards.headers import announced
 from rat_langchain.guards.key import Key, KeyLike
-from rat_langchain.guards.limiter import RateLimit, RateLimiter, Reservation, limiter_stats
+from rat_langchain.guards.limiter import (
+    RateLimit,
+    RateLimiter,
+    Reservation,
+    check_size,
+    limiter_stats,
+)
 from rat_langchain.guards.redis._link import Link, lua, safe_url
 
 __all__ = ["RedisRateLimiter"]
@@ -191,13 +197,13 @@ class RedisRateLimiter:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
         self._seen.add(key)
         limit = self.limit_for(key)
-        if limit.tpm is not None and tokens > limit.tpm * limit.safety_margin:
+        if limit.learn_tpm or limit.tpm is None:
+            return  # a learned limit is an estimate: a large request borrows, as locally
+        try:
+            check_size(key, tokens, limit.tpm * limit.safety_margin)
+        except RequestTooLarge:
             self.stats["too_large"] += 1
-            raise RequestTooLarge(
-                f"a request of {tokens} tokens can never fit the {key} tokens-per-minute limit "
-                f"({limit.tpm * limit.safety_margin:.0f} = tpm_limit x safety_margin); raise "
-                "performance.rate_limiting.tpm_limit or split the request"
-            )
+            raise
 
     def _degraded_grant(self, reservation: Reservation | None) -> Reservation | None:
         if reservation is not None:
