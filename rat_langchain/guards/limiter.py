@@ -11,6 +11,7 @@ Time is a parameter (``clock``, ``call_later``) so the logic is tested without s
 from __future__ import annotations
 
 import asyncio
+import random as _random
 import threading
 import time
 import weakref
@@ -25,6 +26,7 @@ from rat_langchain.config import RateLimitingConfig, RetriesConfig
 from rat_langchain.errors import RateLimitExceeded, RequestTooLarge
 from rat_langchain.guards.headers import announced, parse_duration, retry_after_seconds
 from rat_langchain.guards.key import Key, KeyLike
+from rat_langchain.guards.learn import Learner
 
 __all__ = [
     "START_RPM",
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 _EPSILON = 1e-9
+_BACKOFF_S = 0.5  # the first pause after a 429 that says nothing of when to come back
 
 
 # One default per setting: the config model's (performance.rate_limiting, .retries).
@@ -183,6 +186,11 @@ class TokenBucket:
             self.level()
             self._hold_until = None
 
+    @property
+    def last_level(self) -> float:
+        """The level as of the last refill (no refill: for the hot path, right after a take)."""
+        return self._level
+
     def give(self, amount: float) -> None:
         self._level = min(self.capacity, self.level() + amount)
 
@@ -203,6 +211,14 @@ class TokenBucket:
             self.per_minute = float(per_minute)
             self.capacity = self.per_minute * self.burst_s / 60.0
             self._level = min(self._level, self.capacity)
+
+    def widen(self, burst_s: float) -> None:
+        """Hold ``burst_s`` seconds' worth from now on (wider or narrower). Widening adds
+        nothing at once: the level grows into the room at the bucket's rate."""
+        self.level()
+        self.burst_s = burst_s
+        self.capacity = self.per_minute * burst_s / 60.0
+        self._level = min(self._level, self.capacity)
 
 
 @dataclass
@@ -270,6 +286,13 @@ class _KeyState:
         # a learned token limit is an estimate: a request above it waits for a full bucket and
         # borrows, rather than being refused before the server has said what its limit is
         self.borrow = borrow or limit.learn_tpm
+        # how each dimension left on "auto" learns its rate and burst (see guards.learn)
+        self.learners: dict[str, Learner] = {}
+        if limit.learn_rpm and self.requests is not None:
+            self.learners["requests"] = Learner(clock, floor=1.0, burst_s=burst)
+        if limit.learn_tpm and self.tokens is not None:
+            self.learners["tokens"] = Learner(clock, floor=1000.0, burst_s=burst)
+        self.throttles = 0  # 429s in a row without a retry-after: the backoff's exponent
         self.paused_until = 0.0
         self.acknowledged = False
         self.waiters: deque[_Waiter] = deque()
@@ -305,6 +328,27 @@ class _KeyState:
             self.requests.take(1)
         if self.tokens is not None:
             self.tokens.take(tokens)
+        self._sent(tokens)
+
+    def _sent(self, tokens: int) -> None:
+        """Tell the learners what was taken (their measured send rate)."""
+        if not self.learners:
+            return
+        for name, bucket, amount in (
+            ("requests", self.requests, 1),
+            ("tokens", self.tokens, tokens),
+        ):
+            learner = self.learners.get(name)
+            if learner is not None and bucket is not None:
+                learner.sent(amount, bucket.capacity, bucket.last_level)
+
+    def bucket(self, name: str) -> TokenBucket | None:
+        return self.requests if name == "requests" else self.tokens
+
+    def drop(self, name: str) -> None:
+        """The dimension is not limited by the server (see ``RateLimiter.observe``)."""
+        setattr(self, name, None)
+        self.learners.pop(name, None)
 
     def try_take(self, tokens: int) -> bool:
         """Take one request and ``tokens`` if both fit now: ``wait_time() <= 0`` then
@@ -321,6 +365,7 @@ class _KeyState:
             requests.take_refilled(1)
         if bucket is not None:
             bucket.take_refilled(tokens)
+        self._sent(tokens)
         return True
 
 
@@ -409,6 +454,7 @@ class RateLimiter:
         max_pause_s: float = _RETRY_DEFAULTS.max_server_wait_s,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
+        random: Callable[[], float] = _random.random,
     ) -> None:
         """``max_pause_s``: the longest a server's answer (``retry-after``, a reset header) may
         hold a key; server headers are untrusted and a Retry-After of days must not stall every
@@ -431,6 +477,7 @@ class RateLimiter:
         self.max_pause_s = max_pause_s
         self._clock = clock
         self._call_later = call_later
+        self._random = random  # the jitter of backoffs (a parameter: tests fix it)
         self._states: dict[Key, _KeyState] = {}
         self._lock = threading.Lock()
         self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
@@ -639,46 +686,76 @@ class RateLimiter:
     # -- feedback from the server --------------------------------------------------------------
 
     def acknowledge(self, key: KeyLike) -> None:
-        """An attempt for ``key`` completed: end the first burst's hold (see ``TokenBucket``)."""
+        """An attempt for ``key`` completed: end the first burst's hold (see ``TokenBucket``),
+        and let a learned rate the server announces nothing of grow (see ``guards.learn``)."""
         key = Key.of(key)
         known = self._states.get(key)
-        if known is not None and known.acknowledged:
+        if known is not None and known.acknowledged and not known.learners:
             return  # every call after the first: no lock (the flag only goes False -> True)
         with self._lock:
             state = self._states.get(key)
-            if state is None or state.acknowledged:
+            if state is None:
                 return
-            state.acknowledged = True
-            for bucket in (state.requests, state.tokens):
-                if bucket is not None:
-                    bucket.release_hold()
-            self._rearm(key, state)
+            if not state.acknowledged:
+                state.acknowledged = True
+                for bucket in (state.requests, state.tokens):
+                    if bucket is not None:
+                        bucket.release_hold()
+            grew = False
+            for name, learner in state.learners.items():
+                bucket = state.bucket(name)
+                if bucket is None:
+                    continue
+                rate = learner.answered(bucket.per_minute, bucket.capacity)
+                if rate is not None:
+                    bucket.adopt(rate)
+                    grew = True
+            if grew or not state.learners:
+                self._rearm(key, state)
 
     def observe(self, key: KeyLike, headers: Mapping[str, str]) -> None:
-        """Tighten the buckets from ``x-ratelimit-*`` headers when the server knows better
-        (a project-level limit too, where the server sends one: the tighter binds)."""
-        key = Key.of(key)
+        """Follow the server's ``x-ratelimit-*`` headers (a project-level limit too, where the
+        server sends one: the tighter binds): adopt a learned limit it announces, never go
+        above a configured one, never hold more than it says is left, and widen the burst
+        when it shows it allows more."""
+        self._follow(Key.of(key), headers, answered=True)
+
+    def _follow(self, key: Key, headers: Mapping[str, str], *, answered: bool) -> None:
+        """``observe`` for a success (``answered``) or a 429."""
         said = {name: announced(headers, name) for name in ("requests", "tokens")}
         # A server that announces limits announces every one it enforces (OpenAI sends both):
         # a learned dimension it says nothing of, neither limit nor remaining, is not limited.
         announcing = any(told.limit is not None for told in said.values())
         with self._lock:
             state = self._state(key)
+            if answered:
+                state.throttles = 0  # the backoff of 429s without a retry-after starts over
             margin = state.limit.safety_margin
             learns = {"requests": state.limit.learn_rpm, "tokens": state.limit.learn_tpm}
             if announcing:
                 for name, told in said.items():
-                    if learns[name] and told.limit is None and told.remaining is None:
-                        setattr(state, name, None)
-            for name, bucket in (("requests", state.requests), ("tokens", state.tokens)):
+                    bucket = state.bucket(name)
+                    unsaid = told.limit is None and told.remaining is None
+                    if learns[name] and bucket is not None and unsaid:
+                        state.drop(name)
+            for name in ("requests", "tokens"):
+                bucket = state.bucket(name)
                 if bucket is None:
                     continue
                 told = said[name]  # garbage and negative values left out
+                learner = state.learners.get(name)
                 if told.limit is not None and told.limit > 0:
                     if learns[name]:
                         bucket.adopt(told.limit * margin)  # up as well as down
                     else:
                         bucket.shrink(told.limit * margin)  # a ceiling the user set
+                    if learner is not None:
+                        learner.announced()
+                if learner is not None:
+                    learner.heard(told.remaining)
+                    wider = learner.widen(told.remaining, bucket.capacity)
+                    if wider is not None:
+                        bucket.widen(wider)
                 if told.remaining is not None:
                     # the server's count includes requests in flight that we already charged;
                     # tightening to it is conservative, never looser than our own view
@@ -717,7 +794,8 @@ class RateLimiter:
                 self._schedule(key, state, loop)
 
     def observe_429(self, key: KeyLike, headers: Mapping[str, str]) -> float:
-        """Pause the key for the server's retry-after (or reset) and return the pause."""
+        """Pause the key for the server's retry-after (or reset; without either, an exponential
+        backoff with jitter), slow down the dimension that was refused, and return the pause."""
         key = Key.of(key)
         seconds = retry_after_seconds(headers)
         if seconds is None:
@@ -726,11 +804,63 @@ class RateLimiter:
                 parse_duration(lowered.get(f"x-ratelimit-reset-{name}", ""))
                 for name in ("requests", "tokens")
             ]
-            seconds = min((r for r in resets if r is not None), default=1.0)
+            seconds = min((r for r in resets if r is not None), default=None)
+        with self._lock:
+            state = self._state(key)
+            if seconds is None:  # the server said nothing of when: back off, with jitter
+                state.throttles += 1
+                ceiling = _BACKOFF_S * 2.0 ** min(state.throttles - 1, 30)
+                seconds = min(ceiling, self.max_pause_s) * (0.5 + 0.5 * self._random())
+            self._slow_down(state, headers)
         seconds = min(seconds, self.max_pause_s)  # untrusted: never longer than this
         self.pause(key, seconds)
-        self.observe(key, headers)
+        self._follow(key, headers, answered=False)
         return seconds
+
+    def _slow_down(self, state: _KeyState, headers: Mapping[str, str]) -> None:
+        """A 429: the learned rate of the refused dimension drops (see ``guards.learn``); a
+        dimension refused below its announced rate has a shorter window: its burst narrows.
+        Lock held."""
+        refused = _refused(state, headers)
+        if refused is None:
+            return
+        bucket, learner = state.bucket(refused), state.learners.get(refused)
+        if bucket is None or learner is None:
+            return
+        if learner.phase == "announced":
+            announced_rate = bucket.per_minute / state.limit.safety_margin
+            narrower = learner.window_shorter(announced_rate, state.limit.burst_s)
+            if narrower is not None:
+                bucket.widen(narrower)
+            return
+        rate = learner.throttled(bucket.per_minute)
+        if rate is not None:
+            bucket.adopt(rate)
+
+    def learned(self) -> dict[Key, dict[str, Any]]:
+        """What the limiter holds for each key now: per dimension the rate per minute it uses
+        (after the safety margin), the burst in seconds, where the rate comes from
+        (``configured``, ``start``, ``announced``, ``slow_start``, ``cubic``) and the send rate
+        measured per minute; ``None`` for a dimension that is not limited."""
+        out: dict[Key, dict[str, Any]] = {}
+        with self._lock:
+            for key, state in self._states.items():
+                row: dict[str, Any] = {}
+                for name in ("requests", "tokens"):
+                    bucket, learner = state.bucket(name), state.learners.get(name)
+                    row[name] = (
+                        None
+                        if bucket is None
+                        else {
+                            "per_minute": bucket.per_minute,
+                            "burst_s": bucket.burst_s,
+                            "source": "configured" if learner is None else learner.phase,
+                            "sending_per_minute": None if learner is None else learner.measured,
+                        }
+                    )
+                row["paused_s"] = max(0.0, state.paused_until - self._clock())
+                out[key] = row
+        return out
 
     # -- LangChain -----------------------------------------------------------------------------
 
@@ -741,6 +871,26 @@ class RateLimiter:
         ``tokens_per_request`` estimated tokens; the resilient wrapper charges real counts.
         """
         return LangChainRateLimiter(self, Key.of(key), tokens_per_request)
+
+
+def _refused(state: _KeyState, headers: Mapping[str, str]) -> str | None:
+    """Which dimension a 429 was for: the one the server says has least left (relative to one
+    burst); without such headers, the one being used nearest its rate."""
+    shares: dict[str, float] = {}
+    used: dict[str, float] = {}
+    for name in ("requests", "tokens"):
+        bucket = state.bucket(name)
+        if bucket is None:
+            continue
+        remaining = announced(headers, name).remaining
+        if remaining is not None:
+            shares[name] = remaining / max(bucket.capacity, _EPSILON)
+        learner = state.learners.get(name)
+        if learner is not None:
+            used[name] = learner.measured / max(bucket.per_minute, _EPSILON)
+    if shares:
+        return min(shares, key=lambda n: shares[n])
+    return max(used, key=lambda n: used[n]) if used else None
 
 
 class LangChainRateLimiter(BaseRateLimiter):

@@ -177,8 +177,8 @@ async def test_429_pauses_the_key_for_retry_after() -> None:
     await clock.advance(0.1)
     assert task.done()
     assert rl.observe_429(("other", "m"), {"x-ratelimit-reset-requests": "1.5s"}) == 1.5
-    other_key = ("other", "x")
-    assert rl.observe_429(other_key, {}) == 1.0
+    other_key = ("other", "x")  # nothing said of when: a backoff (tests/unit/test_learn.py)
+    assert 0.25 <= rl.observe_429(other_key, {}) <= 0.5
 
 
 def test_duration_and_retry_after_parsing() -> None:

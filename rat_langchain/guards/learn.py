@@ -1,0 +1,162 @@
+"""How a limit left on ``auto`` moves, one dimension (requests or tokens) of one key at a time.
+
+A server that announces its limit (``x-ratelimit-limit-*``) is believed: the limiter adopts it.
+Where it announces none (Azure sends only ``remaining``; vLLM and most gateways send nothing)
+the rate is found the way TCP and botocore's adaptive retry mode find a path's capacity:
+
+- *slow start*: from the starting value, the rate doubles every second in which it was the
+  bottleneck (the key sent at >= 80 % of it) and no 429 came; never above twice what was
+  actually sent, so an idle key does not talk itself into a huge rate;
+- *a 429*: the rate drops to ``BETA`` x what was being sent, and that send rate is remembered
+  (``w_max``); later 429s of the same episode (within ``EPISODE_S``) do not compound;
+- *after a 429*: the rate climbs back on botocore's CUBIC curve, normalised so that it is back at
+  ``w_max`` after ``CUBIC_K_S`` seconds whatever the units (requests or tokens), flat around
+  it, then probing above; again never above twice the send rate;
+- a server that reports ``remaining`` but no limit (Azure) holds growth while less than one
+  burst's worth is left: it has said the window is nearly spent.
+
+The *burst* (how much may go at once) starts at ``burst_s`` (1 s). It widens, doubling up to a
+minute, only when the server shows it allows more: after we spent a whole burst, its
+``remaining`` still held at least two more. A 429 of a dimension that was being sent below its
+announced rate means the server enforces a shorter window than its per-minute headers say (OpenAI
+documents quantised limits): the burst halves and stops growing for this key.
+
+Everything is a pure function of a clock and the calls made, so tests drive it by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Literal
+
+__all__ = ["BETA", "CUBIC_K_S", "EPISODE_S", "Learner"]
+
+BETA = 0.7  # the rate kept after a 429 (botocore's adaptive mode; TCP CUBIC's beta)
+CUBIC_K_S = 3.0  # seconds to climb back to the rate a 429 interrupted
+EPISODE_S = 1.0  # 429s closer together than this are one episode: one drop
+STEP_S = 0.5  # the rate moves at most once per step (botocore measures in half seconds)
+_SMOOTH = 0.8  # weight of the newest half second in the measured send rate
+_BUSY = 0.8  # a key sending at this share of its rate is bound by it
+_MAX_BURST_S = 60.0
+
+Phase = Literal["start", "announced", "slow_start", "cubic"]
+
+
+class Learner:
+    """The learning state of one dimension. Rates are per minute, like the limits."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        floor: float = 1.0,
+        burst_s: float = 1.0,
+    ) -> None:
+        self._clock = clock
+        self.floor = floor  # never below this many per minute: a rate of 0 would stall the key
+        self.phase: Phase = "start"
+        self.burst_s = burst_s
+        self._burst_frozen = False
+        self.w_max = 0.0
+        self._dropped_at = -math.inf
+        self._moved_at = clock()
+        # measured send rate (per minute), exponentially smoothed over half-second buckets
+        self.measured = 0.0
+        self._bucket_at = math.floor(clock() / STEP_S) * STEP_S
+        self._bucket_sum = 0.0
+        self._spent_burst = False  # a whole burst went since the last answer
+        self._remaining: float | None = None  # the server's last word on what is left
+
+    # -- what was sent -------------------------------------------------------------------------
+
+    def sent(self, amount: float, capacity: float, level_after: float) -> None:
+        """``amount`` was taken; ``level_after`` is what the bucket holds now."""
+        self._tick()
+        self._bucket_sum += amount
+        if level_after <= 0.05 * capacity:
+            self._spent_burst = True
+
+    def _tick(self) -> None:
+        now = self._clock()
+        bucket = math.floor(now / STEP_S) * STEP_S
+        if bucket > self._bucket_at:
+            current = self._bucket_sum / (bucket - self._bucket_at) * 60.0
+            self.measured = _SMOOTH * current + (1 - _SMOOTH) * self.measured
+            self._bucket_at, self._bucket_sum = bucket, 0.0
+
+    # -- what the server said ------------------------------------------------------------------
+
+    def heard(self, remaining: float | None) -> None:
+        """An answer's ``remaining`` for this dimension (None: it said nothing of it)."""
+        self._remaining = remaining
+
+    def answered(self, per_minute: float, capacity: float) -> float | None:
+        """An attempt completed (anything but a 429) and no limit was announced for this
+        dimension: the new rate, or None to keep ``per_minute``. ``capacity``: one burst's worth
+        at the current rate."""
+        self._tick()
+        if self.phase == "start":
+            self.phase = "slow_start"
+        if self.phase == "announced":
+            return None
+        now = self._clock()
+        if now - self._moved_at < STEP_S:
+            return None
+        if self._remaining is not None and self._remaining < capacity:
+            return None  # the server's window is nearly spent: this is no time to grow
+        if self.measured < _BUSY * per_minute:
+            return None  # not the bottleneck: growing would only be a guess
+        cap = 2.0 * self.measured
+        if self.phase == "slow_start":
+            target = per_minute * 2.0 ** ((now - self._moved_at) / 1.0)
+        else:
+            t = (now - self._dropped_at) / CUBIC_K_S
+            target = self.w_max * (1.0 + (1.0 - BETA) * (t - 1.0) ** 3)
+        new = max(self.floor, min(target, cap))
+        if new <= per_minute:
+            return None
+        self._moved_at = now
+        return new
+
+    def throttled(self, per_minute: float) -> float | None:
+        """A 429 of this dimension (no limit announced): the new rate, or None (same episode)."""
+        self._tick()
+        now = self._clock()
+        if now - self._dropped_at < EPISODE_S or self.phase == "announced":
+            return None
+        sending = self.measured if self.measured > 0 else per_minute
+        self.w_max = min(sending, per_minute) if self.phase == "cubic" else sending
+        self.w_max = max(self.w_max, self.floor)
+        self.phase = "cubic"
+        self._dropped_at = self._moved_at = now
+        return max(self.floor, BETA * self.w_max)
+
+    def announced(self) -> None:
+        """The server announced this dimension's limit: it, not this learner, sets the rate."""
+        self.phase = "announced"
+
+    # -- the burst -----------------------------------------------------------------------------
+
+    def widen(self, remaining: float | None, capacity: float) -> float | None:
+        """After an answer: the burst in seconds if it should grow, else None."""
+        spent, self._spent_burst = self._spent_burst, False
+        if self._burst_frozen or remaining is None or not spent:
+            return None
+        if remaining >= 2.0 * capacity and self.burst_s < _MAX_BURST_S:
+            self.burst_s = min(_MAX_BURST_S, self.burst_s * 2.0)
+            return self.burst_s
+        return None
+
+    def window_shorter(self, announced_per_minute: float, base_burst_s: float) -> float | None:
+        """A 429 with an announced limit: if we were sending below it, the server's window is
+        shorter than a minute. The burst to use now (halved, not below ``base_burst_s``)."""
+        self._tick()
+        if self.measured >= announced_per_minute:
+            return None  # we were over the limit itself: nothing learned about the window
+        self._burst_frozen = True
+        narrowed = max(base_burst_s, self.burst_s / 2.0)
+        if narrowed == self.burst_s:
+            return None
+        self.burst_s = narrowed
+        return narrowed

@@ -1,0 +1,165 @@
+"""Limits left on "auto" where the server does not announce them: slow start, a CUBIC rate
+driven by 429s, exponential backoff with jitter, Azure's remaining-only headers, and a burst
+that grows only when the server shows it allows more. All on a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from rat_langchain.guards.learn import BETA, CUBIC_K_S, Learner
+from rat_langchain.guards.limiter import START_RPM, RateLimiter
+from tests.support.clock import FakeClock
+
+KEY = ("http://sim/v1", "m")
+NO_HEADERS: dict[str, str] = {}
+
+
+def auto(clock: FakeClock, **kwargs: object) -> RateLimiter:
+    kwargs.setdefault("first_hold_s", 0.0)
+    kwargs.setdefault("safety_margin", 1.0)
+    return RateLimiter(
+        "auto",  # type: ignore[arg-type]
+        kwargs.pop("tpm", None),  # type: ignore[arg-type]
+        clock=clock,
+        call_later=clock.call_later,
+        random=lambda: 1.0,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def rpm(limiter: RateLimiter) -> float:
+    row = limiter.learned()[KEY]["requests"]
+    assert row is not None
+    return float(row["per_minute"])
+
+
+def send(
+    limiter: RateLimiter,
+    clock: FakeClock,
+    seconds: float,
+    per_second: float,
+    headers: dict[str, str] | None = None,
+) -> int:
+    """Offer ``per_second`` requests for ``seconds``; each granted one is answered at once
+    with ``headers`` (a success). Returns how many were granted."""
+    granted = 0
+    step = 1.0 / per_second
+    for _ in range(round(seconds * per_second)):
+        clock.now += step
+        if limiter.try_acquire(KEY) is not None:
+            granted += 1
+            limiter.observe(KEY, headers or NO_HEADERS)
+            limiter.acknowledge(KEY)
+    return granted
+
+
+def test_a_silent_server_gets_a_slow_start_that_doubles_while_the_rate_binds() -> None:
+    clock = FakeClock()
+    limiter = auto(clock)
+    send(limiter, clock, 1.0, 100)  # demand far above the starting rate
+    start = rpm(limiter)
+    assert START_RPM <= start < 2 * START_RPM
+    send(limiter, clock, 3.0, 100)
+    assert rpm(limiter) > 2 * start  # grew: ~doubling per second, capped by 2x what was sent
+    assert limiter.learned()[KEY]["requests"]["source"] == "slow_start"
+
+
+def test_an_idle_key_does_not_talk_itself_into_a_higher_rate() -> None:
+    clock = FakeClock()
+    limiter = auto(clock)
+    send(limiter, clock, 5.0, 2)  # 120/min against a 500/min start: never the bottleneck
+    assert rpm(limiter) == START_RPM
+
+
+def test_a_429_drops_to_beta_of_the_send_rate_once_per_episode_then_climbs_back() -> None:
+    clock = FakeClock()
+    limiter = auto(clock)
+    send(limiter, clock, 2.0, 100)
+    limiter.observe_429(KEY, NO_HEADERS)
+    sending = limiter.learned()[KEY]["requests"]["sending_per_minute"]  # as the 429 came
+    dropped = rpm(limiter)
+    assert dropped == pytest.approx(BETA * sending)
+    limiter.observe_429(KEY, NO_HEADERS)  # same episode: in flight when the first came back
+    assert rpm(limiter) == dropped
+    assert limiter.learned()[KEY]["requests"]["source"] == "cubic"
+    clock.now += 1.0  # out of the pause (0.5 s, then 1 s: no retry-after)
+    send(limiter, clock, CUBIC_K_S - 1.0, 100)  # bound by the rate: climbs back on the curve
+    assert dropped < rpm(limiter) <= sending * 1.01  # ... to where the 429 came, K s later
+    send(limiter, clock, CUBIC_K_S, 100)
+    assert rpm(limiter) > sending * 1.05  # and then probes above it
+
+
+def test_429s_without_retry_after_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
+    clock = FakeClock()
+    limiter = auto(clock, max_pause_s=3.0)
+    pauses = [limiter.observe_429(KEY, NO_HEADERS) for _ in range(5)]
+    assert pauses == [0.5, 1.0, 2.0, 3.0, 3.0]  # random() = 1.0: the top of each jitter range
+    limiter.observe(KEY, NO_HEADERS)  # a success starts the backoff over
+    assert limiter.observe_429(KEY, NO_HEADERS) == 0.5
+    jittered = RateLimiter("auto", None, clock=clock, random=lambda: 0.0)  # type: ignore[arg-type]
+    assert jittered.observe_429(KEY, NO_HEADERS) == 0.25  # the bottom: half the backoff
+    assert jittered.observe_429(KEY, {"retry-after": "2"}) == 2.0  # the server's word wins
+
+
+def test_azure_remaining_holds_growth_and_names_the_refused_dimension() -> None:
+    clock = FakeClock()
+    limiter = auto(clock, tpm="auto")
+    nearly_spent = {"x-ratelimit-remaining-requests": "1", "x-ratelimit-remaining-tokens": "9000"}
+    send(limiter, clock, 3.0, 100, nearly_spent)
+    assert rpm(limiter) == START_RPM  # the window is nearly spent: no growth
+    plenty = {"x-ratelimit-remaining-requests": "90", "x-ratelimit-remaining-tokens": "90000"}
+    send(limiter, clock, 3.0, 100, plenty)
+    assert rpm(limiter) > START_RPM
+    tokens_before = limiter.learned()[KEY]["tokens"]["per_minute"]
+    before = rpm(limiter)
+    limiter.observe_429(KEY, {"x-ratelimit-remaining-requests": "0", "retry-after": "1"})
+    assert rpm(limiter) < before  # requests had nothing left: they slow down
+    assert limiter.learned()[KEY]["tokens"]["per_minute"] == tokens_before
+
+
+def test_configured_limits_do_not_learn() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(600, None, clock=clock, safety_margin=1.0, first_hold_s=0.0)
+    send(limiter, clock, 3.0, 100)
+    limiter.observe_429(KEY, NO_HEADERS)
+    row = limiter.learned()[KEY]["requests"]
+    assert row["per_minute"] == 600
+    assert row["source"] == "configured"
+
+
+def announcing(limit: int, remaining: int) -> dict[str, str]:
+    return {
+        "x-ratelimit-limit-requests": str(limit),
+        "x-ratelimit-remaining-requests": str(remaining),
+    }
+
+
+def test_the_burst_widens_only_when_the_server_shows_room_and_narrows_on_a_short_window() -> None:
+    clock = FakeClock()
+    limiter = auto(clock)
+    # a per-second server: remaining never above one second's worth -> the burst stays 1 s
+    send(limiter, clock, 3.0, 100, announcing(600, 9))
+    assert limiter.learned()[KEY]["requests"]["burst_s"] == 1.0
+    assert limiter.learned()[KEY]["requests"]["source"] == "announced"
+
+    clock = FakeClock()
+    limiter = auto(clock, safety_margin=0.9)
+    # a per-minute bucket: after a whole burst, most of the minute is still there
+    send(limiter, clock, 5.0, 100, announcing(600, 550))
+    wide = limiter.learned()[KEY]["requests"]["burst_s"]
+    assert wide >= 8.0
+    # a 429 while sending below the announced rate: the window is shorter than it says
+    limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})
+    narrowed = limiter.learned()[KEY]["requests"]["burst_s"]
+    assert narrowed == wide / 2
+    send(limiter, clock, 5.0, 100, announcing(600, 550))
+    assert limiter.learned()[KEY]["requests"]["burst_s"] == narrowed  # no longer grows
+
+
+def test_learner_floor_keeps_a_rate() -> None:
+    clock = FakeClock()
+    learner = Learner(clock, floor=6.0)
+    for _ in range(20):
+        clock.now += 2.0
+        rate = learner.throttled(6.0)
+        assert rate is None or rate >= 6.0
