@@ -91,10 +91,13 @@ class Learner:
         """An answer's ``remaining`` for this dimension (None: it said nothing of it)."""
         self._remaining = remaining
 
-    def answered(self, per_minute: float, capacity: float) -> float | None:
+    def answered(
+        self, per_minute: float, capacity: float, *, busy: bool | None = None
+    ) -> float | None:
         """An attempt completed (anything but a 429) and no limit was announced for this
         dimension: the new rate, or None to keep ``per_minute``. ``capacity``: one burst's worth
-        at the current rate."""
+        at the current rate. ``busy``: whether the rate binds, where the caller knows better
+        than this process's send rate (a bucket shared by several processes)."""
         self._tick()
         if self.phase == "start":
             self.phase = "slow_start"
@@ -105,9 +108,9 @@ class Learner:
             return None
         if self._remaining is not None and self._remaining < capacity:
             return None  # the server's window is nearly spent: this is no time to grow
-        if self.measured < _BUSY * per_minute:
+        if not (busy if busy is not None else self.measured >= _BUSY * per_minute):
             return None  # not the bottleneck: growing would only be a guess
-        cap = 2.0 * self.measured
+        cap = 2.0 * self.measured if busy is None else 2.0 * per_minute
         if self.phase == "slow_start":
             target = per_minute * 2.0 ** ((now - self._moved_at) / 1.0)
         else:
@@ -131,6 +134,15 @@ class Learner:
         self.phase = "cubic"
         self._dropped_at = self._moved_at = now
         return max(self.floor, BETA * self.w_max)
+
+    def follow(self, per_minute: float, current: float) -> None:
+        """Another process sharing this limit moved it to ``per_minute`` (from ``current``): a
+        lower rate is a 429 it saw, and this learner climbs back from it as from its own."""
+        if per_minute < current and self.phase != "announced":
+            now = self._clock()
+            self.phase = "cubic"
+            self.w_max = max(self.floor, per_minute / BETA)
+            self._dropped_at = self._moved_at = now
 
     def announced(self) -> None:
         """The server announced this dimension's limit: it, not this learner, sets the rate."""

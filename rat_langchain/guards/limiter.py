@@ -685,9 +685,11 @@ class RateLimiter:
 
     # -- feedback from the server --------------------------------------------------------------
 
-    def acknowledge(self, key: KeyLike) -> None:
+    def acknowledge(self, key: KeyLike, *, busy: bool | None = None) -> None:
         """An attempt for ``key`` completed: end the first burst's hold (see ``TokenBucket``),
-        and let a learned rate the server announces nothing of grow (see ``guards.learn``)."""
+        and let a learned rate the server announces nothing of grow (see ``guards.learn``;
+        ``busy``: whether the rate binds, where the caller knows better than the send rate
+        this limiter measured)."""
         key = Key.of(key)
         known = self._states.get(key)
         if known is not None and known.acknowledged and not known.learners:
@@ -706,7 +708,7 @@ class RateLimiter:
                 bucket = state.bucket(name)
                 if bucket is None:
                     continue
-                rate = learner.answered(bucket.per_minute, bucket.capacity)
+                rate = learner.answered(bucket.per_minute, bucket.capacity, busy=busy)
                 if rate is not None:
                     bucket.adopt(rate)
                     grew = True
@@ -760,6 +762,52 @@ class RateLimiter:
                     # the server's count includes requests in flight that we already charged;
                     # tightening to it is conservative, never looser than our own view
                     bucket.cap(told.remaining)
+
+    # -- learning for a limiter that keeps its buckets elsewhere (Redis) ------------------------
+
+    def record(self, key: KeyLike, tokens: int) -> None:
+        """``tokens`` and one request were sent for ``key`` through buckets kept elsewhere:
+        measure the send rate without taking from these buckets."""
+        key = Key.of(key)
+        with self._lock:
+            self._state(key)._sent(tokens)
+
+    def rates(self, key: KeyLike) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+        """(per minute, burst seconds) of the requests and tokens buckets of ``key`` as learned
+        so far (after the safety margin); None for a dimension that is not limited."""
+        key = Key.of(key)
+        with self._lock:
+            state = self._state(key)
+            return tuple(  # type: ignore[return-value]
+                None if b is None else (b.per_minute, b.burst_s)
+                for b in (state.requests, state.tokens)
+            )
+
+    def follow(
+        self,
+        key: KeyLike,
+        requests: tuple[float, float] | None,
+        tokens: tuple[float, float] | None,
+    ) -> None:
+        """Take the rates another limiter sharing this limit has learned (see ``rates``): a
+        dimension it found unlimited is dropped, a lower rate is a 429 it saw."""
+        key = Key.of(key)
+        with self._lock:
+            state = self._state(key)
+            for name, shared in (("requests", requests), ("tokens", tokens)):
+                bucket, learner = state.bucket(name), state.learners.get(name)
+                if bucket is None or learner is None:
+                    continue  # configured (not learned), or already unlimited
+                if shared is None:
+                    state.drop(name)
+                    continue
+                per_minute, burst_s = shared
+                learner.follow(per_minute, bucket.per_minute)
+                bucket.adopt(per_minute)
+                if burst_s != bucket.burst_s:
+                    learner.burst_s = burst_s
+                    bucket.widen(burst_s)
+            self._rearm(key, state)
 
     def drain(self, key: KeyLike) -> None:
         """Empty the buckets of ``key`` now: a stand-in joining a window that another limiter

@@ -10,9 +10,11 @@ import asyncio
 import logging
 
 import pytest
+import redis.asyncio
 
 from rat_langchain import CircuitBreaker, CircuitOpenError
 from rat_langchain.guards.breaker import Outcome, State
+from rat_langchain.guards.key import Key
 from rat_langchain.guards.redis import (
     RateLimiterUnavailable,
     RedisRateLimiter,
@@ -305,3 +307,59 @@ async def test_a_learned_token_limit_borrows_in_redis_as_locally(redis_server: R
         await fixed.acquire(("c", "m"), 250_000)
     await learned.aclose()
     await fixed.aclose()
+
+
+def _at_once(limiter: RedisRateLimiter, key: tuple[str, str]) -> int:
+    """How many requests the shared bucket grants right now (refill is negligible meanwhile)."""
+    granted = 0
+    while limiter.try_acquire(key) is not None and granted < 1000:
+        granted += 1
+    return granted
+
+
+async def test_a_learned_limit_is_shared_and_one_process_429_slows_all(
+    redis_server: RedisServer,
+) -> None:
+    """rpm "auto" with a 1 s burst: what one process learns (an announced limit; a 429 from a
+    server that says nothing) is what the other's takes are held to."""
+    a = limiter(redis_server.url, rpm="auto", tpm=None, burst_s=1.0, prefix="learn-test")
+    b = limiter(redis_server.url, rpm="auto", tpm=None, burst_s=1.0, prefix="learn-test")
+    announced_key, silent_key = ("http://announce/v1", "m"), ("http://silent/v1", "m")
+    a.observe(announced_key, {"x-ratelimit-limit-requests": "1200"})
+    await a.flush()
+    assert _at_once(b, announced_key) == 20  # 1200/min, 1 s: b never saw a header
+
+    assert _at_once(b, ("http://other/v1", "m")) == 8  # the starting 500/min: 8 in 1 s
+    a.observe_429(silent_key, {})  # no headers, no retry-after: a slows down, and says so
+    await a.flush()
+    rate = a.learning.rates(silent_key)[0]
+    assert rate is not None
+    assert rate[0] < 500
+    # the 429's pause is shared too; lift it to see the rate (the script's key layout)
+    await redis.asyncio.Redis.from_url(redis_server.url).delete(
+        f"learn-test:rl:{Key.of(silent_key)}:pause"
+    )
+    assert _at_once(b, silent_key) == int(rate[0] / 60)  # b's own view is still 500/min
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_a_process_that_missed_a_429_cannot_undo_it(redis_server: RedisServer) -> None:
+    """learn.lua: a drop only lowers and moves the epoch on; a rate set by a process that has
+    not seen the latest epoch is refused, and the answer tells it what stands."""
+    from rat_langchain.guards.redis._link import lua
+
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    script = lua("learn")
+    key = "epoch-test:learned"
+    first = await client.eval(script, 1, key, "set", 0, 60_000, "1200", "1", "0", "1")
+    assert [v.decode() for v in first] == ["0", "1200", "1", "0", "1"]
+    dropped = await client.eval(script, 1, key, "drop", 0, 60_000, "840", "1", "0", "1")
+    assert [v.decode() for v in dropped][:2] == ["1", "840"]
+    higher_drop = await client.eval(script, 1, key, "drop", 1, 60_000, "2000", "1", "0", "1")
+    assert higher_drop[1].decode() == "840"  # a drop never raises
+    stale = await client.eval(script, 1, key, "set", 0, 60_000, "1500", "1", "0", "1")
+    assert [v.decode() for v in stale][:2] == ["2", "840"]  # refused: it had not seen the drops
+    fresh = await client.eval(script, 1, key, "set", 2, 60_000, "1500", "1", "0", "1")
+    assert [v.decode() for v in fresh][:2] == ["2", "1500"]  # grown back by one that had
+    await client.aclose()

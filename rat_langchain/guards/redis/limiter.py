@@ -77,6 +77,12 @@ class RedisRateLimiter:
         self._local_args = {"rpm": rpm, "tpm": tpm, **local, "first_hold_s": 0.0}
         # The configured limits, and the stand-in used while Redis is down.
         self.local = RateLimiter(**self._local_args)
+        # Learns the limits (headers, 429s) for the shared buckets; never acquires. Apart from
+        # the stand-in, which is replaced at every outage. What it learns goes to Redis
+        # (learn.lua), where every process's take reads it.
+        self.learning = RateLimiter(**self._local_args)
+        self._shared: dict[Key, tuple[int, Any]] = {}  # key -> (epoch, rates) last agreed
+        self._waited_at: dict[Key, float] = {}  # when a take last had to wait: the rate binds
         self._default = self.local.default  # the whole budget, whatever share the stand-in has
         self._per_model = dict(self.local.per_model)
         self.prefix = prefix
@@ -134,7 +140,12 @@ class RedisRateLimiter:
         return self.local.semaphore()
 
     def acknowledge(self, key: KeyLike) -> None:
+        key = Key.of(key)
         self.local.acknowledge(key)
+        # the shared bucket binds when takes wait, whatever this process's share of the sends
+        busy = time.monotonic() - self._waited_at.get(key, -float("inf")) < _BUSY_WINDOW_S
+        self.learning.acknowledge(key, busy=busy)
+        self._share_learned(key)
 
     @property
     def degraded(self) -> bool:
@@ -245,19 +256,20 @@ class RedisRateLimiter:
 
     def _keys(self, key: Key) -> list[str]:
         base = f"{self.prefix}:rl:{key}"
-        return [f"{base}:rpm", f"{base}:tpm", f"{base}:pause"]
+        return [f"{base}:rpm", f"{base}:tpm", f"{base}:pause", f"{base}:learned"]
 
     def _args(self, key: Key, tokens: int, mode: str, requests: int = 0) -> list[Any]:
-        limit = self.limit_for(key)  # the shared buckets hold the whole limit
-        margin, burst = limit.safety_margin, limit.burst_s
-        r_rate = (limit.rpm or 0) * margin / 60_000.0
-        t_rate = (limit.tpm or 0) * margin / 60_000.0
-        ttl = int(burst * 1000 * 2) + 1000
+        # the shared buckets hold the whole limit, as this process has learned it (the rates
+        # the processes learned together, in Redis, take precedence in the script)
+        requests_rate, tokens_rate = self.learning.rates(key)
+        r_rate, r_burst = (0.0, 1.0) if requests_rate is None else requests_rate
+        t_rate, t_burst = (0.0, 1.0) if tokens_rate is None else tokens_rate
+        ttl = int(max(r_burst, t_burst) * 1000 * 2) + 1000
         return [
-            r_rate,
-            r_rate * burst * 1000,
-            t_rate,
-            t_rate * burst * 1000,
+            r_rate / 60_000.0,
+            r_rate * r_burst / 60.0,
+            t_rate / 60_000.0,
+            t_rate * t_burst / 60.0,
             tokens,
             mode,
             requests,
@@ -323,6 +335,7 @@ class RedisRateLimiter:
                     await self._heartbeat()
                     break
                 waited = True
+                self._waited_at[key] = time.monotonic()
                 if self.max_queue_wait_s is not None and wait_ms / 1000 > self.max_queue_wait_s:
                     self.stats["rejected"] += 1
                     raise RateLimitExceeded(key, 0, wait_ms / 1000, "would wait too long")
@@ -330,6 +343,7 @@ class RedisRateLimiter:
         finally:
             lock.release()
         self.stats["acquired"] += 1
+        self.learning.record(key, tokens)
         if waited:
             self.stats["waited"] += 1
             self.stats["wait_s"] += time.monotonic() - started
@@ -346,8 +360,10 @@ class RedisRateLimiter:
             self._unavailable(exc)
             return self._degraded_grant(self.local.try_acquire(key, tokens))
         if float(answer) > 0:
+            self._waited_at[key] = time.monotonic()
             return None
         self.stats["acquired"] += 1
+        self.learning.record(key, tokens)
         return Reservation(key, tokens, self._settle)
 
     def acquire_blocking(self, key: KeyLike, tokens: int = 0) -> Reservation:
@@ -365,14 +381,17 @@ class RedisRateLimiter:
                 continue  # the stand-in serves it (the link is now skipped)
             if answer <= 0:
                 self.stats["acquired"] += 1
+                self.learning.record(key, tokens)
                 return Reservation(key, tokens, self._settle)
+            self._waited_at[key] = time.monotonic()
             time.sleep(answer / 1000)
 
     def _sync_script(self, key: Key, tokens: int, mode: str, requests: int = 0) -> Any:
         client = self._link.sync_client()
         self.stats["redis_calls"] += 1
         args = self._args(key, tokens, mode, requests)
-        answer = client.eval(lua("take"), 3, *self._keys(key), *args)
+        keys = self._keys(key)
+        answer = client.eval(lua("take"), len(keys), *keys, *args)
         self._link.recovered()
         if mode == "take":
             self._heartbeat_sync()
@@ -388,6 +407,8 @@ class RedisRateLimiter:
         """``x-ratelimit-*`` headers tighten the stand-in and cap the shared buckets."""
         key = Key.of(key)
         self.local.observe(key, headers)
+        self.learning.observe(key, headers)
+        self._share_learned(key)
         remaining = [announced(headers, n).remaining for n in ("tokens", "requests")]
         if remaining != [None, None]:
             tokens, requests = (-1 if r is None else int(r) for r in remaining)
@@ -397,6 +418,8 @@ class RedisRateLimiter:
         """Pause the key everywhere for the server's retry-after (or reset)."""
         key = Key.of(key)
         seconds = self.local.observe_429(key, headers)
+        self.learning.observe_429(key, headers)
+        self._share_learned(key, drop=True)
         self._share_pause(key, seconds)
         self.observe(key, headers)
         return seconds
@@ -418,13 +441,39 @@ class RedisRateLimiter:
 
         self._run(send, lambda: self._link.sync_client().eval(lua("pause"), 1, pause_key, ms))
 
+    def _share_learned(self, key: Key, *, drop: bool = False) -> None:
+        """Tell the other processes what this one learned of ``key`` (only when it changed, or
+        after a 429: ``drop``), and take what they have learned (learn.lua)."""
+        rates = self.learning.rates(key)
+        epoch, agreed = self._shared.get(key, (0, None))
+        if not drop and rates == agreed:
+            return
+        self._shared[key] = (epoch, rates)  # one message per change, not one per answer
+        keys = [self._keys(key)[3]]
+        args: list[Any] = ["drop" if drop else "set", epoch, _LEARNED_TTL_MS]
+        for rate in rates:
+            args += ["0", "1"] if rate is None else [repr(rate[0]), repr(rate[1])]
+
+        def adopt(answer: Any) -> None:
+            values = [_text(v) for v in answer]
+            if "" not in values:
+                shared = (_rate(values[1], values[2]), _rate(values[3], values[4]))
+                if shared != self.learning.rates(key):
+                    self.learning.follow(key, *shared)
+            self._shared[key] = (int(values[0]), self.learning.rates(key))
+
+        async def send() -> None:
+            adopt(await self._link.client().eval(lua("learn"), 1, *keys, *args))
+
+        self._run(send, lambda: adopt(self._link.sync_client().eval(lua("learn"), 1, *keys, *args)))
+
     def _send(self, key: Key, mode: str, tokens: int, requests: int) -> None:
         keys, args = self._keys(key), self._args(key, tokens, mode, requests)
 
         async def send() -> None:
-            await self._link.client().eval(lua("take"), 3, *keys, *args)
+            await self._link.client().eval(lua("take"), len(keys), *keys, *args)
 
-        self._run(send, lambda: self._link.sync_client().eval(lua("take"), 3, *keys, *args))
+        self._run(send, lambda: self._link.sync_client().eval(lua("take"), len(keys), *keys, *args))
 
     def _run(self, send: Callable[[], Awaitable[None]], send_sync: Callable[[], Any]) -> None:
         """A correction to the shared state: on this thread's loop as a tracked task (the
@@ -466,6 +515,19 @@ class RedisRateLimiter:
     async def reset(self, key: KeyLike) -> None:
         """Forget the shared state of ``key`` (tests, operators)."""
         await self._link.client().delete(*self._keys(Key.of(key)))
+
+
+_BUSY_WINDOW_S = 1.0  # a take waited this recently: the shared rate binds
+_LEARNED_TTL_MS = 600_000  # learned rates outlive a pause in traffic, not a changed server
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _rate(per_minute: str, burst_s: str) -> tuple[float, float] | None:
+    """A (per minute, burst) pair as learn.lua stores it (0 per minute: not limited)."""
+    return None if float(per_minute) <= 0 else (float(per_minute), float(burst_s))
 
 
 def _divided(limit: int | None, share: int) -> int | None:

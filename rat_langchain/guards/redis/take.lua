@@ -1,5 +1,5 @@
 -- Both buckets of one key, refilled on the Redis server's clock and charged together or not at all.
--- KEYS: requests bucket, tokens bucket, pause key.
+-- KEYS: requests bucket, tokens bucket, pause key, learned rates (learn.lua's hash).
 -- ARGV: requests per ms, requests capacity, tokens per ms, tokens capacity, tokens wanted,
 --       mode ("take" | "give" | "cap"), give-back requests (give mode), ttl ms.
 -- take: charge both or neither; returns "0" or the wait in ms (as a string: floats survive).
@@ -10,6 +10,16 @@ local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local r_rate, r_cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t_rate, t_cap = tonumber(ARGV[3]), tonumber(ARGV[4])
 local tokens, mode, reqs, ttl = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+-- rates the processes learned together (learn.lua) override the caller's own view
+local learned = redis.call('HMGET', KEYS[4], 'rpm', 'rburst', 'tpm', 'tburst')
+if learned[1] and learned[2] then
+  r_rate = tonumber(learned[1]) / 60000
+  r_cap = r_rate * tonumber(learned[2]) * 1000
+end
+if learned[3] and learned[4] then
+  t_rate = tonumber(learned[3]) / 60000
+  t_cap = t_rate * tonumber(learned[4]) * 1000
+end
 local function level(key, rate, cap)
   if rate <= 0 then return nil end
   local v = redis.call('HMGET', key, 'level', 'ts')
