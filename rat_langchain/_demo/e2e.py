@@ -24,6 +24,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
 from rat_langchain._demo.plan import PLAN, REQUEST, build_tools, slow_verifier
+from rat_langchain._demo.stats import learned_lines
 from rat_langchain.batcher import LLMBatcher
 from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
@@ -73,6 +74,7 @@ class Way:
     seconds: dict[str, float] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     server: dict[str, int] = field(default_factory=dict)
+    learned: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> float:
@@ -84,15 +86,8 @@ def _chunks() -> list[Document]:
 
 
 def _config() -> RatConfig:
-    return RatConfig.from_dict(
-        {
-            "performance": {
-                "rate_limiting": {"rpm_limit": 600, "tpm_limit": 10_000_000, "burst_s": 1.0},
-                "retries": {"max_attempts": 6, "initial_backoff_s": 0.05, "max_backoff_s": 1.0},
-            }
-        },
-        env={},
-    )
+    """Nothing set: the limits and their window are what the limiter learns from the server."""
+    return RatConfig.from_dict({}, env={})
 
 
 async def _answer_chain(store: FaissStore, llm: Any) -> Any:
@@ -131,6 +126,7 @@ async def _new_way(target: Target, model: str, way: Way) -> None:
         answers = await LLMBatcher(chain, max_concurrency=20).abatch(QUESTIONS)
         way.seconds["answer 20 questions"] = time.perf_counter() - start
         way.errors["answer 20 questions"] = sum(isinstance(a, Exception) for a in answers)
+        way.learned = learned_lines(pool.metrics.snapshot())
 
 
 async def _old_way(target: Target, model: str, way: Way) -> None:
@@ -241,6 +237,9 @@ def _print_table(old: Way, new: Way) -> None:
         "errors = what the caller saw (failed steps, failed questions); 500s and 429s the "
         "server sent, which rat_langchain's retries and limiter absorbed"
     )
+    if new.learned:
+        print("\nrat_langchain, configured with nothing but the endpoint, learned from the server:")
+        print("\n".join(new.learned))
 
 
 def _chart(old: Way, new: Way, *, simulated: bool = True) -> None:

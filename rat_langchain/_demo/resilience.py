@@ -18,6 +18,7 @@ from typing import Any
 
 from langchain_openai import ChatOpenAI
 
+from rat_langchain._demo.stats import learned_lines
 from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
 from rat_langchain.guards.breaker import CircuitOpenError, State, StateChange
@@ -29,10 +30,10 @@ FAULTS = {"error_rate": 0.10, "reset_rate": 0.03}
 
 
 def _config() -> RatConfig:
+    """Rate limits left to the limiter to learn; retries and breaker quick enough for a demo."""
     return RatConfig.from_dict(
         {
             "performance": {
-                "rate_limiting": {"rpm_limit": 1200, "tpm_limit": 10_000_000, "burst_s": 1.0},
                 "retries": {"max_attempts": 6, "initial_backoff_s": 0.05, "max_backoff_s": 1.0},
                 "circuit_breaker": {"consecutive_failures": 10, "wait_s": 2.0, "max_wait_s": 8.0},
             }
@@ -91,6 +92,11 @@ def resilience_part(sim: SimulatorProcess, model: str, calls: int = CALLS) -> No
             if guard is None or guard.breaker is None:  # the demo's config enables both
                 raise RuntimeError("the demo needs retries and the circuit breaker enabled")
             print(f"{'':<34} retries: {guard.stats.retries}, callers saw {len(errors)} errors")
+            print(
+                "\n".join(
+                    ["learned, with no limit configured:", *learned_lines(pool.metrics.snapshot())]
+                )
+            )
             await _outage(sim, llm, guard.breaker)
 
     asyncio.run(main())

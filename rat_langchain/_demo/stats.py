@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from rat_langchain.metrics.collector import percentile
 
@@ -72,3 +73,24 @@ def markdown_table(rows: Sequence[RunSummary]) -> str:
             f"{s.p50_ms:.0f} | {s.p95_ms:.0f} | {s.p99_ms:.0f} | {s.connections} | {s.reuse:.0%} |"
         )
     return "\n".join(lines)
+
+
+def learned_lines(snapshot: dict[str, Any]) -> list[str]:
+    """One line per (endpoint, model): the limits the limiter holds, where they come from, the
+    burst (the enforcement window it found), and the most attempts in flight at once."""
+    lines = []
+    for key, row in snapshot["limits"].items():
+        parts = []
+        for dimension in ("requests", "tokens"):
+            held = row.get(dimension)
+            if held is None:
+                parts.append(f"{dimension}: not limited")
+                continue
+            parts.append(
+                f"{dimension} {held['per_minute']:,.0f}/min ({held['source']}), "
+                f"burst {held['burst_s']:g} s"
+            )
+        in_flight = snapshot["series"].get(key, {}).get("max_in_flight", 0)
+        model = key.rsplit(" ", 1)[-1]
+        lines.append(f"  {model}: {'; '.join(parts)}; at most {in_flight} in flight")
+    return lines

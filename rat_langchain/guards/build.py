@@ -84,6 +84,8 @@ def build_guards(
             if perf.circuit_breaker.enabled
             else None
         )
+    if limiter is not None:
+        metrics.watch_limits(limiter.learned)
     return Guards(
         config=cfg,
         limiter=limiter,

@@ -218,12 +218,17 @@ class Guard:
             )
             if permit is not None:
                 permit.restart()  # the limiter's wait is not the call's duration
+            metrics = self.metrics
+            if metrics is not None:
+                metrics.record_in_flight(self.series, 1)
             try:
                 result = attempt()
             except openai.RateLimitError as exc:
                 self._rate_limited(exc)
                 raise
             finally:
+                if metrics is not None:
+                    metrics.record_in_flight(self.series, -1)
                 self._answered()
         if on_result is not None:
             on_result(result, reservation)
@@ -255,6 +260,9 @@ class Guard:
                     permit.restart()  # the limiter's wait is not the call's duration
                 budget = self._attempt_budget(deadline, number)
                 share = asyncio.timeout(budget) if budget is not None else None
+                metrics = self.metrics
+                if metrics is not None:
+                    metrics.record_in_flight(self.series, 1)
                 try:
                     async with share or _ANULL:
                         result = await attempt()
@@ -267,6 +275,8 @@ class Guard:
                     self._rate_limited(exc)
                     raise
                 finally:
+                    if metrics is not None:
+                        metrics.record_in_flight(self.series, -1)
                     self._answered()
         if on_result is not None:
             on_result(result, reservation)

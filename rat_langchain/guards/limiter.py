@@ -421,6 +421,8 @@ class Limiter(Protocol):
 
     def pause(self, key: KeyLike, seconds: float) -> None: ...
 
+    def learned(self) -> dict[Key, dict[str, Any]]: ...
+
 
 class RateLimiter:
     """RPM + TPM token buckets per (api, model), with a safety margin and server feedback.

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +68,8 @@ class _Series:
     retries: int = 0
     limiter_waits: int = 0
     limiter_wait_s: float = 0.0
+    in_flight: int = 0
+    max_in_flight: int = 0
     first: float | None = None
     last: float | None = None
     latencies: deque[float] = field(init=False)
@@ -87,6 +89,8 @@ class _Series:
             "retries": self.retries,
             "limiter_waits": self.limiter_waits,
             "limiter_wait_s": round(self.limiter_wait_s, 6),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
             "throughput_per_s": self.calls / span if span > 0 else None,
             "latency_ms": {
                 "p50": percentile(ms, 50),
@@ -120,6 +124,7 @@ class Metrics:
         self.breaker_transitions: Counter[str] = Counter()
         self.breaker_states: dict[str, str] = {}
         self.connections = ConnectionCounter()
+        self._limits: Callable[[], Mapping[Any, dict[str, Any]]] | None = None
 
     def __repr__(self) -> str:
         return f"Metrics(series={len(self._series)})"
@@ -169,6 +174,18 @@ class Metrics:
             series.limiter_waits += 1
             series.limiter_wait_s += seconds
 
+    def record_in_flight(self, key: SeriesKey, delta: int) -> None:
+        """An attempt went out (+1) or came back (-1): the concurrency the endpoint sees."""
+        with self._lock:
+            series = self._get(key)
+            series.in_flight += delta
+            series.max_in_flight = max(series.max_in_flight, series.in_flight)
+
+    def watch_limits(self, read: Callable[[], Mapping[Any, dict[str, Any]]]) -> None:
+        """Report what a rate limiter holds per (endpoint, model) (``RateLimiter.learned``):
+        limits learned from the server, burst window, send rate. Read at each snapshot."""
+        self._limits = read
+
     def record_breaker(self, change: StateChange) -> None:
         """A breaker listener: ``breaker.add_listener(metrics.record_breaker)``."""
         with self._lock:
@@ -179,10 +196,13 @@ class Metrics:
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data: one entry per ``"endpoint model"`` series, breakers, connections."""
+        read = self._limits
+        limits = {f"{e} {m}".strip(): row for (e, m), row in (read() if read else {}).items()}
         with self._lock:
             series = {f"{e} {m}".strip(): s.snapshot() for (e, m), s in self._series.items()}
             return {
                 "series": series,
+                "limits": limits,
                 "breaker_transitions": dict(self.breaker_transitions),
                 "breaker_states": dict(self.breaker_states),
                 "connections": {

@@ -24,7 +24,7 @@ class Instrument:
 
     prometheus: str
     otel: str
-    kind: Literal["counter", "quantiles"]
+    kind: Literal["counter", "gauge", "quantiles"]
     unit: str
     help: str
     samples: Callable[[dict[str, Any]], Samples]
@@ -54,6 +54,28 @@ def _latency(snapshot: dict[str, Any]) -> Samples:
     for key, values in snapshot["series"].items():
         for quantile, name in _QUANTILES:
             yield {**series_labels(key), "quantile": quantile}, values["latency_ms"][name] / 1000
+
+
+def _limit(field: str) -> Callable[[dict[str, Any]], Samples]:
+    """One figure of each limited dimension the limiter holds (``RateLimiter.learned``)."""
+
+    def samples(snapshot: dict[str, Any]) -> Samples:
+        for key, row in snapshot["limits"].items():
+            for dimension in ("requests", "tokens"):
+                held = row.get(dimension)
+                if held is not None and held.get(field) is not None:
+                    yield {**series_labels(key), "dimension": dimension}, held[field]
+
+    return samples
+
+
+def _limit_source(snapshot: dict[str, Any]) -> Samples:
+    for key, row in snapshot["limits"].items():
+        for dimension in ("requests", "tokens"):
+            held = row.get(dimension)
+            if held is not None:
+                labels = {**series_labels(key), "dimension": dimension, "source": held["source"]}
+                yield labels, 1.0
 
 
 def _transitions(snapshot: dict[str, Any]) -> Samples:
@@ -89,6 +111,36 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     Instrument(
         "latency_seconds", "latency", "quantiles", "s",
         "Latency percentiles of successful calls (label quantile).", _latency,
+    ),
+    Instrument(
+        "in_flight", "in_flight", "gauge", "{call}",
+        "Attempts in flight now (the concurrency the endpoint sees).", _per_series("in_flight"),
+    ),
+    Instrument(
+        "max_in_flight", "in_flight.max", "gauge", "{call}",
+        "Most attempts in flight at once so far.", _per_series("max_in_flight"),
+    ),
+    Instrument(
+        "limit_per_minute", "limit.per_minute", "gauge", "{unit}/min",
+        "The rate the limiter holds per dimension (requests, tokens), after the safety margin: "
+        "configured, announced by the server, or learned from its 429s.",
+        _limit("per_minute"),
+    ),
+    Instrument(
+        "limit_burst_seconds", "limit.burst", "gauge", "s",
+        "Seconds' worth the limiter lets go at once (the enforcement window it found).",
+        _limit("burst_s"),
+    ),
+    Instrument(
+        "limit_sending_per_minute", "limit.sending", "gauge", "{unit}/min",
+        "The send rate the limiter measured per dimension (learned limits only).",
+        _limit("sending_per_minute"),
+    ),
+    Instrument(
+        "limit_source", "limit.source", "gauge", "1",
+        "1 for where each dimension's rate comes from (label source: configured, start, "
+        "announced, slow_start, cubic).",
+        _limit_source,
     ),
     Instrument(
         "breaker_transitions_total", "breaker.transitions", "counter", "{change}",

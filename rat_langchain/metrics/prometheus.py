@@ -9,7 +9,7 @@ from rat_langchain.metrics.instruments import INSTRUMENTS
 
 __all__ = ["render"]
 
-_KINDS = {"counter": "counter", "quantiles": "summary"}
+_KINDS = {"counter": "counter", "gauge": "gauge", "quantiles": "summary"}
 
 
 def _escape(value: str) -> str:

@@ -108,3 +108,38 @@ async def test_with_methods_return_new_objects(sim: Any) -> None:
         config = pool.config
         assert config.with_endpoint(base_url="http://y/v1") is not config
         assert config.endpoint.base_url != "http://y/v1"
+
+
+async def test_metrics_show_learned_limits_window_and_concurrency(sim: Any) -> None:
+    """Nothing configured but the endpoint: after a few calls the metrics say, per endpoint and
+    model, the limits the server announced (x safety margin), the burst, where each comes from,
+    and how many attempts were in flight."""
+    import asyncio
+
+    from tests.conftest import API_KEY
+
+    sim.configure(rpm=6000, tpm=2_000_000)
+    config = RatConfig.from_dict(
+        {"endpoint": {"base_url": sim.base_url, "api_key": API_KEY}}, env={}
+    )
+    try:
+        async with ClientPool(config) as pool:
+            llm = pool.chat_model(model="gpt-4o-mini", max_tokens=5)
+            await asyncio.gather(*(llm.ainvoke(f"hello {i}") for i in range(6)))
+            snapshot = pool.metrics.snapshot()
+            row = snapshot["limits"][f"{sim.base_url} gpt-4o-mini"]
+            margin = config.performance.rate_limiting.safety_margin
+            assert row["requests"]["per_minute"] == pytest.approx(6000 * margin)
+            assert row["tokens"]["per_minute"] == pytest.approx(2_000_000 * margin)
+            assert row["requests"]["source"] == "announced"
+            assert row["requests"]["burst_s"] >= 1.0
+            series = snapshot["series"][f"{sim.base_url} gpt-4o-mini"]
+            assert series["in_flight"] == 0
+            assert series["max_in_flight"] >= 2  # six at once, throttled by nothing
+            text = pool.metrics.to_prometheus()
+            assert 'rat_limit_per_minute{endpoint="' in text
+            assert 'dimension="requests"' in text
+            assert "rat_limit_source{" in text
+            assert "# TYPE rat_in_flight gauge" in text
+    finally:
+        sim.configure(rpm=None, tpm=None)

@@ -139,6 +139,10 @@ class RedisRateLimiter:
     def semaphore(self) -> asyncio.Semaphore | None:
         return self.local.semaphore()
 
+    def learned(self) -> dict[Key, dict[str, Any]]:
+        """What this process has learned for the shared buckets (see ``RateLimiter.learned``)."""
+        return self.learning.learned()
+
     def acknowledge(self, key: KeyLike) -> None:
         key = Key.of(key)
         self.local.acknowledge(key)
