@@ -94,7 +94,7 @@ async def chat_scenario(
     """``during()`` makes, for each client's run, a hook called before each call with the
     seconds since the run started (to change the server mid-run)."""
     rows = [f"\n{title}\n", "| client | failed | 429 share | goodput |", "|---|---|---|---|"]
-    with SimulatorProcess(latency_ms=20, **settings) as sim:
+    with SimulatorProcess(**{"latency_ms": 20, **settings}) as sim:
         for label, make in _clients(sim, rps).items():
             sim.configure(**settings)  # a fresh server state for each client
             sim.reset_stats()
@@ -256,6 +256,15 @@ async def _main(docs: int) -> None:
         calls=300,
         concurrency=100,
         rps=10.0,
+    )
+    out += await chat_scenario(
+        "A server that counts requests in flight (a self-hosted model's queue): at most 8 "
+        "answered at once, 200 ms each, no headers, no Retry-After; 200 chats 50 at a time "
+        "(goodput over 8 / 0.2 s = 40 calls/s)",
+        {"max_in_flight": 8, "latency_ms": 200, "limit_headers": "none", "retry_after": False},
+        calls=200,
+        concurrency=50,
+        rps=40.0,
     )
     out += await chat_scenario(
         "The limit halves mid-run: 1200 RPM per second, 600 after 5 s, 300 chats 100 at a time "

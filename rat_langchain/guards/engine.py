@@ -245,42 +245,48 @@ class Guard:
         self._count_attempt(number)
         if self.breaker is not None and self.breaker.shared is not None:
             await self.breaker.shared.refresh(self.breaker)  # another process may have tripped
+        limiter = self.limiter
         with self._permit() as permit:
             waited = time.monotonic()
-            reservation = (
-                await self.limiter.acquire(self.key, tokens) if self.limiter is not None else None
-            )
-            if self.metrics is not None and self.limiter is not None:
+            reservation = await limiter.acquire(self.key, tokens) if limiter else None
+            if self.metrics is not None and limiter is not None:
                 waited = time.monotonic() - waited
                 if waited > 0.001:  # a free bucket answers in microseconds
                     self.metrics.record_limiter_wait(self.series, waited)
-            semaphore = self.limiter.semaphore() if self.limiter is not None else None
-            async with semaphore or _ANULL:
+            semaphore = limiter.semaphore() if limiter is not None else None
+            gate = limiter.gate(self.key) if limiter is not None else None  # learned, per key
+            async with semaphore or _ANULL, gate or _ANULL:
                 if permit is not None:
                     permit.restart()  # the limiter's wait is not the call's duration
-                budget = self._attempt_budget(deadline, number)
-                share = asyncio.timeout(budget) if budget is not None else None
-                metrics = self.metrics
-                if metrics is not None:
-                    metrics.record_in_flight(self.series, 1)
-                try:
-                    async with share or _ANULL:
-                        result = await attempt()
-                except TimeoutError as exc:
-                    self.stats.attempt_timeouts += 1
-                    if share is not None and share.expired():
-                        raise _AttemptTimedOut(f"attempt {number} ran out of its time") from exc
-                    raise
-                except openai.RateLimitError as exc:
-                    self._rate_limited(exc)
-                    raise
-                finally:
-                    if metrics is not None:
-                        metrics.record_in_flight(self.series, -1)
-                    self._answered()
+                result = await self._send(attempt, deadline, number)
         if on_result is not None:
             on_result(result, reservation)
         return result
+
+    async def _send(
+        self, attempt: Callable[[], Awaitable[T]], deadline: float | None, number: int
+    ) -> T:
+        """The attempt itself, within its share of the deadline, counted in flight."""
+        budget = self._attempt_budget(deadline, number)
+        share = asyncio.timeout(budget) if budget is not None else None
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.record_in_flight(self.series, 1)
+        try:
+            async with share or _ANULL:
+                return await attempt()
+        except TimeoutError as exc:
+            self.stats.attempt_timeouts += 1
+            if share is not None and share.expired():
+                raise _AttemptTimedOut(f"attempt {number} ran out of its time") from exc
+            raise
+        except openai.RateLimitError as exc:
+            self._rate_limited(exc)
+            raise
+        finally:
+            if metrics is not None:
+                metrics.record_in_flight(self.series, -1)
+            self._answered()
 
     def _permit(self) -> contextlib.AbstractContextManager[Any]:
         """The breaker's permit for one attempt: it records the outcome, or releases the permit

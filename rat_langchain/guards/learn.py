@@ -30,7 +30,7 @@ import math
 from collections.abc import Callable
 from typing import Literal
 
-__all__ = ["BETA", "CUBIC_K_S", "EPISODE_S", "Learner"]
+__all__ = ["BETA", "CUBIC_K_S", "EPISODE_S", "Concurrency", "Learner"]
 
 BETA = 0.7  # the rate kept after a 429 (botocore's adaptive mode; TCP CUBIC's beta)
 CUBIC_K_S = 3.0  # seconds to climb back to the rate a 429 interrupted
@@ -122,6 +122,13 @@ class Learner:
         self._moved_at = now
         return new
 
+    def binding(self, per_minute: float) -> bool:
+        """Whether the rate was what the key ran into: sending at half of it or more (or not
+        measured yet, as in the first burst). A 429 while it was not binding was for something
+        else, such as too many requests in flight."""
+        self._tick()
+        return self.measured <= 0 or self.measured >= 0.5 * per_minute
+
     def throttled(self, per_minute: float) -> float | None:
         """A 429 of this dimension (no limit announced): the new rate, or None (same episode)."""
         self._tick()
@@ -172,3 +179,40 @@ class Learner:
             return None
         self.burst_s = narrowed
         return narrowed
+
+
+class Concurrency:
+    """How many attempts of one key may be in flight, for a server that announces no limits:
+    additive increase, multiplicative decrease (Netflix concurrency-limits' AIMD limit).
+
+    Off (``limit is None``: only ``max_parallel_llm_calls`` bounds the key) until the first 429
+    of such a server, because a rate learned from 429s does not see a server that counts
+    requests *in flight* (a gateway's or a self-hosted model's queue). Then: on a 429 the limit
+    drops to ``BETA`` x what was in flight; each attempt that completes adds ``1 / limit`` (one
+    more per round of answers, as TCP's congestion avoidance) up to ``ceiling``, where it turns
+    off again. Latency is not a signal here: an LLM's latency follows the tokens it writes, not
+    the server's load, so Gradient2's latency ratios would read long answers as congestion.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = ceiling
+        self.limit: float | None = None
+        self._dropped_at = -math.inf
+
+    def throttled(self, in_flight: int, now: float) -> None:
+        if now - self._dropped_at < EPISODE_S:
+            return  # the 429s of one burst are one signal
+        self._dropped_at = now
+        base = in_flight if self.limit is None else min(in_flight, self.limit)
+        self.limit = max(1.0, BETA * max(base, 1))
+
+    def completed(self, in_flight: int) -> None:
+        """An attempt came back with ``in_flight`` (itself included) out: the limit grows only
+        while it is being used (half of it, as Netflix's AIMD), not while idle."""
+        if self.limit is not None and in_flight * 2 >= self.limit:
+            self.limit += 1.0 / self.limit
+            if self.limit >= self.ceiling:
+                self.limit = None
+
+    def admits(self, in_flight: int) -> bool:
+        return self.limit is None or in_flight < max(1, int(self.limit))

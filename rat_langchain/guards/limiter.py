@@ -17,6 +17,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -26,7 +27,7 @@ from rat_langchain.config import RateLimitingConfig, RetriesConfig
 from rat_langchain.errors import RateLimitExceeded, RequestTooLarge
 from rat_langchain.guards.headers import announced, parse_duration, retry_after_seconds
 from rat_langchain.guards.key import Key, KeyLike
-from rat_langchain.guards.learn import Learner
+from rat_langchain.guards.learn import Concurrency, Learner
 
 __all__ = [
     "START_RPM",
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 _EPSILON = 1e-9
+_MAX_CONCURRENCY = 1024  # where a learned concurrency limit turns off without max_concurrency
 _BACKOFF_S = 0.5  # the first pause after a 429 that says nothing of when to come back
 
 
@@ -267,6 +269,7 @@ class _KeyState:
         first_hold_s: float = 0.0,
         *,
         borrow: bool = False,
+        max_concurrency: int | None = None,
     ) -> None:
         margin = limit.safety_margin
         self.limit = limit
@@ -293,6 +296,12 @@ class _KeyState:
         if limit.learn_tpm and self.tokens is not None:
             self.learners["tokens"] = Learner(clock, floor=1000.0, burst_s=burst)
         self.throttles = 0  # 429s in a row without a retry-after: the backoff's exponent
+        # attempts in flight, under a limit learned from 429s where the server announces none
+        self.concurrency = (
+            Concurrency(max_concurrency or _MAX_CONCURRENCY) if limit.learn_rpm else None
+        )
+        self.in_flight = 0
+        self.gate_waiters: deque[asyncio.Future[None]] = deque()
         self.paused_until = 0.0
         self.acknowledged = False
         self.waiters: deque[_Waiter] = deque()
@@ -413,6 +422,8 @@ class Limiter(Protocol):
 
     def semaphore(self) -> asyncio.Semaphore | None: ...
 
+    def gate(self, key: KeyLike) -> AbstractAsyncContextManager[None] | None: ...
+
     def acknowledge(self, key: KeyLike) -> None: ...
 
     def observe(self, key: KeyLike, headers: Mapping[str, str]) -> None: ...
@@ -527,6 +538,7 @@ class RateLimiter:
                 self._clock,
                 self.first_hold_s,
                 borrow=self.borrow,
+                max_concurrency=self.max_concurrency,
             )
         return state
 
@@ -674,6 +686,46 @@ class RateLimiter:
             if loop.is_running() and not loop.is_closed():
                 # call_soon_threadsafe: reconcile may run on another thread (sync callers)
                 loop.call_soon_threadsafe(self._wake, key, loop)
+
+    def gate(self, key: KeyLike) -> _Gate | None:
+        """Bounds attempts of ``key`` in flight where the server announces no limits and has
+        answered 429 (see ``guards.learn.Concurrency``); None for a key that never learns it."""
+        key = Key.of(key)
+        with self._lock:
+            state = self._state(key)
+        return None if state.concurrency is None else _Gate(self, state)
+
+    def _admit(self, state: _KeyState) -> None:
+        """Let queued attempts in while the concurrency limit allows. Lock held."""
+        assert state.concurrency is not None
+        while state.gate_waiters and state.concurrency.admits(state.in_flight):
+            waiter = state.gate_waiters.popleft()
+            if waiter.done():
+                continue
+            state.in_flight += 1
+            self._resolve(state, waiter)
+
+    def _resolve(self, state: _KeyState, waiter: asyncio.Future[None]) -> None:
+        """Wake ``waiter`` on its own loop (a limiter serves every loop of the process)."""
+        loop = waiter.get_loop()
+        try:
+            here = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            here = False
+        if here:
+            waiter.set_result(None)
+            return
+
+        def wake() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+            with self._lock:  # cancelled on the way: its slot goes to the next
+                state.in_flight -= 1
+                self._admit(state)
+
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(wake)
 
     def semaphore(self) -> asyncio.Semaphore | None:
         """Bounds calls in flight (``max_parallel_llm_calls``), independent of the rates."""
@@ -858,9 +910,13 @@ class RateLimiter:
         with self._lock:
             state = self._state(key)
             if seconds is None:  # the server said nothing of when: back off, with jitter
-                state.throttles += 1
-                ceiling = _BACKOFF_S * 2.0 ** min(state.throttles - 1, 30)
-                seconds = min(ceiling, self.max_pause_s) * (0.5 + 0.5 * self._random())
+                left = state.paused_until - self._clock()
+                if left > 0:  # one burst's 429s, sent before the pause: one step, not many
+                    seconds = left
+                else:
+                    state.throttles += 1
+                    ceiling = _BACKOFF_S * 2.0 ** min(state.throttles - 1, 30)
+                    seconds = min(ceiling, self.max_pause_s) * (0.5 + 0.5 * self._random())
             self._slow_down(state, headers)
         seconds = min(seconds, self.max_pause_s)  # untrusted: never longer than this
         self.pause(key, seconds)
@@ -874,6 +930,7 @@ class RateLimiter:
         refused = _refused(state, headers)
         if refused is None:
             return
+        silent = not any(name.lower().startswith("x-ratelimit-") for name in headers)
         bucket, learner = state.bucket(refused), state.learners.get(refused)
         if bucket is None or learner is None:
             return
@@ -883,9 +940,16 @@ class RateLimiter:
             if narrower is not None:
                 bucket.widen(narrower)
             return
-        rate = learner.throttled(bucket.per_minute)
-        if rate is not None:
-            bucket.adopt(rate)
+        binding = learner.binding(bucket.per_minute)
+        if state.concurrency is not None and refused == "requests" and silent:
+            # a server that says nothing may count requests in flight (a gateway's or a model
+            # server's queue) rather than a rate: both limits step down, and each grows back
+            # only while it is used
+            state.concurrency.throttled(state.in_flight, self._clock())
+        if binding:  # else the rate was not what the key ran into: leave it
+            rate = learner.throttled(bucket.per_minute)
+            if rate is not None:
+                bucket.adopt(rate)
 
     def learned(self) -> dict[Key, dict[str, Any]]:
         """What the limiter holds for each key now: per dimension the rate per minute it uses
@@ -909,6 +973,10 @@ class RateLimiter:
                         }
                     )
                 row["paused_s"] = max(0.0, state.paused_until - self._clock())
+                row["in_flight"] = state.in_flight if state.concurrency is not None else None
+                row["concurrency_limit"] = (
+                    None if state.concurrency is None else state.concurrency.limit
+                )
                 out[key] = row
         return out
 
@@ -941,6 +1009,45 @@ def _refused(state: _KeyState, headers: Mapping[str, str]) -> str | None:
     if shares:
         return min(shares, key=lambda n: shares[n])
     return max(used, key=lambda n: used[n]) if used else None
+
+
+class _Gate:
+    """``async with``: one attempt of a key in flight, admitted first in, first out under the
+    key's learned concurrency limit (``RateLimiter.gate``)."""
+
+    __slots__ = ("_limiter", "_state")
+
+    def __init__(self, limiter: RateLimiter, state: _KeyState) -> None:
+        self._limiter = limiter
+        self._state = state
+
+    async def __aenter__(self) -> None:
+        limiter, state = self._limiter, self._state
+        assert state.concurrency is not None
+        with limiter._lock:
+            if not state.gate_waiters and state.concurrency.admits(state.in_flight):
+                state.in_flight += 1
+                return
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            state.gate_waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            with limiter._lock:
+                if waiter.done() and not waiter.cancelled():  # admitted, then cancelled
+                    state.in_flight -= 1
+                    limiter._admit(state)
+                elif waiter in state.gate_waiters:
+                    state.gate_waiters.remove(waiter)
+            raise
+
+    async def __aexit__(self, *_exc: object) -> None:
+        limiter, state = self._limiter, self._state
+        assert state.concurrency is not None
+        with limiter._lock:
+            state.concurrency.completed(state.in_flight)
+            state.in_flight -= 1
+            limiter._admit(state)
 
 
 class LangChainRateLimiter(BaseRateLimiter):

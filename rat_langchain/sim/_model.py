@@ -36,6 +36,12 @@ class SimConfig(BaseModel):
         "in integer seconds, no limit), none (a gateway or vLLM that says nothing).",
     )
     retry_after: bool = Field(True, description="Whether a 429 says how long to wait.")
+    max_in_flight: int | None = Field(
+        None,
+        gt=0,
+        description="Requests answered at once; one more is a 429 with no rate-limit headers "
+        "(a gateway's or a self-hosted model's queue). None is unlimited.",
+    )
     lying_headers: bool = Field(
         False,
         description="Headers that lie: a remaining of -10^9 on every answer and a retry-after "

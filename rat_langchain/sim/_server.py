@@ -93,6 +93,7 @@ class Simulator:
         self._limits: dict[str, RateLimits] = {}
         self._scripts: dict[str, deque[Reply]] = {name: deque() for name in _ENDPOINTS}
         self._stats = SimStats()
+        self._busy = 0  # requests admitted and not yet answered (max_in_flight)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
@@ -252,10 +253,14 @@ class Simulator:
         stats.in_flight += 1
         stats.peak_in_flight = max(stats.peak_in_flight, stats.in_flight)
         status = "500"
+        busy = False
         try:
             self._check_auth(request)
             body = await self._json_body(request)
             tokens = cost(body)  # validates the body too
+            self._check_in_flight()
+            self._busy += 1
+            busy = True
             decision = self._limits_for(str(body.get("model"))).admit(tokens)
             if not decision.allowed:  # before taking a scripted reply: a 429 must not eat it
                 raise self._rate_limit_error(decision, body, tokens)
@@ -288,7 +293,21 @@ class Simulator:
             raise
         finally:
             stats.in_flight -= 1
+            if busy:
+                self._busy -= 1
             self._record(endpoint, status)
+
+    def _check_in_flight(self) -> None:
+        """``max_in_flight``: a server that counts requests being answered, not a rate."""
+        cap = self.config.max_in_flight
+        if cap is not None and self._busy >= cap:
+            raise _ApiError(
+                429,
+                f"Too many concurrent requests (at most {cap} at once).",
+                type_="requests",
+                code="rate_limit_exceeded",
+                headers={"retry-after": "1"} if self.config.retry_after else {},
+            )
 
     def _check_auth(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")

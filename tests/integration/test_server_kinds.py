@@ -71,3 +71,28 @@ def test_with_nothing_configured_the_limits_are_learned_from_the_server(
         state = limiter._state(Key(sim.base_url, llm.model_name))
         assert state.requests.per_minute == 6000 * 0.9
         assert state.tokens.per_minute == 2_000_000 * 0.9
+
+
+async def test_a_server_that_counts_requests_in_flight_is_learned(sim: SimulatorThread) -> None:
+    """No headers, no retry-after, at most 4 requests answered at once (a self-hosted model's
+    queue): nothing configured, 30 calls 20 at a time all succeed, with few 429s (whether the
+    rate or the concurrency limit settles it: tests/unit/test_learn.py pins each)."""
+    import asyncio
+
+    sim.configure(max_in_flight=4, latency_ms=50, limit_headers="none", retry_after=False)
+    config = RatConfig.from_dict(
+        {"endpoint": {"base_url": sim.base_url, "api_key": API_KEY}}, env={}
+    )
+    async with ClientPool(config) as pool:
+        llm = pool.chat_model(max_tokens=5)
+        gate = asyncio.Semaphore(20)
+
+        async def call(i: int) -> Any:
+            async with gate:
+                return await llm.ainvoke(f"question {i}")
+
+        answers = await asyncio.gather(*(call(i) for i in range(30)))
+        assert len(answers) == 30
+    stats = sim.stats()
+    assert stats.count("chat", 200) == 30
+    assert stats.count("chat", 429) <= 10  # the first burst, and a probe or two

@@ -92,7 +92,11 @@ def test_a_429_drops_to_beta_of_the_send_rate_once_per_episode_then_climbs_back(
 def test_429s_without_retry_after_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
     clock = FakeClock()
     limiter = auto(clock, max_pause_s=3.0)
-    pauses = [limiter.observe_429(KEY, NO_HEADERS) for _ in range(5)]
+    pauses = []
+    for _ in range(5):
+        pauses.append(limiter.observe_429(KEY, NO_HEADERS))
+        assert limiter.observe_429(KEY, NO_HEADERS) == pauses[-1]  # same burst: same pause
+        clock.now += pauses[-1]  # the retry after the pause is refused again
     assert pauses == [0.5, 1.0, 2.0, 3.0, 3.0]  # random() = 1.0: the top of each jitter range
     limiter.observe(KEY, NO_HEADERS)  # a success starts the backoff over
     assert limiter.observe_429(KEY, NO_HEADERS) == 0.5
@@ -163,3 +167,70 @@ def test_learner_floor_keeps_a_rate() -> None:
         clock.now += 2.0
         rate = learner.throttled(6.0)
         assert rate is None or rate >= 6.0
+
+
+async def test_a_429_from_a_silent_server_limits_attempts_in_flight_then_it_grows_back() -> None:
+    """AIMD on concurrency: off until a 429, then BETA x what was in flight, first in first
+    out, growing by 1/limit per completed attempt until the ceiling turns it off."""
+    import asyncio
+
+    from tests.support.clock import settle
+
+    clock = FakeClock()
+    limiter = auto(clock, max_concurrency=12)
+    send(limiter, clock, 2.0, 2)  # 120/min against 500: the 429 below is not the rate's
+    gate = limiter.gate(KEY)
+    assert gate is not None
+    held = [limiter.gate(KEY) for _ in range(10)]
+    for g in held:
+        await g.__aenter__()  # type: ignore[union-attr]
+    limiter.observe_429(KEY, NO_HEADERS)
+    assert limiter.learned()[KEY]["concurrency_limit"] == pytest.approx(7.0)
+    assert rpm(limiter) == START_RPM  # and the rate is left alone
+    entered: list[int] = []
+
+    async def attempt(i: int) -> None:
+        async with limiter.gate(KEY):  # type: ignore[union-attr]
+            entered.append(i)
+            await asyncio.Event().wait()  # in flight until cancelled
+
+    waiting = [asyncio.create_task(attempt(i)) for i in range(2)]
+    await settle()
+    assert entered == []  # 10 in flight, limit 7
+    for g in held[:3]:
+        await g.__aexit__(None, None, None)  # type: ignore[union-attr]
+    await settle()
+    assert entered == []  # 7 in flight: still at the limit (grown by 3/7 to 7.4)
+    await held[3].__aexit__(None, None, None)  # type: ignore[union-attr]
+    await settle()
+    assert entered == [0]  # first in, first out
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    for g in held[4:]:
+        await g.__aexit__(None, None, None)  # type: ignore[union-attr]
+    row = limiter.learned()[KEY]
+    assert row["in_flight"] == 0
+    before = limiter.learned()[KEY]["concurrency_limit"]
+    for _ in range(20):  # one at a time: the limit is not being used, so it does not grow
+        async with limiter.gate(KEY):  # type: ignore[union-attr]
+            pass
+    assert limiter.learned()[KEY]["concurrency_limit"] == before
+    busy = [limiter.gate(KEY) for _ in range(5)]
+    for g in busy:
+        await g.__aenter__()  # type: ignore[union-attr]
+    for _ in range(60):  # used: +1/limit per completion, up to the ceiling, where it turns off
+        async with limiter.gate(KEY):  # type: ignore[union-attr]
+            pass
+    assert limiter.learned()[KEY]["concurrency_limit"] is None
+    for g in busy:
+        await g.__aexit__(None, None, None)  # type: ignore[union-attr]
+
+
+def test_configured_or_announced_limits_have_no_learned_concurrency() -> None:
+    clock = FakeClock()
+    assert RateLimiter(600, None, clock=clock).gate(KEY) is None
+    limiter = auto(clock)
+    limiter.observe(KEY, announcing(600, 5))
+    limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})
+    assert limiter.learned()[KEY]["concurrency_limit"] is None  # the rate explains it

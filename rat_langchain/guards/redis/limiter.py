@@ -24,6 +24,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
 from rat_langchain.config import RateLimitingConfig
@@ -138,6 +139,10 @@ class RedisRateLimiter:
 
     def semaphore(self) -> asyncio.Semaphore | None:
         return self.local.semaphore()
+
+    def gate(self, key: KeyLike) -> AbstractAsyncContextManager[None] | None:
+        """This process's attempts in flight for ``key`` (a concurrency limit is per process)."""
+        return self.learning.gate(key)
 
     def learned(self) -> dict[Key, dict[str, Any]]:
         """What this process has learned for the shared buckets (see ``RateLimiter.learned``)."""
