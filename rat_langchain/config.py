@@ -135,14 +135,15 @@ class RateLimitingConfig(_Section):
     rpm_limit: Limit = Field(
         "auto",
         description="Requests per minute per API and model. auto: learned from the server's "
-        "x-ratelimit-limit-requests, up as well as down, from 500 until it says; a number is "
-        "a ceiling the server's limit can only lower.",
+        "x-ratelimit-limit-requests, up as well as down, from 500 until it says; where it "
+        "never says, found from its 429s (slow start, then CUBIC; docs/resilience.md); a "
+        "number is a ceiling the server's limit can only lower.",
     )
     tpm_limit: Limit = Field(
         "auto",
         description="Tokens per minute per API and model. auto: learned from the server's "
         "x-ratelimit-limit-tokens (the tighter project limit where it sends one), from 200000 "
-        "until it says; a number is a ceiling.",
+        "until it says, or from its 429s; a number is a ceiling.",
     )
     safety_margin: float = Field(
         0.9, gt=0, le=1, description="Share of the limits actually used, to absorb clock skew."
@@ -154,8 +155,9 @@ class RateLimitingConfig(_Section):
         description="Burst allowed: this many seconds' worth of the limits. 1 by default: "
         "servers may enforce a per-minute limit per second (OpenAI quantises, Azure checks 1 s "
         "or 10 s windows), and a full minute's burst there is answered with 429s (measured: "
-        "31% of responses at 600 RPM per second, 0% with 1 s; docs/benchmarks.md). Raise it "
-        "(up to 60) for a server known to allow a minute's burst.",
+        "31% of responses at 600 RPM per second, 0% with 1 s; docs/benchmarks.md). With limits "
+        "on auto it widens by itself when the server shows room; raise it (up to 60) for a "
+        "server known to allow a minute's burst.",
     )
     first_hold_s: float = Field(
         5.0,
