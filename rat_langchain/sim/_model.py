@@ -36,6 +36,24 @@ class SimConfig(BaseModel):
         "in integer seconds, no limit), none (a gateway or vLLM that says nothing).",
     )
     retry_after: bool = Field(True, description="Whether a 429 says how long to wait.")
+    batch_completion_s: float = Field(
+        2.0, ge=0, description="Seconds a Batch API batch takes from creation to completion."
+    )
+    batch_line_failure_rate: float = Field(
+        0.0, ge=0, le=1, description="Share of a batch's requests that fail (500, error file)."
+    )
+    batch_expire_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of batches that expire with half their requests undone.",
+    )
+    batch_enqueued_tokens: int | None = Field(
+        None,
+        gt=0,
+        description="Tokens of unfinished batches allowed per model; a batch over it fails "
+        "with token_limit_exceeded. None is unlimited.",
+    )
     max_in_flight: int | None = Field(
         None,
         gt=0,
@@ -92,6 +110,8 @@ class SimStats(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     embedding_inputs: int = 0
+    batch_inputs: int = 0  # embedding inputs answered through the Batch API
+    batches_created: int = 0
     faults: dict[str, int] = Field(default_factory=dict)
 
     def count(self, endpoint: str | None = None, status: int | None = None) -> int:

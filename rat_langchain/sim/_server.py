@@ -18,9 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
 import numpy as np
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 import rat_langchain.sim._content as _content
+from rat_langchain.sim._batches import BatchError, Batches
 from rat_langchain.sim._limits import RateLimits
 from rat_langchain.sim._model import Reply, SimConfig, SimStats
 from rat_langchain.sim._tokens import chat_prompt_tokens, text_tokens, truncate
@@ -94,6 +95,7 @@ class Simulator:
         self._scripts: dict[str, deque[Reply]] = {name: deque() for name in _ENDPOINTS}
         self._stats = SimStats()
         self._busy = 0  # requests admitted and not yet answered (max_in_flight)
+        self.batches = self._new_batches()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
@@ -122,6 +124,14 @@ class Simulator:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/files", self._file_upload)
+        app.router.add_get("/v1/files/{id}", self._file_get)
+        app.router.add_get("/v1/files/{id}/content", self._file_content)
+        app.router.add_delete("/v1/files/{id}", self._file_delete)
+        app.router.add_post("/v1/batches", self._batch_create)
+        app.router.add_get("/v1/batches", self._batch_list)
+        app.router.add_get("/v1/batches/{id}", self._batch_get)
+        app.router.add_post("/v1/batches/{id}/cancel", self._batch_cancel)
         app.router.add_get("/_sim/stats", self._control_stats)
         app.router.add_post("/_sim/reset", self._control_reset)
         app.router.add_post("/_sim/config", self._control_config)
@@ -169,7 +179,8 @@ class Simulator:
         return snapshot
 
     def reset_stats(self) -> None:
-        """Zero every counter and forget scripted replies; rate buckets start full again."""
+        """Zero every counter and forget scripted replies; rate buckets start full again.
+        Files and batches stay (a client may be resuming them)."""
         self._stats = SimStats()
         for script in self._scripts.values():
             script.clear()
@@ -323,7 +334,7 @@ class Simulator:
             raise _ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
 
     @staticmethod
-    async def _json_body(request: web.Request) -> dict[str, Any]:
+    async def _json_object(request: web.Request) -> dict[str, Any]:
         try:
             body = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError) as exc:
@@ -332,6 +343,10 @@ class Simulator:
             ) from exc
         if not isinstance(body, dict):
             raise _ApiError(400, "The request body must be a JSON object.")
+        return body
+
+    async def _json_body(self, request: web.Request) -> dict[str, Any]:
+        body = await self._json_object(request)
         if not isinstance(body.get("model"), str) or not body["model"]:
             raise _ApiError(400, "you must provide a model parameter", param="model")
         return body
@@ -678,6 +693,138 @@ class Simulator:
         ]
         payload = {"object": "list", "data": data, "model": body["model"], "usage": usage}
         return web.json_response(payload, headers=headers)
+
+    # -- files and batches (sim/_batches.py) ----------------------------------------------------
+
+    def _new_batches(self) -> Batches:
+        def cost(body: dict[str, Any]) -> tuple[int, int]:
+            try:
+                tokens = self._embedding_cost(body)
+            except _ApiError as exc:
+                raise BatchError(exc.status, str(exc)) from exc
+            return tokens, len(body["_texts"])
+
+        def answer(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            try:
+                self._embedding_cost(body)
+            except _ApiError as exc:
+                return exc.status, exc.body
+            vectors = [_content.embed(text, self._dimensions(body)) for text in body["_texts"]]
+            self._stats.embedding_inputs += len(vectors)
+            self._stats.batch_inputs += len(vectors)
+            self._stats.prompt_tokens += body["_tokens"]
+            base64_format = body.get("encoding_format") == "base64"
+            data = [
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": base64.b64encode(vec.astype("<f4").tobytes()).decode()
+                    if base64_format
+                    else [float(x) for x in vec],
+                }
+                for i, vec in enumerate(vectors)
+            ]
+            usage = {"prompt_tokens": body["_tokens"], "total_tokens": body["_tokens"]}
+            return 200, {"object": "list", "data": data, "model": body["model"], "usage": usage}
+
+        return Batches(self._clock, lambda: self.config, lambda: self._rng, cost, answer)
+
+    def _dimensions(self, body: dict[str, Any]) -> int:
+        dims = body.get("dimensions") or _NATIVE_DIMENSIONS.get(
+            body["model"], self.config.embedding_dimensions
+        )
+        return int(dims)
+
+    async def _batch_api(
+        self, request: web.Request, endpoint: str, call: Callable[[], Awaitable[Any]]
+    ) -> web.StreamResponse:
+        """One Files/Batch API request: authenticated, counted, errors in OpenAI's shape."""
+        status = "500"
+        try:
+            self._check_auth(request)
+            result = await call()
+            status = "200"
+            if isinstance(result, bytes):
+                return web.Response(body=result, content_type="application/octet-stream")
+            return web.json_response(result)
+        except _ApiError as exc:
+            status = str(exc.status)
+            return web.json_response(exc.body, status=exc.status, headers=exc.headers)
+        except BatchError as exc:
+            status = str(exc.status)
+            error = _ApiError(exc.status, str(exc), param=exc.param)
+            return web.json_response(error.body, status=exc.status)
+        finally:
+            self._record(endpoint, status)
+
+    async def _file_upload(self, request: web.Request) -> web.StreamResponse:
+        async def call() -> Any:
+            fields: dict[str, Any] = {}
+            reader = await request.multipart()
+            async for part in reader:
+                if not isinstance(part, BodyPartReader):
+                    continue  # a nested multipart: nothing OpenAI's upload sends
+                if part.name == "file":
+                    fields["filename"] = part.filename or "upload.jsonl"
+                    fields["data"] = await part.read()
+                elif part.name == "purpose":
+                    fields["purpose"] = (await part.read()).decode()
+            if "data" not in fields:
+                raise BatchError(400, "No file in the upload.", "file")
+            return self.batches.upload(
+                fields["filename"], fields.get("purpose", ""), bytes(fields["data"])
+            )
+
+        return await self._batch_api(request, "files", call)
+
+    async def _file_get(self, request: web.Request) -> web.StreamResponse:
+        async def call() -> Any:
+            return self.batches.file(request.match_info["id"])
+
+        return await self._batch_api(request, "files", call)
+
+    async def _file_content(self, request: web.Request) -> web.StreamResponse:
+        async def call() -> Any:
+            return self.batches.content(request.match_info["id"])
+
+        return await self._batch_api(request, "files", call)
+
+    async def _file_delete(self, request: web.Request) -> web.StreamResponse:
+        async def call() -> Any:
+            return self.batches.delete(request.match_info["id"])
+
+        return await self._batch_api(request, "files", call)
+
+    async def _batch_create(self, request: web.Request) -> web.StreamResponse:
+        async def call() -> Any:
+            body = await self._json_object(request)
+            created = self.batches.create(body)
+            self._stats.batches_created += 1
+            return created
+
+        return await self._batch_api(request, "batches", call)
+
+    async def _batch_get(self, request: web.Request) -> web.StreamResponse:
+        async def call() -> Any:
+            return self.batches.retrieve(request.match_info["id"])
+
+        return await self._batch_api(request, "batches", call)
+
+    async def _batch_cancel(self, request: web.Request) -> web.StreamResponse:
+        async def call() -> Any:
+            return self.batches.cancel(request.match_info["id"])
+
+        return await self._batch_api(request, "batches", call)
+
+    async def _batch_list(self, request: web.Request) -> web.StreamResponse:
+        async def call() -> Any:
+            try:
+                limit = int(request.query.get("limit", "20"))
+            except ValueError as exc:
+                raise BatchError(400, "limit must be an integer", "limit") from exc
+            return self.batches.list(limit, request.query.get("after"))
+
+        return await self._batch_api(request, "batches", call)
 
     # -- models --------------------------------------------------------------------------------
 
