@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -58,12 +59,18 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     if threading.current_thread() is _thread:
         coro.close()
         raise RuntimeError("a sync rat_langchain call was made from its own portal loop; await it")
-    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    # in the caller's context: context variables set around a sync call (a prefill of
+    # embeddings, a tracing span) reach the coroutine as they would an async call
+    future = asyncio.run_coroutine_threadsafe(_in_context(coro, contextvars.copy_context()), loop)
     try:
         return future.result()
     except BaseException:
         future.cancel()
         raise
+
+
+async def _in_context(coro: Coroutine[Any, Any, T], context: contextvars.Context) -> T:
+    return await asyncio.get_running_loop().create_task(coro, context=context)
 
 
 def iterate(agen: AsyncIterator[T]) -> Iterator[T]:

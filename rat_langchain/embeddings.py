@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
 import hashlib
 import json
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,6 +40,11 @@ from rat_langchain.index.embedding_cache import EmbeddingCache
 __all__ = ["EmbeddingInputError", "EmbeddingResponseError", "PooledOpenAIEmbeddings"]
 
 MAX_INPUTS_PER_REQUEST = 2048
+
+# vectors already made (by the Batch API), for one embeddings object: see ``prefilled``
+_PREFILLED: contextvars.ContextVar[
+    tuple[PooledOpenAIEmbeddings, Mapping[str, np.ndarray]] | None
+] = contextvars.ContextVar("rat_langchain_prefilled", default=None)
 MAX_TOKENS_PER_REQUEST = 300_000
 NATIVE_DIMENSIONS = {
     "text-embedding-3-small": 1536,
@@ -132,6 +139,18 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
     async def aembed_query(self, text: str) -> list[float]:
         return (await self.aembed_array([text]))[0].tolist()
 
+    @contextlib.contextmanager
+    def prefilled(self, vectors: Mapping[str, np.ndarray]) -> Iterator[None]:
+        """Within this block (this task, the tasks it starts and sync calls it makes), texts in
+        ``vectors`` are answered from it instead of the API. Why: vectors the Batch API made go
+        into *any* LangChain vector store through the store's own add path, which calls this
+        object; no store needs an "add with vectors" method."""
+        token = _PREFILLED.set((self, vectors))
+        try:
+            yield
+        finally:
+            _PREFILLED.reset(token)
+
     async def aembed_array(self, texts: Sequence[str]) -> np.ndarray:
         """The vectors as one float32 array, row i for ``texts[i]`` (no Python float lists)."""
         _check_inputs(texts)
@@ -144,6 +163,9 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         vectors: dict[str, np.ndarray] = (
             cache.get_many(self.model, self.dimensions, list(unique)) if cache else {}
         )
+        given = _PREFILLED.get()
+        if given is not None and given[0] is self:
+            vectors.update((t, given[1][t]) for t in unique if t not in vectors and t in given[1])
         misses = [text for text in unique if text not in vectors]
         bad: dict[str, str] = {}
         if misses:

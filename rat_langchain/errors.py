@@ -174,6 +174,11 @@ class IndexLoadError(RatError):
     """A saved index is missing, truncated or inconsistent; nothing was loaded."""
 
 
+class BatchJobError(RatError):
+    """A Batch API run cannot go on: its journal names documents the corpus no longer holds,
+    or the server's output breaks a bound (a line too long to read)."""
+
+
 class PlanError(RatError):
     """A plan that cannot run: the message names the step, the reference or the cycle.
 

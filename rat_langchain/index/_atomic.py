@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_dir", "readable_dir", "remove_leftovers"]
+__all__ = ["atomic_dir", "atomic_file", "readable_dir", "remove_leftovers"]
 
 # Temporary folders of saves running in this process: never removed as leftovers.
 _ACTIVE: set[Path] = set()
@@ -100,3 +100,19 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     finally:
         with _ACTIVE_LOCK:
             _ACTIVE.discard(tmp)
+
+
+def atomic_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` as a whole: written beside it, flushed to disk, renamed
+    over it, the folder flushed too (a journal must survive the crash it is there for)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

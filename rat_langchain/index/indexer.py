@@ -1,5 +1,5 @@
-"""BatchIndexer: index a large corpus into a FaissStore so that a run killed half-way and started
-again ends with every document exactly once.
+"""BatchIndexer: index a large corpus into a vector store so that a run killed half-way and
+started again ends with every document exactly once.
 
 How: every chunk gets a deterministic id (the document's own id, else a hash of its source,
 position and text), adds are upserts, and the store itself is the checkpoint — saved atomically
@@ -17,17 +17,22 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+import numpy as np
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
+from langchain_core.vectorstores import VectorStore
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 from tqdm import tqdm
 
+from rat_langchain._tokens import encode
 from rat_langchain.errors import EmbeddingInputError
 from rat_langchain.index._atomic import readable_dir
+from rat_langchain.index.batch_api import BatchReport, BatchSettings, batch_embed, estimate_cost
 from rat_langchain.index.faiss_store import FaissStore
 
-__all__ = ["BatchIndexer", "IndexReport", "load_folder"]
+__all__ = ["AUTO_BATCH_TOKENS", "BatchIndexer", "IndexReport", "load_folder"]
 
 _log = logging.getLogger("rat_langchain.index")
 
@@ -65,110 +70,248 @@ def load_folder(
                 yield doc
 
 
+# Below this many tokens to embed, ``mode="auto"`` stays synchronous: the Batch API saves half
+# of an embedding bill that is small there (2M tokens of text-embedding-3-small: US$0.04 vs
+# 0.02) and its results can take up to 24 hours, against minutes.
+AUTO_BATCH_TOKENS = 2_000_000
+
+Mode = Literal["sync", "batch", "auto"]
+
+
 @dataclass
 class IndexReport:
-    """What a run did: ids added now, ids already in the store, ids that failed and why."""
+    """What a run did: ids added now, ids already in the store, ids that failed and why; the
+    path taken (``mode``) and, for ``auto`` and ``batch``, the tokens to embed and what each path
+    would cost (US$, documented prices; None for a model without one)."""
 
     added: int = 0
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     total: int = 0
     seconds: float = 0.0
+    mode: str = "sync"
+    tokens: int | None = None
+    cost_sync: float | None = None
+    cost_batch: float | None = None
+    batch: BatchReport | None = None
 
 
 class BatchIndexer:
-    """Index documents into a FaissStore in batches, checkpointing to ``out``.
+    """Index documents into a vector store in batches, exactly once, checkpointing as it goes.
 
     Example::
 
-        indexer = BatchIndexer(pool.embeddings(), out="index/")
+        indexer = BatchIndexer(pool.embeddings(), out="index/")         # a FaissStore in index/
         report = await indexer.aindex(load_folder("docs/"))
+
+        store = InMemoryVectorStore(pool.embeddings())                   # any store with ids
+        report = await BatchIndexer(store.embeddings, store=store, out="state/").aindex(docs)
+
+    ``store``: any LangChain ``VectorStore`` whose adds take ``ids`` and replace what they name
+    (an upsert); by default a ``FaissStore``, saved to ``out`` as the checkpoint. ``mode``:
+    ``"sync"`` embeds through the endpoint; ``"batch"`` through OpenAI's Batch API (half the
+    price, results within 24 h; needs ``out`` for its journal and the store embedding with this
+    ``PooledOpenAIEmbeddings``); ``"auto"`` takes the Batch API from ``batch_threshold_tokens``
+    tokens to embed. A run killed half-way and started again adds each document once and pays
+    for none twice.
     """
 
     def __init__(
         self,
         embedding: Embeddings,
         *,
+        store: VectorStore | None = None,
         out: str | os.PathLike[str] | None = None,
         batch_size: int = 500,
         checkpoint_every_s: float = 5.0,
         progress: bool = True,
         on_checkpoint: Callable[[int, Path], None] | None = None,
+        mode: Mode = "sync",
+        batch: BatchSettings | None = None,
+        batch_threshold_tokens: int = AUTO_BATCH_TOKENS,
     ) -> None:
         """``on_checkpoint(documents, folder)`` runs after each checkpoint is saved (the CLI
         prints it); the library itself never prints: progress goes to the bar (``progress``),
         checkpoints to the ``rat_langchain.index`` logger at INFO."""
+        if mode not in ("sync", "batch", "auto"):
+            raise ValueError(f"mode must be 'sync', 'batch' or 'auto', not {mode!r}")
+        if mode != "sync" and out is None:
+            raise ValueError(f"mode={mode!r} needs out=: the Batch API's journal is kept there")
         self.embedding = embedding
         self.on_checkpoint = on_checkpoint
         self.out = Path(out) if out is not None else None
         self.batch_size = batch_size
         self.checkpoint_every_s = checkpoint_every_s
         self.progress = progress
-        if self.out is not None and (readable_dir(self.out) / "manifest.json").exists():
+        self.mode: Mode = mode
+        self.batch_settings = batch or BatchSettings()
+        self.batch_threshold_tokens = batch_threshold_tokens
+        self._faiss = store is None
+        if store is not None:
+            self.store: VectorStore = store
+        elif self.out is not None and (readable_dir(self.out) / "manifest.json").exists():
             self.store = FaissStore.load(self.out, embedding)  # resume from the checkpoint
         else:
             self.store = FaissStore(embedding)
 
+    def _held(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` the store already holds."""
+        if isinstance(self.store, FaissStore):
+            return {i for i in ids if self.store.get_by_ids([i])}
+        return {str(d.id) for d in self.store.get_by_ids(ids)}
+
     async def aindex(self, documents: Iterable[Document]) -> IndexReport:
-        report = IndexReport()
+        report = IndexReport(mode=self.mode)
         start = time.monotonic()
-        last_save = start
+        if self.mode == "sync":
+            await self._sync(documents, report)
+        else:
+            await self._planned(documents, report)
+        if self.out is not None:
+            self._save(report)
+        report.seconds = time.monotonic() - start
+        return report
+
+    # -- the synchronous path ----------------------------------------------------------------------
+
+    async def _sync(self, documents: Iterable[Document], report: IndexReport) -> None:
+        last_save = time.monotonic()
         bar = tqdm(desc="indexing", unit="doc", disable=not self.progress)
         try:
             async for batch in self._batches(documents, report):
-                texts = [d.page_content for d in batch]
-                metas = [d.metadata for d in batch]
-                ids = [str(d.id) for d in batch]
-                try:
-                    await self.store.aadd_texts(texts, metas, ids=ids)
-                    report.added += len(batch)
-                except EmbeddingInputError as exc:  # add what was embedded, report the rest
-                    keep = [i for i in range(len(batch)) if i not in exc.failed]
-                    for i, reason in exc.failed.items():
-                        report.failed[ids[i]] = reason
-                    if keep:
-                        await self.store.aadd_texts(
-                            [texts[i] for i in keep],
-                            [metas[i] for i in keep],
-                            ids=[ids[i] for i in keep],
-                        )
-                        report.added += len(keep)
+                await self._add(batch, report)
                 bar.update(len(batch))
                 if self.out is not None and time.monotonic() - last_save >= self.checkpoint_every_s:
                     self._save(report)
                     last_save = time.monotonic()
         finally:
             bar.close()
-        if self.out is not None:
-            self._save(report)
-        report.seconds = time.monotonic() - start
-        return report
+
+    async def _add(self, batch: list[Document], report: IndexReport) -> None:
+        texts = [d.page_content for d in batch]
+        metas = [d.metadata for d in batch]
+        ids = [str(d.id) for d in batch]
+        try:
+            await self.store.aadd_texts(texts, metas, ids=ids)
+            report.added += len(batch)
+        except EmbeddingInputError as exc:  # add what was embedded, report the rest
+            keep = [i for i in range(len(batch)) if i not in exc.failed]
+            for i, reason in exc.failed.items():
+                report.failed[ids[i]] = reason
+            if keep:
+                await self.store.aadd_texts(
+                    [texts[i] for i in keep],
+                    [metas[i] for i in keep],
+                    ids=[ids[i] for i in keep],
+                )
+                report.added += len(keep)
 
     async def _batches(
         self, documents: Iterable[Document], report: IndexReport
     ) -> AsyncIterator[list[Document]]:
         batch: list[Document] = []
         seen: set[str] = set()
+        for doc in self._unique(documents, report, seen):
+            batch.append(doc)
+            if len(batch) >= self.batch_size:
+                held = self._held([str(d.id) for d in batch])
+                report.skipped += len(held)
+                fresh = [d for d in batch if str(d.id) not in held]
+                if fresh:
+                    yield fresh
+                batch = []
+        if batch:
+            held = self._held([str(d.id) for d in batch])
+            report.skipped += len(held)
+            fresh = [d for d in batch if str(d.id) not in held]
+            if fresh:
+                yield fresh
+
+    @staticmethod
+    def _unique(
+        documents: Iterable[Document], report: IndexReport, seen: set[str]
+    ) -> Iterator[Document]:
+        """Each document once, with its deterministic id (a repeat is skipped)."""
         for position, doc in enumerate(documents):
             report.total += 1
             doc_id = document_id(doc, position)
-            if doc_id in seen or self.store.get_by_ids([doc_id]):
+            if doc_id in seen:
                 report.skipped += 1
                 continue
             seen.add(doc_id)
-            batch.append(Document(id=doc_id, page_content=doc.page_content, metadata=doc.metadata))
-            if len(batch) >= self.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+            yield Document(id=doc_id, page_content=doc.page_content, metadata=doc.metadata)
+
+    # -- the Batch API ---------------------------------------------------------------------------
+
+    async def _planned(self, documents: Iterable[Document], report: IndexReport) -> None:
+        from rat_langchain.embeddings import PooledOpenAIEmbeddings
+
+        corpus = {str(d.id): d for d in self._unique(documents, report, set())}
+        held = self._held(list(corpus))
+        report.skipped += len(held)
+        todo = [i for i in corpus if i not in held]
+        model = str(getattr(self.embedding, "model", ""))
+        report.tokens = sum(len(encode(corpus[i].page_content, model)) for i in todo)
+        report.cost_sync = estimate_cost(report.tokens, model, batch=False)
+        report.cost_batch = estimate_cost(report.tokens, model, batch=True)
+        use_batch = self.mode == "batch" or report.tokens >= self.batch_threshold_tokens
+        report.mode = "batch" if use_batch else "sync"
+        _log.info(
+            "%d documents, %d tokens to embed: US$%s synchronously, US$%s through the Batch "
+            "API; taking %s",
+            len(todo), report.tokens, _money(report.cost_sync), _money(report.cost_batch),
+            report.mode,
+        )  # fmt: skip
+        if not use_batch:
+            for start in range(0, len(todo), self.batch_size):
+                await self._add([corpus[i] for i in todo[start : start + self.batch_size]], report)
+            return
+        embedding = self.embedding
+        if not isinstance(embedding, PooledOpenAIEmbeddings):
+            raise TypeError(
+                "mode='batch' needs a PooledOpenAIEmbeddings (pool.embeddings()): the Batch API "
+                f"is OpenAI's, got {type(embedding).__name__}"
+            )
+        if self.store.embeddings is not embedding:
+            raise TypeError(
+                "mode='batch': the store must embed with the same PooledOpenAIEmbeddings given "
+                "to BatchIndexer (its vectors reach the store through that object)"
+            )
+        assert self.out is not None
+
+        async def add(docs: list[Document], vectors: np.ndarray) -> None:
+            with embedding.prefilled(
+                dict(zip((d.page_content for d in docs), vectors, strict=True))
+            ):
+                await self.store.aadd_documents(docs, ids=[str(d.id) for d in docs])
+            report.added += len(docs)
+
+        async def checkpoint() -> None:
+            if self._faiss:
+                self._save(report)
+
+        report.batch = await batch_embed(
+            embedding,
+            corpus,
+            todo,
+            add,
+            self.out.parent / f"{self.out.name}.batches",
+            self.batch_settings,
+            checkpoint=checkpoint,
+        )
+        report.failed.update(report.batch.failed)
 
     def _save(self, report: IndexReport) -> None:
         assert self.out is not None
-        self.store.save(self.out)
+        if isinstance(self.store, FaissStore):
+            self.store.save(self.out)
+            _log.info("checkpoint: %d documents saved to %s", len(self.store), self.out)
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(len(self.store), self.out)
         failed = self.out.parent / f"{self.out.name}.failed.json"
         if report.failed:
             failed.write_text(json.dumps(report.failed, indent=2), encoding="utf-8")
-        _log.info("checkpoint: %d documents saved to %s", len(self.store), self.out)
-        if self.on_checkpoint is not None:
-            self.on_checkpoint(len(self.store), self.out)
+
+
+def _money(value: float | None) -> str:
+    return "?" if value is None else f"{value:.4f}"

@@ -1,0 +1,192 @@
+"""BatchIndexer through OpenAI's Batch API (the simulator plays it), into FaissStore and into any
+LangChain vector store: each document exactly once, nothing paid twice across a crash, failed
+lines recovered, a full queue waited out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.vectorstores import InMemoryVectorStore
+
+from rat_langchain import BatchIndexer, ClientPool, RatConfig
+from rat_langchain.index.batch_api import BatchSettings
+from rat_langchain.index.faiss_store import FaissStore
+from rat_langchain.sim import SimulatorThread
+from tests.conftest import API_KEY
+
+FAST = BatchSettings(poll_s=0.01, max_poll_s=0.05, inputs_per_request=100)
+
+
+def corpus(n: int) -> list[Document]:
+    return [Document(page_content=f"document {i} on topic {i % 13}", id=f"d{i}") for i in range(n)]
+
+
+@pytest.fixture
+def pool(sim: SimulatorThread) -> Iterator[ClientPool]:
+    sim.configure(batch_completion_s=0.0)
+    config = RatConfig.from_dict(
+        {"endpoint": {"base_url": sim.base_url, "api_key": API_KEY}}, env={}
+    )
+    with ClientPool(config) as pool:
+        yield pool
+
+
+async def test_a_batch_run_lands_each_document_once(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path
+) -> None:
+    docs = corpus(3000)
+    settings = BatchSettings(poll_s=0.01, max_poll_s=0.05, max_inputs=1000)
+    indexer = BatchIndexer(
+        pool.embeddings(), out=tmp_path / "index", mode="batch", batch=settings, progress=False
+    )
+    report = await indexer.aindex(docs)
+    assert report.mode == "batch"
+    assert report.added == 3000
+    assert report.batch is not None
+    assert report.batch.batches_submitted == 3  # sized under max_inputs
+    stats = sim.stats()
+    assert stats.batch_inputs == 3000  # every document embedded once, through the Batch API
+    assert stats.count("embeddings") == 0  # and none synchronously
+    store = FaissStore.load(tmp_path / "index", pool.embeddings())
+    assert len(store) == 3000
+    assert {d.id for d in store.get_by_ids([f"d{i}" for i in range(3000)])} == {
+        f"d{i}" for i in range(3000)
+    }
+    assert report.cost_batch is not None
+    assert report.cost_sync is not None
+    assert report.cost_batch == pytest.approx(report.cost_sync / 2)
+    again = await BatchIndexer(
+        pool.embeddings(), out=tmp_path / "index", mode="batch", batch=settings, progress=False
+    ).aindex(docs)
+    assert (again.added, again.skipped) == (0, 3000)
+    assert sim.stats().batches_created == 3  # nothing sent again
+
+
+async def test_any_vector_store_with_ids(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path
+) -> None:
+    embeddings = pool.embeddings()
+    store = InMemoryVectorStore(embeddings)
+    report = await BatchIndexer(
+        embeddings, store=store, out=tmp_path / "state", mode="batch", batch=FAST, progress=False
+    ).aindex(corpus(500))
+    assert report.added == 500
+    assert len(store.store) == 500
+    hit = (await store.asimilarity_search("document 7 on topic 7", k=1))[0]
+    assert hit.id == "d7"
+    sync = InMemoryVectorStore(embeddings)
+    await BatchIndexer(embeddings, store=sync, progress=False).aindex(corpus(500))
+    assert sync.store["d7"]["vector"] == store.store["d7"]["vector"]  # same vectors either way
+    with pytest.raises(TypeError, match="same PooledOpenAIEmbeddings"):
+        await BatchIndexer(
+            pool.embeddings(), store=InMemoryVectorStore(embeddings), out=tmp_path / "x",
+            mode="batch", progress=False,
+        ).aindex(corpus(3))  # fmt: skip
+
+
+class _Crash(Exception):
+    """The process dies while waiting for its batches."""
+
+
+async def _crash(_seconds: float) -> None:
+    raise _Crash
+
+
+async def test_killed_after_submission_resumes_without_submitting_again(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rat_langchain.index.batch_api as batch_api
+
+    docs = corpus(2000)
+    sim.configure(batch_completion_s=3600.0)  # still running when the process dies
+    settings = BatchSettings(poll_s=0.01, max_poll_s=0.05, max_inputs=1000)
+    real = batch_api.batch_embed
+
+    async def crashing(*args: Any, **kwargs: Any) -> Any:
+        return await real(*args, **{**kwargs, "sleep": _crash})
+
+    monkeypatch.setattr("rat_langchain.index.indexer.batch_embed", crashing)
+    with pytest.raises(_Crash):
+        await BatchIndexer(
+            pool.embeddings(), out=tmp_path / "index", mode="batch", batch=settings, progress=False
+        ).aindex(docs)
+    assert sim.stats().batches_created == 2
+    # the process died between creating the second batch and writing its id down
+    journal = tmp_path / "index.batches" / "batches.json"
+    data = json.loads(journal.read_text())
+    data["jobs"][1].update(state="submitting", batch_id=None)
+    journal.write_text(json.dumps(data))
+
+    monkeypatch.setattr("rat_langchain.index.indexer.batch_embed", real)
+    sim.configure(batch_completion_s=0.0)
+    report = await BatchIndexer(
+        pool.embeddings(), out=tmp_path / "index", mode="batch", batch=settings, progress=False
+    ).aindex(docs)
+    assert report.batch is not None
+    assert report.batch.batches_submitted == 0  # found again (by its key), not created again
+    assert report.batch.batches_resumed == 2
+    assert sim.stats().batches_created == 2
+    assert report.added == 2000
+    assert sim.stats().batch_inputs == 2000
+
+
+@pytest.mark.parametrize("on_failed", ["sync", "report"])
+async def test_failed_and_expired_lines_are_recovered_or_reported(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path, on_failed: str
+) -> None:
+    sim.configure(batch_line_failure_rate=0.3, batch_expire_rate=1.0, seed=5)
+    settings = BatchSettings(
+        poll_s=0.01, max_poll_s=0.05, inputs_per_request=10, on_failed=on_failed
+    )  # type: ignore[arg-type]
+    report = await BatchIndexer(
+        pool.embeddings(), out=tmp_path / "index", mode="batch", batch=settings, progress=False
+    ).aindex(corpus(400))
+    assert report.batch is not None
+    if on_failed == "sync":
+        assert report.added == 400
+        assert not report.failed
+        assert report.batch.synced > 200  # half undone by the expiry, and 30 % of the rest
+        assert sim.stats().count("embeddings", 200) > 0
+    else:
+        assert report.added + len(report.failed) == 400
+        assert len(report.failed) > 200
+        assert {reason.split(":")[0] for reason in report.failed.values()} == {"batch"}
+        assert sim.stats().count("embeddings") == 0
+
+
+async def test_a_full_queue_is_waited_out(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Each batch ~700 tokens, the queue holds 1000: the second waits for the first."""
+    sim.configure(batch_completion_s=0.2, batch_enqueued_tokens=1000)
+    settings = BatchSettings(poll_s=0.02, max_poll_s=0.05, max_inputs=100)
+    report = await BatchIndexer(
+        pool.embeddings(), out=tmp_path / "index", mode="batch", batch=settings, progress=False
+    ).aindex(corpus(300))
+    assert report.added == 300
+    assert report.batch is not None
+    assert report.batch.queue_waits >= 1
+    assert sim.stats().batch_inputs == 300
+
+
+async def test_auto_takes_the_batch_api_only_for_a_large_corpus(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path
+) -> None:
+    small = await BatchIndexer(
+        pool.embeddings(), out=tmp_path / "a", mode="auto", batch=FAST, progress=False
+    ).aindex(corpus(50))
+    assert small.mode == "sync"
+    assert small.tokens is not None
+    assert small.cost_batch is not None
+    assert sim.stats().batches_created == 0
+    large = await BatchIndexer(
+        pool.embeddings(), out=tmp_path / "b", mode="auto", batch=FAST, progress=False,
+        batch_threshold_tokens=100,
+    ).aindex(corpus(50))  # fmt: skip
+    assert large.mode == "batch"
+    assert sim.stats().batches_created == 1
