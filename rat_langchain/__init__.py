@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from rat_langchain.errors import (
         ApiKeyError,
         ApiPermissionError,
+        BatchJobError,
         CircuitOpenError,
         ConfigError,
         DeadlineExceeded,
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
     from rat_langchain.guards.redis.breaker import SharedBreakerState
     from rat_langchain.guards.redis.limiter import RedisRateLimiter
     from rat_langchain.guards.retry import RetryPolicy
+    from rat_langchain.index.batch_api import BatchReport, BatchSettings
     from rat_langchain.index.embedding_cache import EmbeddingCache
     from rat_langchain.index.faiss_store import FaissStore
     from rat_langchain.index.indexer import BatchIndexer, IndexReport, load_folder
@@ -73,6 +75,9 @@ __all__ = [
     "ApiPermissionError",
     "BackgroundVerifier",
     "BatchIndexer",
+    "BatchJobError",
+    "BatchReport",
+    "BatchSettings",
     "BreakerRegistry",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -130,6 +135,9 @@ _LAZY: dict[str, str] = {
     "ApiPermissionError": "rat_langchain.errors",
     "BackgroundVerifier": "rat_langchain.plans.verification",
     "BatchIndexer": "rat_langchain.index.indexer",
+    "BatchJobError": "rat_langchain.errors",
+    "BatchReport": "rat_langchain.index.batch_api",
+    "BatchSettings": "rat_langchain.index.batch_api",
     "BreakerRegistry": "rat_langchain.guards.breaker",
     "CircuitBreaker": "rat_langchain.guards.breaker",
     "CircuitOpenError": "rat_langchain.errors",

@@ -98,6 +98,29 @@ def _add_index(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--config", help="path to config.yaml")
     p.add_argument("--batch-size", type=int, default=500, help="documents per store update")
     p.add_argument("--checkpoint-every", type=float, default=5.0, help="seconds between saves")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--batch",
+        dest="mode",
+        action="store_const",
+        const="batch",
+        help="embed through OpenAI's Batch API: half the price, results within 24 h; run the "
+        "same command again to resume after a crash",
+    )
+    mode.add_argument(
+        "--mode",
+        choices=("sync", "batch", "auto"),
+        help="sync (default), batch, or auto: the Batch API from 2M tokens to embed",
+    )
+    p.add_argument(
+        "--poll", type=float, default=5.0, help="seconds before the first poll of a batch"
+    )
+    p.add_argument(
+        "--on-failed",
+        choices=("sync", "report"),
+        default="sync",
+        help="batch requests that failed or expired: embed them now (sync) or list them",
+    )
     s = sub.add_parser("search", help="search a store made by `index`")
     s.add_argument("store", help="store folder")
     s.add_argument("query")
@@ -108,6 +131,7 @@ def _add_index(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _index(args: argparse.Namespace) -> int:
     from rat_langchain.client import ClientPool
     from rat_langchain.config import RatConfig
+    from rat_langchain.index.batch_api import BatchSettings
     from rat_langchain.index.indexer import BatchIndexer, load_folder
 
     config = RatConfig.load(args.config) if args.config else RatConfig.load()
@@ -126,8 +150,23 @@ def _index(args: argparse.Namespace) -> int:
                 on_checkpoint=lambda count, folder: print(
                     f"checkpoint: {count} documents saved to {folder}", flush=True
                 ),
+                mode=args.mode or "sync",
+                batch=BatchSettings(
+                    on_failed=args.on_failed, poll_s=args.poll, max_poll_s=max(60.0, args.poll)
+                ),
             )
             report = await indexer.aindex(itertools.chain([first], documents))
+        if report.tokens is not None:
+            print(
+                f"{report.tokens} tokens to embed: US${_money(report.cost_sync)} synchronously, "
+                f"US${_money(report.cost_batch)} through the Batch API; took {report.mode}"
+            )
+        if report.batch is not None:
+            b = report.batch
+            print(
+                f"batches: {b.batches_submitted} submitted, {b.batches_resumed} resumed, "
+                f"{b.queue_waits} queue waits, {b.synced} documents embedded synchronously"
+            )
         print(
             f"indexed {report.added} new, {report.skipped} already there, "
             f"{len(report.failed)} failed, of {report.total} chunks in {report.seconds:.1f} s"
@@ -137,6 +176,10 @@ def _index(args: argparse.Namespace) -> int:
         return 1 if report.failed else 0
 
     return asyncio.run(run())
+
+
+def _money(value: float | None) -> str:
+    return "?" if value is None else f"{value:.4f}"
 
 
 def _search(args: argparse.Namespace) -> int:

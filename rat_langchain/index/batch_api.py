@@ -35,7 +35,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from langchain_core.documents import Document
@@ -46,9 +46,40 @@ from rat_langchain.index._atomic import atomic_file
 from rat_langchain.index._files import parse_json, read_bytes, require
 
 if TYPE_CHECKING:
-    from rat_langchain.embeddings import PooledOpenAIEmbeddings
+    from contextlib import AbstractContextManager
 
-__all__ = ["PRICES_PER_MILLION", "BatchReport", "BatchSettings", "batch_embed", "estimate_cost"]
+    from pydantic import SecretStr
+
+    from rat_langchain._clients import Clients
+
+
+@runtime_checkable
+class BatchEmbeddings(Protocol):
+    """What the Batch API path needs of an embeddings object: ``PooledOpenAIEmbeddings`` is one
+    (``pool.embeddings()``). A protocol, so the index package does not import the request path."""
+
+    model: str
+    dimensions: int | None
+    context_length: int
+    base_url: str | None
+    api_key: SecretStr | None
+
+    @property
+    def pool(self) -> Clients: ...
+
+    async def aembed_array(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def prefilled(self, vectors: Mapping[str, np.ndarray]) -> AbstractContextManager[None]: ...
+
+
+__all__ = [
+    "PRICES_PER_MILLION",
+    "BatchEmbeddings",
+    "BatchReport",
+    "BatchSettings",
+    "batch_embed",
+    "estimate_cost",
+]
 
 _log = logging.getLogger("rat_langchain.index")
 
@@ -189,7 +220,7 @@ StoreAdd = Callable[[list[Document], np.ndarray], Awaitable[None]]
 
 
 async def batch_embed(
-    embedding: PooledOpenAIEmbeddings,
+    embedding: BatchEmbeddings,
     documents: Mapping[str, Document],
     todo: Sequence[str],
     store_add: StoreAdd,
@@ -215,7 +246,7 @@ async def batch_embed(
 class _Run:
     def __init__(
         self,
-        embedding: PooledOpenAIEmbeddings,
+        embedding: BatchEmbeddings,
         documents: Mapping[str, Document],
         store_add: StoreAdd,
         folder: Path,

@@ -29,7 +29,13 @@ from tqdm import tqdm
 from rat_langchain._tokens import encode
 from rat_langchain.errors import EmbeddingInputError
 from rat_langchain.index._atomic import readable_dir
-from rat_langchain.index.batch_api import BatchReport, BatchSettings, batch_embed, estimate_cost
+from rat_langchain.index.batch_api import (
+    BatchEmbeddings,
+    BatchReport,
+    BatchSettings,
+    batch_embed,
+    estimate_cost,
+)
 from rat_langchain.index.faiss_store import FaissStore
 
 __all__ = ["AUTO_BATCH_TOKENS", "BatchIndexer", "IndexReport", "load_folder"]
@@ -244,8 +250,6 @@ class BatchIndexer:
     # -- the Batch API ---------------------------------------------------------------------------
 
     async def _planned(self, documents: Iterable[Document], report: IndexReport) -> None:
-        from rat_langchain.embeddings import PooledOpenAIEmbeddings
-
         corpus = {str(d.id): d for d in self._unique(documents, report, set())}
         held = self._held(list(corpus))
         report.skipped += len(held)
@@ -267,7 +271,7 @@ class BatchIndexer:
                 await self._add([corpus[i] for i in todo[start : start + self.batch_size]], report)
             return
         embedding = self.embedding
-        if not isinstance(embedding, PooledOpenAIEmbeddings):
+        if not isinstance(embedding, BatchEmbeddings):
             raise TypeError(
                 "mode='batch' needs a PooledOpenAIEmbeddings (pool.embeddings()): the Batch API "
                 f"is OpenAI's, got {type(embedding).__name__}"

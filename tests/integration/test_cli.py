@@ -154,3 +154,24 @@ def test_cli_errors_are_one_line_with_a_nonzero_exit(
         env={**os.environ, "OPENAI_API_KEY": "sk-test"},
     )
     assert "Traceback" in debug.stderr
+
+
+def test_index_batch_prints_costs_and_resumes(
+    capsys: pytest.CaptureFixture[str],
+    sim: SimulatorThread,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", sim.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-cli-batch")
+    sim.configure(batch_completion_s=0.0)
+    argv = ["index", str(ROOT / "examples" / "corpus"), "--out", str(tmp_path / "ix")]
+    assert main([*argv, "--batch", "--poll", "0.01"]) == 0
+    out = capsys.readouterr().out
+    assert "through the Batch API; took batch" in out
+    assert "batches: 1 submitted, 0 resumed" in out
+    assert main([*argv, "--batch", "--poll", "0.01"]) == 0  # all there: nothing submitted
+    again = capsys.readouterr().out
+    assert "indexed 0 new" in again
+    assert sim.stats().batches_created == 1
+    assert "sk-test-cli-batch" not in out + again
