@@ -96,7 +96,7 @@ def _add_index(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("path", help="a folder (or one file) of .txt/.md")
     p.add_argument("--out", required=True, help="store folder; an existing one is resumed")
     p.add_argument("--config", help="path to config.yaml")
-    p.add_argument("--batch-size", type=int, default=500, help="documents per store update")
+    p.add_argument("--batch-size", type=int, default=8192, help="documents per store update")
     p.add_argument("--checkpoint-every", type=float, default=5.0, help="seconds between saves")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(

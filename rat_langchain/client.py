@@ -188,7 +188,9 @@ class ClientPool(Clients):
         """
         name = model or self.config.endpoint.embedding_model
         kwargs.setdefault("check_embedding_ctx_length", False)
-        kwargs.setdefault("chunk_size", self.config.performance.batch_embeddings.texts_per_request)
+        per_request = self.config.performance.batch_embeddings.texts_per_request
+        if per_request is not None:  # else langchain-openai's own (1000 texts a request)
+            kwargs.setdefault("chunk_size", per_request)
         clients = self._model_clients(
             base_url, api_key, organization, kwargs.pop("max_retries", None)
         )

@@ -274,7 +274,15 @@ class BatchEmbeddingsConfig(_Section):
         description="Batch embedding requests; false = one text per request, one request at "
         "a time (the unbatched baseline, to measure what batching gives).",
     )
-    batch_size: int = Field(100, gt=0, le=2048, description="Texts per request (API max 2048).")
+    batch_size: int | None = Field(
+        None,
+        gt=0,
+        le=2048,
+        description="Texts per request (API max 2048). None: enough per request to keep "
+        "max_concurrent_batches requests busy, from 100 up to 2048, so a large corpus goes in "
+        "few requests and a requests-per-minute limit binds late (100,000 short texts: 49 "
+        "requests, not 1000).",
+    )
     max_concurrent_batches: int = Field(
         16,
         gt=0,
@@ -282,8 +290,8 @@ class BatchEmbeddingsConfig(_Section):
     )
 
     @property
-    def texts_per_request(self) -> int:
-        """``batch_size``, or 1 with batching switched off."""
+    def texts_per_request(self) -> int | None:
+        """``batch_size`` (None: sized per call), or 1 with batching switched off."""
         return self.batch_size if self.enabled else 1
 
     @property

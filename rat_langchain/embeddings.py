@@ -40,6 +40,7 @@ from rat_langchain.index.embedding_cache import EmbeddingCache
 __all__ = ["EmbeddingInputError", "EmbeddingResponseError", "PooledOpenAIEmbeddings"]
 
 MAX_INPUTS_PER_REQUEST = 2048
+_MIN_PER_REQUEST = 100  # below this, per-request overhead outweighs spreading a call wider
 
 # vectors already made (by the Batch API), for one embeddings object: see ``prefilled``
 _PREFILLED: contextvars.ContextVar[
@@ -99,7 +100,8 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
     dimensions: int | None = Field(default=None, gt=0)
     """Vector size to ask for (text-embedding-3 models only)."""
     batch_size: int | None = Field(default=None, gt=0, le=MAX_INPUTS_PER_REQUEST)
-    """Texts per request; default ``performance.batch_embeddings.batch_size`` (100)."""
+    """Texts per request; default ``performance.batch_embeddings.batch_size`` (None: enough per
+    request to keep the requests in flight busy, 100 to 2048)."""
     max_concurrent_batches: int | None = Field(default=None, gt=0)
     """Requests in flight; default ``performance.batch_embeddings.max_concurrent_batches``."""
     max_tokens_per_request: int = Field(default=MAX_TOKENS_PER_REQUEST, gt=0)
@@ -227,7 +229,13 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         return split
 
     def _batches(self, split: _Split) -> list[list[int]]:
-        size = self.batch_size or self.pool.config.performance.batch_embeddings.texts_per_request
+        settings = self.pool.config.performance.batch_embeddings
+        size = self.batch_size or settings.texts_per_request
+        if size is None:  # as many requests as run at once, each of 100 texts at least
+            in_flight = self.max_concurrent_batches or settings.requests_in_flight
+            size = min(
+                MAX_INPUTS_PER_REQUEST, max(_MIN_PER_REQUEST, -(-len(split.tokens) // in_flight))
+            )
         batches: list[list[int]] = []
         current: list[int] = []
         tokens = 0

@@ -128,7 +128,7 @@ class BatchIndexer:
         *,
         store: VectorStore | None = None,
         out: str | os.PathLike[str] | None = None,
-        batch_size: int = 500,
+        batch_size: int = 8192,
         checkpoint_every_s: float = 5.0,
         progress: bool = True,
         on_checkpoint: Callable[[int, Path], None] | None = None,
@@ -136,7 +136,9 @@ class BatchIndexer:
         batch: BatchSettings | None = None,
         batch_threshold_tokens: int = AUTO_BATCH_TOKENS,
     ) -> None:
-        """``on_checkpoint(documents, folder)`` runs after each checkpoint is saved (the CLI
+        """``batch_size``: documents per store update; large, so that one update's embedding
+        requests fill the embedder's concurrency (checkpoints go by time, not by update).
+        ``on_checkpoint(documents, folder)`` runs after each checkpoint is saved (the CLI
         prints it); the library itself never prints: progress goes to the bar (``progress``),
         checkpoints to the ``rat_langchain.index`` logger at INFO."""
         if mode not in ("sync", "batch", "auto"):

@@ -50,7 +50,7 @@ def test_every_key_is_in_config_yaml_and_documented() -> None:
 def test_defaults() -> None:
     config = RatConfig.load(env={})
     assert config.performance.rate_limiting.safety_margin == 0.9
-    assert config.performance.batch_embeddings.batch_size == 100
+    assert config.performance.batch_embeddings.batch_size is None  # sized per call
     assert config.performance.connection_pooling.keepalive == 100
 
 
