@@ -278,10 +278,9 @@ class BatchEmbeddingsConfig(_Section):
         None,
         gt=0,
         le=2048,
-        description="Texts per request (API max 2048). None: enough per request to keep "
-        "max_concurrent_batches requests busy, from 100 up to 2048, so a large corpus goes in "
-        "few requests and a requests-per-minute limit binds late (100,000 short texts: 49 "
-        "requests, not 1000).",
+        description="Texts per request (API max 2048). None: sized from the limits learned "
+        "for the endpoint, so that the requests-per-minute limit binds no earlier than the "
+        "tokens-per-minute one (from 100 texts up to 2048).",
     )
     max_concurrent_batches: int = Field(
         16,

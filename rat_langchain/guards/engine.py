@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -218,18 +218,8 @@ class Guard:
             )
             if permit is not None:
                 permit.restart()  # the limiter's wait is not the call's duration
-            metrics = self.metrics
-            if metrics is not None:
-                metrics.record_in_flight(self.series, 1)
-            try:
+            with self._outstanding():
                 result = attempt()
-            except openai.RateLimitError as exc:
-                self._rate_limited(exc)
-                raise
-            finally:
-                if metrics is not None:
-                    metrics.record_in_flight(self.series, -1)
-                self._answered()
         if on_result is not None:
             on_result(result, reservation)
         return result
@@ -269,17 +259,25 @@ class Guard:
         """The attempt itself, within its share of the deadline, counted in flight."""
         budget = self._attempt_budget(deadline, number)
         share = asyncio.timeout(budget) if budget is not None else None
+        with self._outstanding():
+            try:
+                async with share or _ANULL:
+                    return await attempt()
+            except TimeoutError as exc:
+                self.stats.attempt_timeouts += 1
+                if share is not None and share.expired():
+                    raise _AttemptTimedOut(f"attempt {number} ran out of its time") from exc
+                raise
+
+    @contextlib.contextmanager
+    def _outstanding(self) -> Iterator[None]:
+        """One attempt out: counted in flight, a 429 reported to the limiter, and the limiter
+        told when it ends, however it ends (sync and async attempts alike)."""
         metrics = self.metrics
         if metrics is not None:
             metrics.record_in_flight(self.series, 1)
         try:
-            async with share or _ANULL:
-                return await attempt()
-        except TimeoutError as exc:
-            self.stats.attempt_timeouts += 1
-            if share is not None and share.expired():
-                raise _AttemptTimedOut(f"attempt {number} ran out of its time") from exc
-            raise
+            yield
         except openai.RateLimitError as exc:
             self._rate_limited(exc)
             raise

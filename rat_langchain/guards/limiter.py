@@ -434,6 +434,8 @@ class Limiter(Protocol):
 
     def learned(self) -> dict[Key, dict[str, Any]]: ...
 
+    def per_minute(self, key: KeyLike) -> tuple[float | None, float | None]: ...
+
 
 class RateLimiter:
     """RPM + TPM token buckets per (api, model), with a safety margin and server feedback.
@@ -836,6 +838,14 @@ class RateLimiter:
                 None if b is None else (b.per_minute, b.burst_s)
                 for b in (state.requests, state.tokens)
             )
+
+    def per_minute(self, key: KeyLike) -> tuple[float | None, float | None]:
+        """The (requests, tokens) per minute held for ``key`` now (None: not limited)."""
+        requests, tokens = self.rates(key)
+        return (
+            None if requests is None else requests[0],
+            None if tokens is None else tokens[0],
+        )
 
     def follow(
         self,

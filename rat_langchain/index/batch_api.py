@@ -227,6 +227,7 @@ async def batch_embed(
     folder: str | os.PathLike[str],
     settings: BatchSettings = BatchSettings(),
     *,
+    tokens: Mapping[str, int] | None = None,
     checkpoint: Callable[[], Awaitable[None]] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> BatchReport:
@@ -235,10 +236,12 @@ async def batch_embed(
 
     ``folder`` keeps the journal: run again with the same folder after a crash and submitted
     work is resumed, not sent again (documents of an unfinished batch are not planned twice).
+    ``tokens``: each document's token count where the caller has counted them already.
     ``checkpoint`` runs after a batch's vectors were added and before the journal says so (a
     store that must be saved to keep them saves there). ``sleep`` is a parameter so tests need
     not wait for polls."""
     run = _Run(embedding, documents, store_add, Path(folder), settings, sleep, checkpoint)
+    run.counted = dict(tokens or {})
     await run.go(todo)
     return run.report
 
@@ -255,6 +258,7 @@ class _Run:
         checkpoint: Callable[[], Awaitable[None]] | None,
     ) -> None:
         self.checkpoint = checkpoint
+        self.counted: dict[str, int] = {}  # token counts made by the caller
         self.embedding = embedding
         self.documents = documents
         self.store_add = store_add
@@ -319,7 +323,9 @@ class _Run:
 
         for doc_id in ids:
             text = self.documents[doc_id].page_content
-            count = len(encode(text, self.embedding.model))
+            count = self.counted.get(doc_id)
+            if count is None:
+                count = len(encode(text, self.embedding.model))
             if count > self.embedding.context_length:
                 self.report.failed[doc_id] = (
                     f"{count} tokens, over the model's context of {self.embedding.context_length}"

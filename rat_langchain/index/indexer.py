@@ -135,12 +135,20 @@ class BatchIndexer:
         mode: Mode = "sync",
         batch: BatchSettings | None = None,
         batch_threshold_tokens: int = AUTO_BATCH_TOKENS,
+        shard: tuple[int, int] | None = None,
     ) -> None:
         """``batch_size``: documents per store update; large, so that one update's embedding
         requests fill the embedder's concurrency (checkpoints go by time, not by update).
         ``on_checkpoint(documents, folder)`` runs after each checkpoint is saved (the CLI
         prints it); the library itself never prints: progress goes to the bar (``progress``),
-        checkpoints to the ``rat_langchain.index`` logger at INFO."""
+        checkpoints to the ``rat_langchain.index`` logger at INFO.
+
+        ``shard=(i, n)``: this process takes the documents whose id hashes to ``i`` modulo
+        ``n``; ``n`` processes with ``i`` = 0..n-1 split one corpus without overlap (each its
+        own ``out``, one shared store and, with ``backend: redis``, one quota)."""
+        if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
+            raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
+        self.shard = shard
         if mode not in ("sync", "batch", "auto"):
             raise ValueError(f"mode must be 'sync', 'batch' or 'auto', not {mode!r}")
         if mode != "sync" and out is None:
@@ -235,14 +243,15 @@ class BatchIndexer:
             if fresh:
                 yield fresh
 
-    @staticmethod
     def _unique(
-        documents: Iterable[Document], report: IndexReport, seen: set[str]
+        self, documents: Iterable[Document], report: IndexReport, seen: set[str]
     ) -> Iterator[Document]:
-        """Each document once, with its deterministic id (a repeat is skipped)."""
+        """Each document of this shard once, with its deterministic id (a repeat is skipped)."""
         for position, doc in enumerate(documents):
-            report.total += 1
             doc_id = document_id(doc, position)
+            if self.shard is not None and _shard_of(doc_id, self.shard[1]) != self.shard[0]:
+                continue  # another process's
+            report.total += 1
             if doc_id in seen:
                 report.skipped += 1
                 continue
@@ -257,7 +266,8 @@ class BatchIndexer:
         report.skipped += len(held)
         todo = [i for i in corpus if i not in held]
         model = str(getattr(self.embedding, "model", ""))
-        report.tokens = sum(len(encode(corpus[i].page_content, model)) for i in todo)
+        counts = {i: len(encode(corpus[i].page_content, model)) for i in todo}
+        report.tokens = sum(counts.values())
         report.cost_sync = estimate_cost(report.tokens, model, batch=False)
         report.cost_batch = estimate_cost(report.tokens, model, batch=True)
         use_batch = self.mode == "batch" or report.tokens >= self.batch_threshold_tokens
@@ -303,6 +313,7 @@ class BatchIndexer:
             add,
             self.out.parent / f"{self.out.name}.batches",
             self.batch_settings,
+            tokens=counts,
             checkpoint=checkpoint,
         )
         report.failed.update(report.batch.failed)
@@ -317,6 +328,11 @@ class BatchIndexer:
         failed = self.out.parent / f"{self.out.name}.failed.json"
         if report.failed:
             failed.write_text(json.dumps(report.failed, indent=2), encoding="utf-8")
+
+
+def _shard_of(doc_id: str, count: int) -> int:
+    """A stable shard number for ``doc_id`` (the same in every process and run)."""
+    return int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "big") % count
 
 
 def _money(value: float | None) -> str:

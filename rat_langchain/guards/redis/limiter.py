@@ -144,6 +144,10 @@ class RedisRateLimiter:
         """This process's attempts in flight for ``key`` (a concurrency limit is per process)."""
         return self.learning.gate(key)
 
+    def per_minute(self, key: KeyLike) -> tuple[float | None, float | None]:
+        """The whole (requests, tokens) per minute the shared buckets hold for ``key``."""
+        return self.learning.per_minute(key)
+
     def learned(self) -> dict[Key, dict[str, Any]]:
         """What this process has learned for the shared buckets (see ``RateLimiter.learned``)."""
         return self.learning.learned()
