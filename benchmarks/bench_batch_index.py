@@ -95,7 +95,6 @@ async def _main(count: int, completion: float) -> None:
             rows.append(
                 f"| {label} | {sent:,} | {tokens:,} | {cost:.4f} | {wall:.1f} | {report.added:,} |"
             )
-            print(rows[-1], flush=True)
         sim.reset_stats()
         plain = OpenAIEmbeddings(
             model=MODEL,

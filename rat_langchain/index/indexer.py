@@ -24,6 +24,7 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_text_splitters import RecursiveCharacterTextSplitter
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from rat_langchain._tokens import encode
@@ -174,7 +175,15 @@ class BatchIndexer:
         """Which of ``ids`` the store already holds."""
         if isinstance(self.store, FaissStore):
             return {i for i in ids if self.store.get_by_ids([i])}
-        return {str(d.id) for d in self.store.get_by_ids(ids)}
+        try:
+            return {str(d.id) for d in self.store.get_by_ids(ids)}
+        except ValidationError:
+            # langchain-chroma builds Document(metadata=None) for a document stored without
+            # metadata, which pydantic refuses; Chroma's own get() says which ids it holds
+            get = getattr(self.store, "get", None)
+            if get is None:
+                raise
+            return {str(i) for i in get(ids=ids, include=[])["ids"]}
 
     async def aindex(self, documents: Iterable[Document]) -> IndexReport:
         report = IndexReport(mode=self.mode)
