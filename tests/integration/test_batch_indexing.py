@@ -190,3 +190,57 @@ async def test_auto_takes_the_batch_api_only_for_a_large_corpus(
     ).aindex(corpus(50))  # fmt: skip
     assert large.mode == "batch"
     assert sim.stats().batches_created == 1
+
+
+def test_a_killed_indexer_process_resumes_without_paying_twice(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    """The CLI in its own process, killed (SIGKILL: no cleanup) once its batch exists; a second
+    process with the same --out polls that batch instead of creating another, and the store
+    ends with every chunk once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(__file__).resolve().parents[2]
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    for i in range(40):
+        (corpus_dir / f"note{i}.md").write_text(f"note {i} about topic {i % 5}\n" * 3)
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": sim.base_url,
+        "OPENAI_API_KEY": API_KEY,
+        "PYTHONPATH": str(root),
+    }
+    argv = [sys.executable, "-m", "rat_langchain", "index", str(corpus_dir)]
+    argv += ["--out", str(tmp_path / "ix"), "--batch", "--poll", "0.05"]
+    sim.configure(batch_completion_s=3600.0)  # still running when the process dies
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while sim.stats().batches_created < 1:  # the simulator's counter: the batch exists
+        assert first.poll() is None, "the indexer ended before submitting"
+        assert time.monotonic() < deadline, "no batch within 60 s"
+        time.sleep(0.02)  # polling another process's progress through the counter
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    sim.configure(batch_completion_s=0.0)
+    second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert "batches: 0 submitted, 1 resumed" in second.stdout
+    assert "indexed 40 new" in second.stdout
+    assert sim.stats().batches_created == 1  # one batch, paid once
+    store = FaissStore.load(tmp_path / "ix", OpenAIEmbeddingsStub())
+    assert len(store) == 40
+
+
+class OpenAIEmbeddingsStub:
+    """Loading a FaissStore needs an embeddings object; nothing is embedded here."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        raise AssertionError("not called")
+
+    def embed_query(self, text: str) -> list[float]:
+        raise AssertionError("not called")
