@@ -137,7 +137,8 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
     # -- the async path ------------------------------------------------------------------------
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [row.tolist() for row in await self.aembed_array(texts)]
+        result: list[list[float]] = (await self.aembed_array(texts)).tolist()  # one C call
+        return result
 
     async def aembed_query(self, text: str) -> list[float]:
         return (await self.aembed_array([text]))[0].tolist()
