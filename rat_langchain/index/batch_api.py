@@ -350,20 +350,24 @@ class _Run:
         close_job()
         self.report.tokens += tokens
 
-    def lines(self, job: _Job) -> bytes:
+    def write_requests(self, job: _Job) -> Path:
+        """The batch's JSONL request file, written line by line beside the journal (an input
+        file can reach 190 MB: it is never held in memory whole)."""
         body: dict[str, Any] = {"model": self.embedding.model, "encoding_format": "base64"}
         if self.embedding.dimensions is not None:
             body["dimensions"] = self.embedding.dimensions
-        out = []
-        for custom_id, ids in job.requests.items():
-            line = {
-                "custom_id": custom_id,
-                "method": "POST",
-                "url": "/v1/embeddings",
-                "body": {**body, "input": [self.documents[d].page_content for d in ids]},
-            }
-            out.append(json.dumps(line))
-        return "\n".join(out).encode()
+        self.journal.folder.mkdir(parents=True, exist_ok=True)
+        path = self.journal.folder / f"{job.key}.jsonl"
+        with open(path, "w", encoding="utf-8") as handle:
+            for n, (custom_id, ids) in enumerate(job.requests.items()):
+                line = {
+                    "custom_id": custom_id,
+                    "method": "POST",
+                    "url": "/v1/embeddings",
+                    "body": {**body, "input": [self.documents[d].page_content for d in ids]},
+                }
+                handle.write(("\n" if n else "") + json.dumps(line))
+        return path
 
     # -- submitting and polling --------------------------------------------------------------------
 
@@ -401,13 +405,19 @@ class _Run:
                 self.journal.save()
                 return True
         if job.file_id is None:
-            data = self.lines(job)
-            uploaded = await self.call(
-                lambda: self.client.files.create(
-                    file=(f"rat-{job.key}.jsonl", data), purpose="batch"
-                )
-            )
+            path = self.write_requests(job)
+
+            async def upload() -> Any:
+                # a file object is sent in chunks as it is read (a path or bytes would be read
+                # whole into memory first); each chunk's read is a short local read
+                with open(path, "rb") as handle:  # noqa: ASYNC230
+                    return await self.client.files.create(
+                        file=(f"rat-{job.key}.jsonl", handle), purpose="batch"
+                    )
+
+            uploaded = await self.call(upload)
             job.file_id = uploaded.id
+            path.unlink(missing_ok=True)
         job.state = "submitting"
         self.journal.save()  # before the create: a crash after it is found by the key
         batch = await self.call(
