@@ -352,7 +352,7 @@ class _Run:
 
     def write_requests(self, job: _Job) -> Path:
         """The batch's JSONL request file, written line by line beside the journal (an input
-        file can reach 190 MB: it is never held in memory whole)."""
+        file can reach 190 MB: it is not built in memory)."""
         body: dict[str, Any] = {"model": self.embedding.model, "encoding_format": "base64"}
         if self.embedding.dimensions is not None:
             body["dimensions"] = self.embedding.dimensions
@@ -408,7 +408,7 @@ class _Run:
             path = self.write_requests(job)
 
             async def upload() -> Any:
-                # a file object is sent in chunks as it is read (a path or bytes would be read
+                # a file object is read in chunks by the multipart encoder (the SDK reads a path
                 # whole into memory first); each chunk's read is a short local read
                 with open(path, "rb") as handle:  # noqa: ASYNC230
                     return await self.client.files.create(
