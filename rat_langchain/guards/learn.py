@@ -19,7 +19,9 @@ The *burst* (how much may go at once) starts at ``burst_s`` (1 s). It widens, do
 minute, only when the server shows it allows more: after we spent a whole burst, its
 ``remaining`` still held at least two more. A 429 of a dimension that was being sent below its
 announced rate means the server enforces a shorter window than its per-minute headers say (OpenAI
-documents quantised limits): the burst halves and stops growing for this key.
+documents quantised limits, and reports `remaining` in per-minute units even then): the burst
+goes back to ``burst_s`` and stays there for this key, so such a server costs one episode of 429s
+(halving instead would cost one per halving, each after an idle spell let a wide burst fill).
 
 Everything is a pure function of a clock and the calls made, so tests drive it by hand.
 """
@@ -169,16 +171,15 @@ class Learner:
 
     def window_shorter(self, announced_per_minute: float, base_burst_s: float) -> float | None:
         """A 429 with an announced limit: if we were sending below it, the server's window is
-        shorter than a minute. The burst to use now (halved, not below ``base_burst_s``)."""
+        shorter than a minute. The burst to use now (``base_burst_s``, for good), or None."""
         self._tick()
         if self.measured >= announced_per_minute:
             return None  # we were over the limit itself: nothing learned about the window
         self._burst_frozen = True
-        narrowed = max(base_burst_s, self.burst_s / 2.0)
-        if narrowed == self.burst_s:
+        if self.burst_s == base_burst_s:
             return None
-        self.burst_s = narrowed
-        return narrowed
+        self.burst_s = base_burst_s
+        return base_burst_s
 
 
 class Concurrency:

@@ -155,7 +155,7 @@ def test_the_burst_widens_only_when_the_server_shows_room_and_narrows_on_a_short
     # a 429 while sending below the announced rate: the window is shorter than it says
     limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})
     narrowed = limiter.learned()[KEY]["requests"]["burst_s"]
-    assert narrowed == wide / 2
+    assert narrowed == 1.0  # back to one second's worth
     send(limiter, clock, 5.0, 100, announcing(600, 550))
     assert limiter.learned()[KEY]["requests"]["burst_s"] == narrowed  # no longer grows
 
