@@ -240,8 +240,7 @@ async def batch_embed(
     ``checkpoint`` runs after a batch's vectors were added and before the journal says so (a
     store that must be saved to keep them saves there). ``sleep`` is a parameter so tests need
     not wait for polls."""
-    run = _Run(embedding, documents, store_add, Path(folder), settings, sleep, checkpoint)
-    run.counted = dict(tokens or {})
+    run = _Run(embedding, documents, store_add, Path(folder), settings, sleep, checkpoint, tokens)
     await run.go(todo)
     return run.report
 
@@ -256,9 +255,10 @@ class _Run:
         settings: BatchSettings,
         sleep: Callable[[float], Awaitable[None]],
         checkpoint: Callable[[], Awaitable[None]] | None,
+        counted: Mapping[str, int] | None = None,
     ) -> None:
         self.checkpoint = checkpoint
-        self.counted: dict[str, int] = {}  # token counts made by the caller
+        self.counted = counted or {}  # token counts the caller made already
         self.embedding = embedding
         self.documents = documents
         self.store_add = store_add
@@ -315,10 +315,7 @@ class _Run:
             nonlocal job_requests, inputs, size, job_tokens
             close_request()
             if job_requests:
-                key = hashlib.sha256(json.dumps(job_requests, sort_keys=True).encode()).hexdigest()[
-                    :24
-                ]
-                self.journal.jobs.append(_Job(key, job_requests, job_tokens))
+                self.journal.jobs.append(_Job(self.key(job_requests), job_requests, job_tokens))
             job_requests, inputs, size, job_tokens = {}, 0, 0, 0
 
         for doc_id in ids:
@@ -349,6 +346,19 @@ class _Run:
             tokens += count
         close_job()
         self.report.tokens += tokens
+
+    def key(self, requests: Mapping[str, list[str]]) -> str:
+        """A job's key: what it asks for (ids, texts, model, dimensions). A batch found by this
+        key after a crash answers exactly these requests, not an older run's over other texts
+        under the same ids."""
+        digest = hashlib.sha256()
+        head = [self.embedding.model, self.embedding.dimensions, sorted(requests.items())]
+        digest.update(json.dumps(head).encode())
+        for ids in requests.values():
+            for doc_id in ids:
+                digest.update(self.documents[doc_id].page_content.encode("utf-8", "surrogatepass"))
+                digest.update(b"\0")
+        return digest.hexdigest()[:24]
 
     def write_requests(self, job: _Job) -> Path:
         """The batch's JSONL request file, written line by line beside the journal (an input
