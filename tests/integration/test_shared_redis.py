@@ -363,3 +363,26 @@ async def test_a_process_that_missed_a_429_cannot_undo_it(redis_server: RedisSer
     fresh = await client.eval(script, 1, key, "set", 2, 60_000, "1500", "1", "0", "1")
     assert [v.decode() for v in fresh][:2] == ["2", "1500"]  # grown back by one that had
     await client.aclose()
+
+
+async def test_garbage_in_the_learned_rates_is_ignored(redis_server: RedisServer) -> None:
+    """Redis is shared: what sits in the learned-rates hash is read as untrusted. Values no
+    limiter wrote leave each process's own view standing, in the script and in the process."""
+    a = limiter(redis_server.url, rpm="auto", tpm=None, burst_s=1.0, prefix="garbage-test")
+    key = ("http://garbage/v1", "m")
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    learned = f"garbage-test:rl:{Key.of(key)}:learned"
+    await client.hset(
+        learned, mapping={"rpm": "nan", "rburst": "1e9", "tpm": "x", "tburst": "-1", "epoch": "z"}
+    )
+    assert _at_once(a, key) == 8  # the starting 500/min: the garbage was not used
+    a.observe(key, {"x-ratelimit-limit-requests": "1200"})  # a set: answered with the garbage
+    await a.flush()
+    rate = a.learning.rates(key)[0]
+    assert rate is not None
+    assert rate[0] == 1200  # its own learned rate stands
+    a.observe_429(key, {"retry-after": "1"})  # a drop: the script still runs
+    await a.flush()
+    assert not a.degraded  # a garbage epoch is not "Redis is down"
+    await client.aclose()
+    await a.aclose()

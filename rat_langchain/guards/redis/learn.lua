@@ -8,7 +8,7 @@
 local h = KEYS[1]
 local mode, seen, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local fields = {'rpm', 'rburst', 'tpm', 'tburst'}
-local epoch = tonumber(redis.call('HGET', h, 'epoch') or '0')
+local epoch = math.floor(tonumber(redis.call('HGET', h, 'epoch') or '0') or 0)
 if mode == 'drop' then
   for i, f in ipairs(fields) do
     local v = tonumber(ARGV[3 + i])

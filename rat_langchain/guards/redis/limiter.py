@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 import weakref
@@ -469,11 +470,17 @@ class RedisRateLimiter:
 
         def adopt(answer: Any) -> None:
             values = [_text(v) for v in answer]
-            if "" not in values:
-                shared = (_rate(values[1], values[2]), _rate(values[3], values[4]))
+            requests, tokens = (
+                ("garbage", "garbage")
+                if len(values) != 5 or "" in values
+                else (_rate(values[1], values[2]), _rate(values[3], values[4]))
+            )
+            if requests != "garbage" and tokens != "garbage":
+                shared = (requests, tokens)
                 if shared != self.learning.rates(key):
                     self.learning.follow(key, *shared)
-            self._shared[key] = (int(values[0]), self.learning.rates(key))
+            epoch = int(values[0]) if values and values[0].isdigit() else 0
+            self._shared[key] = (epoch, self.learning.rates(key))
 
         async def send() -> None:
             adopt(await self._link.client().eval(lua("learn"), 1, *keys, *args))
@@ -538,9 +545,16 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _rate(per_minute: str, burst_s: str) -> tuple[float, float] | None:
-    """A (per minute, burst) pair as learn.lua stores it (0 per minute: not limited)."""
-    return None if float(per_minute) <= 0 else (float(per_minute), float(burst_s))
+def _rate(per_minute: str, burst_s: str) -> tuple[float, float] | Literal["garbage"] | None:
+    """A (per minute, burst) pair as learn.lua stores it (0 per minute: not limited);
+    ``"garbage"`` for values no limiter wrote (Redis is shared: read it as untrusted)."""
+    try:
+        rate, burst = float(per_minute), float(burst_s)
+    except ValueError:
+        return "garbage"
+    if not (math.isfinite(rate) and 0 <= rate < 1e12 and 0 < burst <= 60):
+        return "garbage"
+    return None if rate == 0 else (max(rate, 1.0), burst)
 
 
 def _divided(limit: int | None, share: int) -> int | None:

@@ -11,15 +11,18 @@ local r_rate, r_cap = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t_rate, t_cap = tonumber(ARGV[3]), tonumber(ARGV[4])
 local tokens, mode, reqs, ttl = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 -- rates the processes learned together (learn.lua) override the caller's own view
+-- (values that are not sane numbers are ignored: the caller's own view stands)
 local learned = redis.call('HMGET', KEYS[4], 'rpm', 'rburst', 'tpm', 'tburst')
-if learned[1] and learned[2] then
-  r_rate = tonumber(learned[1]) / 60000
-  r_cap = r_rate * tonumber(learned[2]) * 1000
+local function sane(rate, burst)
+  rate, burst = tonumber(rate or ''), tonumber(burst or '')
+  if rate and burst and rate >= 0 and rate < 1e12 and burst > 0 and burst <= 60 then
+    return rate / 60000, rate / 60000 * burst * 1000
+  end
 end
-if learned[3] and learned[4] then
-  t_rate = tonumber(learned[3]) / 60000
-  t_cap = t_rate * tonumber(learned[4]) * 1000
-end
+local rr, rc = sane(learned[1], learned[2])
+if rr then r_rate, r_cap = rr, rc end
+local tr, tc = sane(learned[3], learned[4])
+if tr then t_rate, t_cap = tr, tc end
 local function level(key, rate, cap)
   if rate <= 0 then return nil end
   local v = redis.call('HMGET', key, 'level', 'ts')
