@@ -1,0 +1,97 @@
+"""The Batch API journal is a saved file like any other: read as untrusted, field by field."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rat_langchain.errors import IndexLoadError
+from rat_langchain.index.batch_api import _Journal
+
+
+def _write(folder: Path, payload: object) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "batches.json").write_text(json.dumps(payload))
+
+
+def test_a_saved_journal_loads_back(tmp_path: Path) -> None:
+    journal = _Journal(tmp_path)
+    journal.load()  # none yet: nothing to resume
+    assert journal.jobs == []
+    job = {"key": "k", "requests": {"r0": ["a", "b"]}, "tokens": 9}
+    _write(tmp_path, {"jobs": [{**job, "state": "submitted", "file_id": "f", "batch_id": "b1"}]})
+    journal.load()
+    assert [(j.key, j.batch_id, j.doc_ids()) for j in journal.jobs] == [("k", "b1", ["a", "b"])]
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ("not json", "damaged"),
+        ({"jobs": "x"}, "no jobs"),
+        ({"jobs": [{"key": "k", "requests": {"r0": [1]}, "tokens": 1, "state": "planned"}]},
+         "requests must map"),
+        ({"jobs": [{"key": "k", "requests": {}, "tokens": 1, "state": "eaten"}]}, "unknown state"),
+        ({"jobs": [{"key": "k", "requests": {}, "tokens": True, "state": "planned"}]},
+         "bad token count"),
+        ({"jobs": [{"key": "k", "requests": {}, "tokens": 1, "state": "planned",
+                    "batch_id": "x" * 300}]}, "bad batch_id"),
+    ],
+)  # fmt: skip
+def test_a_damaged_journal_is_an_index_load_error(
+    tmp_path: Path, payload: object, problem: str
+) -> None:
+    if isinstance(payload, str):
+        tmp_path.mkdir(exist_ok=True)
+        (tmp_path / "batches.json").write_text(payload)
+    else:
+        _write(tmp_path, payload)
+    with pytest.raises(IndexLoadError, match=problem):
+        _Journal(tmp_path).load()
+
+
+def test_a_journal_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    os.symlink("/dev/zero", tmp_path / "batches.json")
+    with pytest.raises(IndexLoadError, match="not a regular file"):
+        _Journal(tmp_path).load()
+
+
+def test_output_lines_are_checked_as_the_synchronous_path_checks_vectors() -> None:
+    """Each line of a batch's output: JSON naming a request of this batch, one finite vector of
+    the expected size per input; anything else fails that request (or is skipped)."""
+    import base64
+
+    import numpy as np
+
+    from rat_langchain.index.batch_api import _Job, _Run
+
+    run = _Run.__new__(_Run)  # parse() needs only the expected size
+    run.dims = 4
+    job = _Job("k", {"r0": ["a", "b"]}, 2)
+
+    def line(vectors: list[list[float]], custom_id: str = "r0", status: int = 200) -> bytes:
+        data = [
+            {"index": i, "embedding": base64.b64encode(np.array(v, "<f4").tobytes()).decode()}
+            for i, v in enumerate(vectors)
+        ]
+        body = {"data": data}
+        record = {"custom_id": custom_id, "response": {"status_code": status, "body": body}}
+        return json.dumps(record).encode()
+
+    custom_id, vectors, problem = run.parse(job, line([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    assert (custom_id, problem) == ("r0", None)
+    assert vectors is not None
+    assert vectors.shape == (2, 4)
+    assert run.parse(job, b"not json") == (None, None, None)  # skipped
+    assert run.parse(job, line([[1, 0, 0, 0]] * 2, custom_id="other"))[0] is None
+    assert run.parse(job, line([[1, 0, 0, 0]]))[2] == "1 vectors for 2 inputs"
+    assert run.parse(job, line([[1, 0, 0]] * 2))[2] == "vectors of 3 dimensions, not 4"
+    assert run.parse(job, line([[float("nan"), 0, 0, 0]] * 2))[2] == "a vector that is not finite"
+    assert run.parse(job, line([[1, 0, 0, 0]] * 2, status=500))[2] == "status 500"
+    garbage = [{"index": i, "embedding": "%%%"} for i in range(2)]
+    response = {"status_code": 200, "body": {"data": garbage}}
+    bad = json.dumps({"custom_id": "r0", "response": response}).encode()
+    assert run.parse(job, bad)[2] == "malformed answer (Error)"
