@@ -404,8 +404,14 @@ class _Run:
         """Whether the queue limit (once met) leaves room for ``job`` beside running batches."""
         if self.queue_limit is None:
             return True
-        running = sum(j.tokens for j in self.journal.jobs if j.state == "submitted")
+        running = self.running_tokens()
         return running == 0 or running + job.tokens <= self.queue_limit
+
+    def running_tokens(self, besides: _Job | None = None) -> int:
+        """Tokens of the batches submitted and not finished (``besides`` left out)."""
+        return sum(
+            j.tokens for j in self.journal.jobs if j.state == "submitted" and j is not besides
+        )
 
     async def submit(self, job: _Job) -> bool:
         if job.state == "submitting":  # a run died around the create: find the batch it made
@@ -489,9 +495,7 @@ class _Run:
         codes = [e.code for e in (batch.errors.data or [])] if batch.errors else []
         if batch.status == "failed" and "token_limit_exceeded" in codes:
             # the queue is full: wait for running batches, then send this one again
-            running = sum(
-                j.tokens for j in self.journal.jobs if j.state == "submitted" and j is not job
-            )
+            running = self.running_tokens(besides=job)
             self.report.queue_waits += 1
             if running > 0:  # wait for them: the limit is at most what runs plus this one
                 limit = running + job.tokens - 1
@@ -532,22 +536,24 @@ class _Run:
 
         async def download() -> None:
             async with self.client.files.with_streaming_response.content(file_id) as response:
-                pending = b""
+                pending = bytearray()  # the line being read: each chunk is scanned once
                 async for chunk in response.iter_bytes():
-                    pending += chunk
-                    *complete, pending = pending.split(b"\n")
+                    start = 0
+                    while (end := chunk.find(b"\n", start)) != -1:
+                        pending += chunk[start:end]
+                        if pending.strip():
+                            await handle(bytes(pending))
+                        pending.clear()
+                        start = end + 1
+                    pending += chunk[start:]
                     if len(pending) > _MAX_LINE_BYTES:
                         raise BatchJobError(
                             f"a line of {file_id} is over {_MAX_LINE_BYTES} bytes: not read"
                         )
-                    for line in complete:
-                        if line.strip():
-                            await handle(line)
                 if pending.strip():
-                    await handle(pending)
+                    await handle(bytes(pending))
 
-        self.report.requests += 1
-        await self.guard.run(download)
+        await self.call(download)
 
     async def read_output(self, job: _Job, file_id: str, undone: dict[str, str]) -> set[str]:
         done: set[str] = set()

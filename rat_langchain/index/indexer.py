@@ -235,22 +235,20 @@ class BatchIndexer:
         self, documents: Iterable[Document], report: IndexReport
     ) -> AsyncIterator[list[Document]]:
         batch: list[Document] = []
-        seen: set[str] = set()
-        for doc in self._unique(documents, report, seen):
+        for doc in self._unique(documents, report, set()):
             batch.append(doc)
             if len(batch) >= self.batch_size:
-                held = self._held([str(d.id) for d in batch])
-                report.skipped += len(held)
-                fresh = [d for d in batch if str(d.id) not in held]
-                if fresh:
+                if fresh := self._fresh(batch, report):
                     yield fresh
                 batch = []
-        if batch:
-            held = self._held([str(d.id) for d in batch])
-            report.skipped += len(held)
-            fresh = [d for d in batch if str(d.id) not in held]
-            if fresh:
-                yield fresh
+        if batch and (fresh := self._fresh(batch, report)):
+            yield fresh
+
+    def _fresh(self, batch: list[Document], report: IndexReport) -> list[Document]:
+        """The documents of ``batch`` the store does not hold yet (the rest count as skipped)."""
+        held = self._held([str(d.id) for d in batch])
+        report.skipped += len(held)
+        return [d for d in batch if str(d.id) not in held]
 
     def _unique(
         self, documents: Iterable[Document], report: IndexReport, seen: set[str]

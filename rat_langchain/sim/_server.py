@@ -664,9 +664,7 @@ class Simulator:
         headers: dict[str, str],
     ) -> web.StreamResponse:
         texts: list[str] = body["_texts"]
-        dims = body.get("dimensions") or _NATIVE_DIMENSIONS.get(
-            body["model"], self.config.embedding_dimensions
-        )
+        dims = self._dimensions(body)
         if scripted is not None and scripted.vectors is not None:
             vectors = [
                 np.array([np.nan if v is None else v for v in vec], dtype=np.float32)
@@ -730,6 +728,7 @@ class Simulator:
         return Batches(self._clock, lambda: self.config, lambda: self._rng, cost, answer)
 
     def _dimensions(self, body: dict[str, Any]) -> int:
+        """The vector size an embedding request asks for, or the model's own."""
         dims = body.get("dimensions") or _NATIVE_DIMENSIONS.get(
             body["model"], self.config.embedding_dimensions
         )
