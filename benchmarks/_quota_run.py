@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
 from rat_langchain.guards.redis.limiter import RedisRateLimiter
+from rat_langchain.pool.pool import ClientPool
 
 KEY = "sk-quota-run"
 

@@ -15,8 +15,8 @@ import time
 
 import openai
 
-from rat_langchain import _http
 from rat_langchain._demo.stats import HEADER, RunSummary, markdown_table, row
+from rat_langchain.pool import _http
 from rat_langchain.sim import SimulatorProcess
 
 TRANSPORTS: tuple[_http.Transport, ...] = ("sdk", "aiohttp", "httpx")

@@ -4,8 +4,8 @@ The public API, in one place. Names load on first use (as ``langchain_core`` doe
 ``import rat_langchain`` costs milliseconds: langchain_openai, FAISS, the tokenizer and the
 simulator are imported only by what needs them. Where each part lives (``docs/design.md``):
 
-- the request path: ``client`` (``ClientPool``), ``chat``, ``embeddings``, ``runnables``,
-  ``batcher``, ``config``, ``errors`` (the whole exception tree), ``cli``;
+- ``pool``, the request path: ``ClientPool``, the chat model, the embeddings, ``resilient()``,
+  ``LLMBatcher``; beside it ``config``, ``errors`` (the whole exception tree) and ``cli``;
 - ``guards``: limiter, breaker, retries, the per-call engine, ``guards.redis``;
 - ``index``: FAISS store, indexer, memory, embedding cache;
 - ``plans``: plan, executor, planner, catalog, orchestrator, verification;
@@ -18,14 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from rat_langchain import _compat
-
 if TYPE_CHECKING:
-    from rat_langchain.batcher import LLMBatcher
-    from rat_langchain.chat import ResilientChatOpenAI
-    from rat_langchain.client import ClientPool
     from rat_langchain.config import RatConfig
-    from rat_langchain.embeddings import PooledOpenAIEmbeddings
     from rat_langchain.errors import (
         ApiKeyError,
         ApiPermissionError,
@@ -67,7 +61,11 @@ if TYPE_CHECKING:
     from rat_langchain.plans.plan import Plan, Step
     from rat_langchain.plans.planner import Planner
     from rat_langchain.plans.verification import BackgroundVerifier, Verdict
-    from rat_langchain.runnables import ResilientRunnable, resilient
+    from rat_langchain.pool.batcher import LLMBatcher
+    from rat_langchain.pool.chat import ResilientChatOpenAI
+    from rat_langchain.pool.embeddings import PooledOpenAIEmbeddings
+    from rat_langchain.pool.pool import ClientPool
+    from rat_langchain.pool.runnables import ResilientRunnable, resilient
     from rat_langchain.sim import Simulator, SimulatorProcess, SimulatorThread
 
 __all__ = [
@@ -141,7 +139,7 @@ _LAZY: dict[str, str] = {
     "BreakerRegistry": "rat_langchain.guards.breaker",
     "CircuitBreaker": "rat_langchain.guards.breaker",
     "CircuitOpenError": "rat_langchain.errors",
-    "ClientPool": "rat_langchain.client",
+    "ClientPool": "rat_langchain.pool.pool",
     "ConfigError": "rat_langchain.errors",
     "DeadlineExceeded": "rat_langchain.errors",
     "EmbeddingCache": "rat_langchain.index.embedding_cache",
@@ -150,7 +148,7 @@ _LAZY: dict[str, str] = {
     "FaissStore": "rat_langchain.index.faiss_store",
     "IndexLoadError": "rat_langchain.errors",
     "IndexReport": "rat_langchain.index.indexer",
-    "LLMBatcher": "rat_langchain.batcher",
+    "LLMBatcher": "rat_langchain.pool.batcher",
     "MemoryStore": "rat_langchain.index.memory",
     "Metrics": "rat_langchain.metrics.collector",
     "MetricsCallbackHandler": "rat_langchain.metrics.collector",
@@ -163,7 +161,7 @@ _LAZY: dict[str, str] = {
     "Planner": "rat_langchain.plans.planner",
     "PlanningError": "rat_langchain.errors",
     "PoolClosedError": "rat_langchain.errors",
-    "PooledOpenAIEmbeddings": "rat_langchain.embeddings",
+    "PooledOpenAIEmbeddings": "rat_langchain.pool.embeddings",
     "RatConfig": "rat_langchain.config",
     "RatError": "rat_langchain.errors",
     "RateLimit": "rat_langchain.guards.limiter",
@@ -172,8 +170,8 @@ _LAZY: dict[str, str] = {
     "RateLimiterUnavailable": "rat_langchain.errors",
     "RedisRateLimiter": "rat_langchain.guards.redis.limiter",
     "RequestTooLarge": "rat_langchain.errors",
-    "ResilientChatOpenAI": "rat_langchain.chat",
-    "ResilientRunnable": "rat_langchain.runnables",
+    "ResilientChatOpenAI": "rat_langchain.pool.chat",
+    "ResilientRunnable": "rat_langchain.pool.runnables",
     "RetryPolicy": "rat_langchain.guards.retry",
     "SharedBreakerState": "rat_langchain.guards.redis.breaker",
     "Simulator": "rat_langchain.sim",
@@ -185,10 +183,8 @@ _LAZY: dict[str, str] = {
     "ToolCatalog": "rat_langchain.plans.catalog",
     "Verdict": "rat_langchain.plans.verification",
     "load_folder": "rat_langchain.index.indexer",
-    "resilient": "rat_langchain.runnables",
+    "resilient": "rat_langchain.pool.runnables",
 }
-
-_compat.install()
 
 
 def __getattr__(name: str) -> Any:

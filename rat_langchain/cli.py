@@ -129,10 +129,10 @@ def _add_index(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _index(args: argparse.Namespace) -> int:
-    from rat_langchain.client import ClientPool
     from rat_langchain.config import RatConfig
     from rat_langchain.index.batch_api import BatchSettings
     from rat_langchain.index.indexer import BatchIndexer, load_folder
+    from rat_langchain.pool.pool import ClientPool
 
     config = RatConfig.load(args.config) if args.config else RatConfig.load()
     documents = load_folder(args.path)  # a missing or empty folder fails before anything else
@@ -183,9 +183,9 @@ def _money(value: float | None) -> str:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from rat_langchain.client import ClientPool
     from rat_langchain.config import RatConfig
     from rat_langchain.index.faiss_store import FaissStore
+    from rat_langchain.pool.pool import ClientPool
 
     config = RatConfig.load(args.config) if args.config else RatConfig.load()
 

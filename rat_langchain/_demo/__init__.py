@@ -21,8 +21,8 @@ from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
 
 from rat_langchain._demo.stats import HEADER, RunSummary, row
-from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
+from rat_langchain.pool.pool import ClientPool
 from rat_langchain.sim import SimulatorProcess
 
 _PROMPT = ChatPromptTemplate.from_messages(

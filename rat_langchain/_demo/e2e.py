@@ -25,14 +25,14 @@ from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 
 from rat_langchain._demo.plan import PLAN, REQUEST, build_tools, slow_verifier
 from rat_langchain._demo.stats import learned_lines
-from rat_langchain.batcher import LLMBatcher
-from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
 from rat_langchain.index.faiss_store import FaissStore
 from rat_langchain.index.indexer import load_folder
 from rat_langchain.plans.executor import ParallelPlanExecutor
 from rat_langchain.plans.orchestrator import Orchestrator
 from rat_langchain.plans.planner import Planner
+from rat_langchain.pool.batcher import LLMBatcher
+from rat_langchain.pool.pool import ClientPool
 from rat_langchain.sim import Reply, SimulatorProcess
 
 KEY = "sk-demo-simulated"

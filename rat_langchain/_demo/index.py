@@ -9,9 +9,9 @@ from pathlib import Path
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
-from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
 from rat_langchain.index.indexer import BatchIndexer, load_folder
+from rat_langchain.pool.pool import ClientPool
 from rat_langchain.sim import SimulatorProcess
 
 KEY = "sk-demo-simulated"

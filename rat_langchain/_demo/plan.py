@@ -15,11 +15,11 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import StructuredTool
 
-from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
 from rat_langchain.plans.executor import ParallelPlanExecutor, PlanResult
 from rat_langchain.plans.orchestrator import Orchestrator
 from rat_langchain.plans.planner import Planner
+from rat_langchain.pool.pool import ClientPool
 from rat_langchain.sim import Reply, SimulatorProcess
 
 KEY = "sk-demo-simulated"

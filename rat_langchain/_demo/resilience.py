@@ -19,9 +19,9 @@ from typing import Any
 from langchain_openai import ChatOpenAI
 
 from rat_langchain._demo.stats import learned_lines
-from rat_langchain.client import ClientPool
 from rat_langchain.config import RatConfig
 from rat_langchain.guards.breaker import CircuitOpenError, State, StateChange
+from rat_langchain.pool.pool import ClientPool
 from rat_langchain.sim import SimulatorProcess
 
 KEY = "sk-demo-simulated"

@@ -26,8 +26,6 @@ field when it is loaded.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -41,7 +39,8 @@ import numpy as np
 from langchain_core.documents import Document
 
 from rat_langchain._tokens import encode
-from rat_langchain.errors import BatchJobError
+from rat_langchain._vectors import NATIVE_DIMENSIONS, decode_vectors
+from rat_langchain.errors import BatchJobError, EmbeddingResponseError
 from rat_langchain.index._atomic import atomic_file
 from rat_langchain.index._files import parse_json, read_bytes, require
 
@@ -50,7 +49,7 @@ if TYPE_CHECKING:
 
     from pydantic import SecretStr
 
-    from rat_langchain._clients import Clients
+    from rat_langchain.pool._clients import Clients
 
 
 @runtime_checkable
@@ -92,7 +91,6 @@ PRICES_PER_MILLION = {
 _JOURNAL = "batches.json"
 _MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 _MAX_LINE_BYTES = 64 * 1024 * 1024  # one output line: 2048 vectors of 3072 floats in base64
-_NATIVE = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
 _STATES = ("planned", "submitting", "submitted", "stored")
 
 
@@ -271,7 +269,7 @@ class _Run:
         key = embedding.api_key.get_secret_value() if embedding.api_key else None
         self.client = pool.async_client(base_url=embedding.base_url, api_key=key, max_retries=0)
         self.guard = pool.guard(str(self.client.base_url).rstrip("/"), "batch-api")
-        self.dims = embedding.dimensions or _NATIVE.get(embedding.model)
+        self.dims = embedding.dimensions or NATIVE_DIMENSIONS.get(embedding.model)
 
     async def call(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
         """One Files/Batch API request, under the pool's retries, breaker and limiter."""
@@ -603,22 +601,11 @@ class _Run:
             response = record["response"]
             if response["status_code"] != 200:
                 return custom_id, None, f"status {response['status_code']}"
-            data = response["body"]["data"]
-            if not isinstance(data, list) or len(data) != expected:
-                return custom_id, None, f"{len(data)} vectors for {expected} inputs"
-            ordered = sorted(data, key=lambda item: item["index"])
-            vectors = np.stack(
-                [
-                    np.frombuffer(base64.b64decode(item["embedding"], validate=True), dtype="<f4")
-                    for item in ordered
-                ]
-            )
-        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            vectors = decode_vectors(response["body"], expected, self.dims)
+        except (KeyError, TypeError, AttributeError) as exc:
             return custom_id, None, f"malformed answer ({type(exc).__name__})"
-        if self.dims is not None and vectors.shape[1] != self.dims:
-            return custom_id, None, f"vectors of {vectors.shape[1]} dimensions, not {self.dims}"
-        if not np.isfinite(vectors).all():
-            return custom_id, None, "a vector that is not finite"
+        except EmbeddingResponseError as exc:  # MalformedResponseError is one too
+            return custom_id, None, str(exc)
         return custom_id, vectors, None
 
     async def read_errors(self, file_id: str, undone: dict[str, str]) -> None:

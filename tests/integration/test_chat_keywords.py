@@ -15,7 +15,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from rat_langchain import ClientPool, RatConfig
-from rat_langchain.client import _ALIASES, _OWN_CLIENT
+from rat_langchain.pool.pool import _ALIASES, _OWN_CLIENT
 from rat_langchain.sim import Reply, SimulatorThread
 from tests.conftest import API_KEY
 

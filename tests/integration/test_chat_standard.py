@@ -20,7 +20,7 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from rat_langchain import ClientPool, RatConfig
-from rat_langchain.chat import ResilientChatOpenAI
+from rat_langchain.pool.chat import ResilientChatOpenAI
 from rat_langchain.sim import SimulatorThread
 
 _STATE: dict[str, Any] = {}

@@ -11,12 +11,12 @@ import pytest
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 
 from rat_langchain import ClientPool, RatConfig
-from rat_langchain.embeddings import (
+from rat_langchain.errors import MalformedResponseError
+from rat_langchain.pool.embeddings import (
     EmbeddingInputError,
     EmbeddingResponseError,
     PooledOpenAIEmbeddings,
 )
-from rat_langchain.errors import MalformedResponseError
 from rat_langchain.sim import Reply, SimulatorThread
 from rat_langchain.sim._content import embed
 from tests.conftest import API_KEY

@@ -87,11 +87,37 @@ def test_output_lines_are_checked_as_the_synchronous_path_checks_vectors() -> No
     assert vectors.shape == (2, 4)
     assert run.parse(job, b"not json") == (None, None, None)  # skipped
     assert run.parse(job, line([[1, 0, 0, 0]] * 2, custom_id="other"))[0] is None
-    assert run.parse(job, line([[1, 0, 0, 0]]))[2] == "1 vectors for 2 inputs"
-    assert run.parse(job, line([[1, 0, 0]] * 2))[2] == "vectors of 3 dimensions, not 4"
-    assert run.parse(job, line([[float("nan"), 0, 0, 0]] * 2))[2] == "a vector that is not finite"
+    assert run.parse(job, line([[1, 0, 0, 0]]))[2] == "asked for 2 vectors, the server returned 1"
+    assert run.parse(job, line([[1, 0, 0]] * 2))[2] == "vector 0 has 3 dimensions, expected 4"
+    nan = run.parse(job, line([[float("nan"), 0, 0, 0]] * 2))[2]
+    assert nan == "vector 0 contains NaN or infinite values"
     assert run.parse(job, line([[1, 0, 0, 0]] * 2, status=500))[2] == "status 500"
     garbage = [{"index": i, "embedding": "%%%"} for i in range(2)]
     response = {"status_code": 200, "body": {"data": garbage}}
     bad = json.dumps({"custom_id": "r0", "response": response}).encode()
-    assert run.parse(job, bad)[2] == "malformed answer (Error)"
+    assert (run.parse(job, bad)[2] or "").startswith("vector 0 cannot be decoded")
+
+
+def test_an_output_line_that_names_one_index_twice_stores_nothing() -> None:
+    """Two rows both claiming index 0 (and none index 1): sorting by index used to store the
+    second row's vector under the second document's id. The line now fails as a whole."""
+    import base64
+
+    import numpy as np
+
+    from rat_langchain.index.batch_api import _Job, _Run
+
+    run = _Run.__new__(_Run)
+    run.dims = 2
+    job = _Job("k", {"r0": ["a", "b"]}, 2)
+    data = [
+        {"index": 0, "embedding": base64.b64encode(np.array(v, "<f4").tobytes()).decode()}
+        for v in ([1, 0], [0, 1])
+    ]
+    record = {"custom_id": "r0", "response": {"status_code": 200, "body": {"data": data}}}
+    custom_id, vectors, problem = run.parse(job, json.dumps(record).encode())
+    assert (custom_id, vectors) == ("r0", None)
+    assert problem == "the server returned a bad or repeated index 0"
+    data[1]["index"] = True  # a bool is not an index
+    record = {"custom_id": "r0", "response": {"status_code": 200, "body": {"data": data}}}
+    assert run.parse(job, json.dumps(record).encode())[2] == "the server returned a bad index True"

@@ -16,7 +16,7 @@ class TestStandardEmbeddingsUnit(EmbeddingsUnitTests):
 def test_requests_are_sized_so_the_request_limit_binds_no_earlier_than_the_token_limit() -> None:
     """batch_size None (the default): texts per request from the limits the limiter holds."""
     from rat_langchain import RatConfig
-    from rat_langchain.embeddings import _Split
+    from rat_langchain.pool.embeddings import _Split
 
     def sizes(count: int, limits: tuple[float | None, float | None], **kwargs: object) -> list[int]:
         config = RatConfig.from_dict({}, env={})

@@ -1,9 +1,10 @@
-"""The shape of the package: a deliberate public API that imports lazily, old paths that still
-work, and import rules that `make lint` enforces (and that do fail on a forbidden import)."""
+"""The shape of the package: a deliberate public API that imports lazily, and import rules that
+`make lint` enforces (and that do fail on a forbidden import)."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import shutil
 import subprocess
 import sys
@@ -118,21 +119,12 @@ def test_the_cli_help_imports_no_library_part() -> None:
     assert out.endswith("[]")
 
 
-def test_old_module_paths_still_import_the_same_objects() -> None:
-    from rat_langchain.breaker import CircuitBreaker  # type: ignore[import-not-found]
-    from rat_langchain.faiss_store import FaissStore  # type: ignore[import-not-found]
-    from rat_langchain.otel import instrument  # type: ignore[import-not-found]
-    from rat_langchain.ratelimit import RateLimiter  # type: ignore[import-not-found]
-    from rat_langchain.shared import RedisRateLimiter  # type: ignore[import-not-found]
-
-    assert RateLimiter is rat_langchain.RateLimiter
-    assert CircuitBreaker is rat_langchain.CircuitBreaker
-    assert FaissStore is rat_langchain.FaissStore
-    assert RedisRateLimiter is rat_langchain.RedisRateLimiter
-    assert callable(instrument)
-    from rat_langchain.guards.redis import breaker  # the aliased package is still a package
-
-    assert breaker.SharedBreakerState is rat_langchain.SharedBreakerState
+def test_module_paths_of_an_unreleased_layout_are_gone() -> None:
+    """0.1.0 was never released: no alias layer keeps a layout nobody depends on."""
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("rat_langchain.ratelimit")
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("rat_langchain.client")
 
 
 def test_every_error_lives_in_errors_and_is_a_rat_error() -> None:
@@ -191,7 +183,7 @@ def test_import_rules_fail_on_a_forbidden_import(tmp_path: Path) -> None:
     clean = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert clean.returncode == 0, clean.stdout
     with (tmp_path / "rat_langchain" / "sim" / "_limits.py").open("a") as f:
-        f.write("\nfrom rat_langchain.client import ClientPool  # noqa\n")
+        f.write("\nfrom rat_langchain.pool.pool import ClientPool  # noqa\n")
     broken = subprocess.run(run, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert broken.returncode != 0
     assert "sim stands alone" in broken.stdout

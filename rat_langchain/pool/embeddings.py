@@ -11,7 +11,6 @@ until the bad input is found; the others are still embedded, and the error names
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import contextvars
 import hashlib
@@ -28,8 +27,8 @@ from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from rat_langchain import _portal
-from rat_langchain._clients import Clients
 from rat_langchain._tokens import encode, encoding_for, lone_surrogate
+from rat_langchain._vectors import NATIVE_DIMENSIONS, decode_vectors
 from rat_langchain.config import RatConfig
 from rat_langchain.errors import (
     EmbeddingInputError,
@@ -37,6 +36,7 @@ from rat_langchain.errors import (
     MalformedResponseError,
 )
 from rat_langchain.index.embedding_cache import EmbeddingCache
+from rat_langchain.pool._clients import Clients
 
 __all__ = ["EmbeddingInputError", "EmbeddingResponseError", "PooledOpenAIEmbeddings"]
 
@@ -48,11 +48,6 @@ _PREFILLED: contextvars.ContextVar[
     tuple[PooledOpenAIEmbeddings, Mapping[str, np.ndarray]] | None
 ] = contextvars.ContextVar("rat_langchain_prefilled", default=None)
 MAX_TOKENS_PER_REQUEST = 300_000
-NATIVE_DIMENSIONS = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
 
 
 @dataclass
@@ -283,7 +278,7 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
                 response = await client.post("/embeddings", cast_to=httpx2.Response, body=body)
                 # decoded inside the attempt: a malformed body is retried and counted as the
                 # endpoint's failure, like any other fault of the server
-                return _decode(_payload(response), len(batch), expected), response.headers
+                return decode_vectors(_payload(response), len(batch), expected), response.headers
 
             try:
                 async with gate:
@@ -374,48 +369,3 @@ def _payload(response: httpx2.Response) -> dict[str, Any]:
     if not all(isinstance(item, dict) for item in payload["data"]):
         raise MalformedResponseError("the embeddings endpoint answered items that are not objects")
     return payload
-
-
-def _decode(payload: dict[str, Any], count: int, expected: int | None) -> np.ndarray:
-    """Vectors in input order, one row each, checked: one per input, finite, of the expected
-    size. Decoded into one array with one finiteness check: per-vector numpy calls were a tenth
-    of the client's CPU when indexing."""
-    data = payload.get("data")
-    if not isinstance(data, list) or len(data) != count:
-        got = len(data) if isinstance(data, list) else "no"
-        raise EmbeddingResponseError(f"asked for {count} vectors, the server returned {got}")
-    rows: np.ndarray | None = None
-    seen = bytearray(count)
-    for item in data:
-        index = item.get("index")
-        if not isinstance(index, int) or not 0 <= index < count or seen[index]:
-            raise EmbeddingResponseError(f"the server returned a bad or repeated index {index!r}")
-        seen[index] = 1
-        raw = item.get("embedding")
-        try:
-            if isinstance(raw, str):
-                vector = np.frombuffer(base64.b64decode(raw, validate=True), dtype="<f4")
-            elif isinstance(raw, list):
-                vector = np.asarray([np.nan if x is None else x for x in raw], dtype=np.float32)
-            else:
-                raise TypeError(f"an embedding of type {type(raw).__name__}")
-        except (TypeError, ValueError) as exc:  # binascii.Error is a ValueError
-            raise MalformedResponseError(f"vector {index} cannot be decoded: {exc}") from None
-        size = vector.shape[0]
-        if expected is not None and size != expected:
-            raise EmbeddingResponseError(
-                f"vector {index} has {size} dimensions, expected {expected}"
-            )
-        if rows is None:
-            rows = np.empty((count, size), dtype=np.float32)
-        elif size != rows.shape[1]:
-            raise EmbeddingResponseError(
-                f"the server returned vectors of mixed sizes {sorted({size, rows.shape[1]})}"
-            )
-        rows[index] = vector
-    assert rows is not None  # count >= 1: a batch is never empty
-    finite = np.isfinite(rows).all(axis=1)
-    if not finite.all():
-        index = int(np.argmin(finite))
-        raise EmbeddingResponseError(f"vector {index} contains NaN or infinite values")
-    return rows

@@ -14,9 +14,9 @@ from typing import Any
 from langchain_openai import OpenAIEmbeddings
 from pydantic import SecretStr
 
-from rat_langchain._clients import Clients
-from rat_langchain.chat import ResilientChatOpenAI
-from rat_langchain.embeddings import PooledOpenAIEmbeddings
+from rat_langchain.pool._clients import Clients
+from rat_langchain.pool.chat import ResilientChatOpenAI
+from rat_langchain.pool.embeddings import PooledOpenAIEmbeddings
 
 __all__ = ["ClientPool"]
 

@@ -15,10 +15,10 @@ from typing import Any, Generic, TypeVar
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
-from rat_langchain.chat import ResilientChatOpenAI
 from rat_langchain.config import RatConfig
 from rat_langchain.guards import Guards, build_guards
-from rat_langchain.runnables import ResilientRunnable, resilient
+from rat_langchain.pool.chat import ResilientChatOpenAI
+from rat_langchain.pool.runnables import ResilientRunnable, resilient
 
 __all__ = ["LLMBatcher"]
 

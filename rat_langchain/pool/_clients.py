@@ -19,7 +19,6 @@ import httpx
 import httpx2
 import openai
 
-from rat_langchain import _http
 from rat_langchain.config import RatConfig
 from rat_langchain.errors import ConfigError, PoolClosedError
 from rat_langchain.guards import Guard, Key, build_guards
@@ -27,6 +26,7 @@ from rat_langchain.guards.breaker import BreakerRegistry
 from rat_langchain.guards.limiter import Limiter
 from rat_langchain.guards.retry import RetryPolicy
 from rat_langchain.metrics.collector import Metrics
+from rat_langchain.pool import _http
 
 if TYPE_CHECKING:
     from rat_langchain.index.embedding_cache import EmbeddingCache
