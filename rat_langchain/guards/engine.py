@@ -1,9 +1,18 @@
 """The per-call engine shared by the Runnable wrapper and the resilient chat model.
 
 Order: one deadline over the whole call → retries → for each attempt: breaker permit → limiter
-reservation (and the concurrency bound) → the attempt, under its share of the remaining deadline.
+reservation (and the concurrency bounds) → the attempt, under its share of the remaining deadline.
 The breaker sees every attempt, so a dead endpoint opens it within seconds instead of after each
 call has exhausted its retries; once open, ``CircuitOpenError`` is not retried and fails fast.
+
+One decision core, two thin drivers (as httpx's ``BaseClient`` under ``Client``/``AsyncClient``
+and tenacity's ``BaseRetrying.iter`` under its loops): ``_Call`` decides (attempt numbers, each
+attempt's share of the deadline, whether and when to retry) and ``_admitted`` is the one
+admission (shared breaker state, permit, limiter, concurrency bounds, metrics). ``run`` awaits
+them; ``run_sync`` runs the same admission on the sync entry points' loop (``_portal``) and the
+attempt in the caller's thread, so a sync caller honours everything an async one does. Before,
+the sync side had an engine of its own that skipped the learned concurrency limit, the
+concurrency bound and another process's open breaker.
 """
 
 from __future__ import annotations
@@ -11,16 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import openai
-import tenacity
 
+from rat_langchain import _portal
 from rat_langchain.errors import DeadlineExceeded
 from rat_langchain.guards.breaker import CircuitBreaker
-from rat_langchain.guards.classify import explain, is_retryable
+from rat_langchain.guards.classify import explain
 from rat_langchain.guards.key import Key
 from rat_langchain.guards.limiter import Limiter, Reservation
 from rat_langchain.guards.retry import RetryPolicy
@@ -81,14 +90,11 @@ class Guard:
         if self.metrics is not None:
             self.metrics.record_call(self.series, time.monotonic() - started, error)
 
-    def _attempt_budget(self, deadline: float | None, attempt_number: int) -> float | None:
-        """The first attempts get half of what is left, the last gets all of it, so an attempt
-        that hangs is abandoned with time to spare for another."""
-        if deadline is None:
-            return None
-        remaining = deadline - time.monotonic()
-        attempts_left = (self.retry.max_attempts if self.retry else 1) - attempt_number + 1
-        return max(0.0, remaining / 2 if attempts_left > 1 else remaining)
+    def _call(self) -> _Call:
+        self.stats.calls += 1
+        started = time.monotonic()
+        deadline = None if self.timeout is None else started + self.timeout
+        return _Call(self, started, deadline)
 
     async def run(
         self,
@@ -98,76 +104,32 @@ class Guard:
         on_result: OnResult | None = None,
     ) -> T:
         """Run ``attempt`` (a fresh awaitable per call) under the whole policy."""
-        self.stats.calls += 1
-        started = time.monotonic()
-        deadline = None if self.timeout is None else started + self.timeout
+        call = self._call()
         scope = asyncio.timeout(self.timeout) if self.timeout is not None else None
         try:
-            async with scope or contextlib.nullcontext():
-                result = await self._attempts(attempt, tokens, on_result, deadline)
+            async with scope or _ANULL:
+                while True:
+                    number = call.next_attempt()
+                    try:
+                        async with self._admitted(tokens) as reservation:
+                            result = await self._send(attempt, call, number)
+                        break
+                    except Exception as exc:
+                        wait = call.retry_in(exc)
+                        if wait is None:
+                            raise
+                    self._count_retry()
+                    await self.sleep(wait)
         except TimeoutError as exc:
-            self.stats.failures += 1
             # the whole call's scope, or an attempt's share of it, ran out: the deadline
-            if (scope is not None and scope.expired()) or isinstance(exc, _AttemptTimedOut):
-                error = self._deadline_error()
-                self._record(started, error)
-                raise error from exc
-            self._record(started, exc)
-            raise
+            timed_out = (scope is not None and scope.expired()) or isinstance(exc, _AttemptTimedOut)
+            call.fail(self._deadline_error() if timed_out else exc, exc)
         except Exception as exc:
-            explained = self._failed(exc)
-            self._record(started, explained)
-            if explained is exc:
-                raise
-            raise explained from exc
-        self._record(started, None)
+            call.fail(exc, exc)
+        if on_result is not None:
+            on_result(result, reservation)
+        call.succeeded()
         return result
-
-    def _deadline_error(self) -> DeadlineExceeded:
-        return DeadlineExceeded(
-            f"call to {self.key} did not finish within its {self.timeout}s deadline "
-            "(retries included); raise performance.retries.timeout_s or the timeout= "
-            "of resilient()"
-        )
-
-    def _failed(self, exc: Exception) -> BaseException:
-        """Count a failed call and return what to raise: 401/403 become ``ApiKeyError``."""
-        self.stats.failures += 1
-        return explain(exc, self.endpoint)
-
-    async def _attempts(
-        self,
-        attempt: Callable[[], Awaitable[T]],
-        tokens: int,
-        on_result: OnResult | None,
-        deadline: float | None,
-    ) -> T:
-        policy = self.retry
-        try:
-            return await self._once(attempt, tokens, on_result, deadline, 1)
-        except Exception as exc:
-            if policy is None or policy.max_attempts <= 1 or not is_retryable(exc):
-                raise
-            first = exc
-        # The success path builds no tenacity state (it cost ~70 us a call, measured in
-        # benchmarks/bench_limiter.py); from the first retryable failure on, tenacity drives.
-        delay = policy.first_wait(first)
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if remaining is not None and delay >= remaining:
-            raise first
-        self._count_retry(None)
-        await self.sleep(delay)
-        retrying = policy.retrying(
-            max_attempts=policy.max_attempts - 1,
-            deadline_s=None if deadline is None else deadline - time.monotonic(),
-            sleep=self.sleep,
-            before_sleep=self._count_retry,
-        )
-        async for state in retrying:
-            with state:
-                number = state.retry_state.attempt_number + 1
-                return await self._once(attempt, tokens, on_result, deadline, number)
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
     def run_sync(
         self,
@@ -176,63 +138,64 @@ class Guard:
         tokens: int = 0,
         on_result: OnResult | None = None,
     ) -> T:
-        """The same policy for sync callers. A running sync attempt cannot be interrupted, so
-        the deadline stops retries before they would cross it, the HTTP timeout ends attempts,
-        and a result that arrives after the deadline is ``DeadlineExceeded`` all the same."""
-        self.stats.calls += 1
-        started = time.monotonic()
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.retry.max_attempts if self.retry else 1)
-            | (tenacity.stop_before_delay(self.timeout) if self.timeout else tenacity.stop_never),
-            wait=self.retry.wait() if self.retry else tenacity.wait_none(),
-            retry=tenacity.retry_if_exception(is_retryable),
-            before_sleep=self._count_retry,
-            reraise=True,
-        )
+        """The same policy for sync callers: the admission (breaker, limiter, concurrency
+        bounds) waits on the sync entry points' loop, the attempt runs in this thread. A
+        running sync attempt cannot be interrupted, so the deadline bounds the wait for
+        admission and the retries' sleeps, the HTTP timeout ends attempts, and a result that
+        arrives after the deadline is ``DeadlineExceeded`` all the same."""
+        call = self._call()
         try:
-            for state in retrying:
-                with state:
-                    number = state.retry_state.attempt_number
-                    result = self._once_sync(attempt, tokens, on_result, number)
-                    if self.timeout is not None and time.monotonic() - started > self.timeout:
-                        raise self._deadline_error()
-                    self._record(started, None)
-                    return result
+            while True:
+                call.next_attempt()
+                try:
+                    result, reservation = self._once_sync(attempt, tokens, call)
+                    break
+                except Exception as exc:
+                    wait = call.retry_in(exc)
+                    if wait is None:
+                        raise
+                self._count_retry()
+                time.sleep(wait)
+            if call.late():
+                raise self._deadline_error()
+        except TimeoutError as exc:
+            call.fail(self._deadline_error(), exc)
         except Exception as exc:
-            explained = self._failed(exc)
-            self._record(started, explained)
-            if explained is exc:
-                raise
-            raise explained from exc
-        raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
-
-    def _once_sync(
-        self, attempt: Callable[[], T], tokens: int, on_result: OnResult | None, number: int
-    ) -> T:
-        self._count_attempt(number)
-        with self._permit() as permit:
-            reservation = (
-                self.limiter.acquire_blocking(self.key, tokens)
-                if self.limiter is not None
-                else None
-            )
-            if permit is not None:
-                permit.restart()  # the limiter's wait is not the call's duration
-            with self._outstanding():
-                result = attempt()
+            call.fail(exc, exc)
         if on_result is not None:
             on_result(result, reservation)
+        call.succeeded()
         return result
 
-    async def _once(
-        self,
-        attempt: Callable[[], Awaitable[T]],
-        tokens: int,
-        on_result: OnResult | None,
-        deadline: float | None,
-        number: int,
-    ) -> T:
-        self._count_attempt(number)
+    def _once_sync(
+        self, attempt: Callable[[], T], tokens: int, call: _Call
+    ) -> tuple[T, Reservation | None]:
+        """One sync attempt: admitted on the portal loop (within what is left of the
+        deadline), sent here, the admission left on the portal loop (it records the outcome
+        and frees the slots)."""
+        admitted = self._admitted(tokens)
+        reservation = _portal.run(_within(admitted.__aenter__(), call.remaining()))
+        try:
+            with self._outstanding():
+                result = attempt()
+        except BaseException as exc:
+            _portal.run(admitted.__aexit__(type(exc), exc, exc.__traceback__))
+            raise
+        _portal.run(admitted.__aexit__(None, None, None))
+        return result, reservation
+
+    def _deadline_error(self) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"call to {self.key} did not finish within its {self.timeout}s deadline "
+            "(retries included); raise performance.retries.timeout_s or the timeout= "
+            "of resilient()"
+        )
+
+    @contextlib.asynccontextmanager
+    async def _admitted(self, tokens: int) -> AsyncIterator[Reservation | None]:
+        """One attempt's admission, the same for both drivers: another process's open
+        breaker, the breaker's permit (it records the attempt's outcome on exit), the
+        limiter's reservation, the concurrency bound and the key's learned gate."""
         if self.breaker is not None and self.breaker.shared is not None:
             await self.breaker.shared.refresh(self.breaker)  # another process may have tripped
         limiter = self.limiter
@@ -248,16 +211,11 @@ class Guard:
             async with semaphore or _ANULL, gate or _ANULL:
                 if permit is not None:
                     permit.restart()  # the limiter's wait is not the call's duration
-                result = await self._send(attempt, deadline, number)
-        if on_result is not None:
-            on_result(result, reservation)
-        return result
+                yield reservation
 
-    async def _send(
-        self, attempt: Callable[[], Awaitable[T]], deadline: float | None, number: int
-    ) -> T:
+    async def _send(self, attempt: Callable[[], Awaitable[T]], call: _Call, number: int) -> T:
         """The attempt itself, within its share of the deadline, counted in flight."""
-        budget = self._attempt_budget(deadline, number)
+        budget = call.budget()
         share = asyncio.timeout(budget) if budget is not None else None
         with self._outstanding():
             try:
@@ -295,7 +253,7 @@ class Guard:
         if self.limiter is not None:
             self.limiter.acknowledge(self.key)
 
-    def _count_retry(self, _state: Any) -> None:
+    def _count_retry(self) -> None:
         self.stats.retries += 1
         if self.metrics is not None:
             self.metrics.record_retry(self.series)
@@ -310,3 +268,65 @@ class Guard:
             self.metrics.record_rate_limited(self.series)
         if self.limiter is not None:
             self.limiter.observe_429(self.key, exc.response.headers)
+
+
+@dataclass
+class _Call:
+    """One call's decisions, free of I/O, asked by both drivers: the attempts' numbers, each
+    attempt's share of the deadline, whether a failure is retried and after how long, and what
+    the call raises and records when it ends."""
+
+    guard: Guard
+    started: float
+    deadline: float | None
+    number: int = 0
+
+    def next_attempt(self) -> int:
+        self.number += 1
+        self.guard._count_attempt(self.number)
+        return self.number
+
+    def remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def late(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def budget(self) -> float | None:
+        """The first attempts get half of what is left, the last gets all of it, so an attempt
+        that hangs is abandoned with time to spare for another."""
+        remaining = self.remaining()
+        if remaining is None:
+            return None
+        retry = self.guard.retry
+        attempts_left = (retry.max_attempts if retry else 1) - self.number + 1
+        return max(0.0, remaining / 2 if attempts_left > 1 else remaining)
+
+    def retry_in(self, exc: BaseException) -> float | None:
+        """Seconds to wait before the next attempt, or None: ``exc`` ends the call."""
+        retry = self.guard.retry
+        if retry is None:
+            return None
+        return retry.next_wait(exc, self.number, self.remaining())
+
+    def fail(self, error: BaseException, cause: BaseException) -> NoReturn:
+        """Count and record a failed call, and raise ``error`` (401/403 become
+        ``ApiKeyError``), chained to ``cause`` when it is another exception."""
+        guard = self.guard
+        guard.stats.failures += 1
+        explained = error if isinstance(error, DeadlineExceeded) else explain(error, guard.endpoint)
+        guard._record(self.started, explained)
+        if explained is cause:
+            raise explained
+        raise explained from cause
+
+    def succeeded(self) -> None:
+        self.guard._record(self.started, None)
+
+
+async def _within(admission: Awaitable[T], seconds: float | None) -> T:
+    """The sync driver's admission, bounded by what is left of the call's deadline."""
+    if seconds is None:
+        return await admission
+    async with asyncio.timeout(max(0.0, seconds)):
+        return await admission

@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from langchain_core.rate_limiters import BaseRateLimiter
 
+from rat_langchain import _portal
 from rat_langchain.config import RateLimitingConfig, RetriesConfig
 from rat_langchain.errors import RateLimitExceeded, RequestTooLarge
 from rat_langchain.guards.headers import announced, parse_duration, retry_after_seconds
@@ -418,8 +419,6 @@ class Limiter(Protocol):
 
     def try_acquire(self, key: KeyLike, tokens: int = 0) -> Reservation | None: ...
 
-    def acquire_blocking(self, key: KeyLike, tokens: int = 0) -> Reservation: ...
-
     def semaphore(self) -> asyncio.Semaphore | None: ...
 
     def gate(self, key: KeyLike) -> AbstractAsyncContextManager[None] | None: ...
@@ -617,25 +616,6 @@ class RateLimiter:
             self.stats["waited"] += 1
             self.stats["wait_s"] += self._clock() - started
         return Reservation(key, tokens, self._settle)
-
-    def acquire_blocking(self, key: KeyLike, tokens: int = 0) -> Reservation:
-        """For sync callers, which have no loop to queue on: sleep for the computed wait, retry.
-
-        Not FIFO against async waiters; async callers are served first when both compete.
-        """
-        key = Key.of(key)
-        first = True
-        while True:
-            reservation = self.try_acquire(key, tokens)
-            if reservation is not None:
-                return reservation
-            with self._lock:
-                state = self._state(key)
-                if first:
-                    self._backpressure(state, key, tokens)
-                    first = False
-                wait = state.wait_time(tokens) if not state.waiters else 0.01
-            time.sleep(max(wait, 0.001))
 
     def _backpressure(self, state: _KeyState, key: Key, tokens: int) -> None:
         """Refuse to queue past ``max_queue`` callers or ``max_queue_wait_s``. Lock held."""
@@ -1069,9 +1049,11 @@ class LangChainRateLimiter(BaseRateLimiter):
         self.tokens = tokens_per_request
 
     def acquire(self, *, blocking: bool = True) -> bool:
+        """Sync callers wait on the sync entry points' loop, first in, first out with the
+        async ones (as langchain-core's limiter shares one ``_consume`` between both)."""
         if not blocking:
             return self.limiter.try_acquire(self.key, self.tokens) is not None
-        self.limiter.acquire_blocking(self.key, self.tokens)
+        _portal.run(self.limiter.acquire(self.key, self.tokens))
         return True
 
     async def aacquire(self, *, blocking: bool = True) -> bool:

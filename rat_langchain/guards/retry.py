@@ -93,11 +93,28 @@ class RetryPolicy:
         """The wait strategy: the server's Retry-After, else full-jitter exponential backoff."""
         return self._wait
 
-    def first_wait(self, exc: BaseException) -> float:
-        """The wait after a first failed attempt, computed by the same tenacity strategy."""
+    def delay(self, exc: BaseException, attempt_number: int) -> float:
+        """The wait after attempt ``attempt_number`` failed with ``exc``, computed by the same
+        tenacity strategy ``retrying`` uses (the guards' engine asks this directly: its sync
+        and async drivers share one decision, and its success path builds no tenacity state)."""
         state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = attempt_number
         state.set_exception((type(exc), exc, exc.__traceback__))
         return float(self._wait(state))
+
+    def next_wait(
+        self, exc: BaseException, attempt_number: int, remaining_s: float | None
+    ) -> float | None:
+        """Whether to retry after attempt ``attempt_number`` failed with ``exc``, and after
+        how long: None when the failure is not retryable, the attempts are spent, or the wait
+        would cross the deadline ``remaining_s`` from now (tenacity's ``stop_after_attempt |
+        stop_before_delay``, as ``retrying`` builds it)."""
+        if attempt_number >= self.max_attempts or not is_retryable(exc):
+            return None
+        wait = self.delay(exc, attempt_number)
+        if remaining_s is not None and wait >= remaining_s:
+            return None
+        return wait
 
     def retrying(
         self,

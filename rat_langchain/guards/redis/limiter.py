@@ -380,26 +380,6 @@ class RedisRateLimiter:
         self.learning.record(key, tokens)
         return Reservation(key, tokens, self._settle)
 
-    def acquire_blocking(self, key: KeyLike, tokens: int = 0) -> Reservation:
-        key = Key.of(key)
-        self._check(key, tokens)
-        while True:
-            if self._link.skip and not self.fail_closed:
-                reservation = self.local.acquire_blocking(key, tokens)
-                self._degraded_grant(reservation)
-                return reservation
-            try:
-                answer = float(self._sync_script(key, tokens, "take"))
-            except self._link.errors as exc:
-                self._unavailable(exc)
-                continue  # the stand-in serves it (the link is now skipped)
-            if answer <= 0:
-                self.stats["acquired"] += 1
-                self.learning.record(key, tokens)
-                return Reservation(key, tokens, self._settle)
-            self._waited_at[key] = time.monotonic()
-            time.sleep(answer / 1000)
-
     def _sync_script(self, key: Key, tokens: int, mode: str, requests: int = 0) -> Any:
         client = self._link.sync_client()
         self.stats["redis_calls"] += 1
