@@ -236,7 +236,7 @@ def test_constructors_take_their_defaults_from_the_config_model() -> None:
     assert (limiter.default.rpm, limiter.default.tpm) == (START_RPM, START_TPM)
     assert limiter.default.learn_rpm
     assert limiter.default.learn_tpm
-    assert limiter.first_hold_s == limits.first_hold_s
+    assert limiter.feedback.first_hold_s == limits.first_hold_s
     assert (limiter.max_queue, limiter.max_queue_wait_s) == (None, None)
     breaker = CircuitBreaker("x")
     for name, value in CircuitBreakerConfig().model_dump().items():

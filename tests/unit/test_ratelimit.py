@@ -8,15 +8,11 @@ import itertools
 import pytest
 
 from rat_langchain.config import RateLimitingConfig, RetriesConfig
+from rat_langchain.errors import RequestTooLarge
+from rat_langchain.guards.bucket import RateLimit, TokenBucket
+from rat_langchain.guards.headers import parse_duration, retry_after_seconds
 from rat_langchain.guards.key import Key
-from rat_langchain.guards.limiter import (
-    RateLimit,
-    RateLimiter,
-    RequestTooLarge,
-    TokenBucket,
-    parse_duration,
-    retry_after_seconds,
-)
+from rat_langchain.guards.limiter import RateLimiter
 from tests.support.clock import FakeClock, settle
 
 KEY = ("http://sim/v1", "gpt-4o-mini")
@@ -218,7 +214,7 @@ def test_azure_and_project_headers() -> None:
     clock = FakeClock()
     rl = limiter(clock, rpm=None, tpm=1_000_000)
     rl.observe(KEY, both)
-    state = rl._states[Key.of(KEY)]
+    state = rl.feedback.known(Key.of(KEY))
     assert state.tokens is not None
     assert state.tokens.per_minute == 50000  # the project's limit, not the key's
     assert state.tokens.level() <= 40000
@@ -405,7 +401,7 @@ def test_no_server_header_holds_a_key_longer_than_max_server_wait() -> None:
     assert rl.observe_429(KEY, {"retry-after": "100000"}) == 60.0
     assert rl.observe_429(KEY, {"retry-after-ms": "1e12"}) == 60.0
     assert rl.observe_429(KEY, {"x-ratelimit-reset-requests": "9999h"}) == 60.0
-    state = rl._states[Key.of(KEY)]
+    state = rl.feedback.known(Key.of(KEY))
     assert state.wait_time(1) <= 60.0
     rl.observe(
         KEY,
@@ -481,12 +477,12 @@ def test_a_learned_dimension_the_server_does_not_announce_is_not_limited() -> No
     learned.observe(
         KEY, {"x-ratelimit-limit-tokens": "300000", "x-ratelimit-remaining-tokens": "1"}
     )
-    state = learned._states[Key.of(KEY)]
+    state = learned.feedback.known(Key.of(KEY))
     assert state.requests is None
     assert state.tokens is not None
     azure = RateLimiter(clock=clock)
     azure.observe(KEY, {"x-ratelimit-remaining-requests": "9"})  # no limit header at all
-    assert azure._states[Key.of(KEY)].requests is not None  # nothing announced: kept
+    assert azure.feedback.known(Key.of(KEY)).requests is not None  # nothing announced: kept
     ceiling = RateLimiter(rpm=600, clock=clock)
     ceiling.observe(KEY, {"x-ratelimit-limit-tokens": "300000"})
-    assert ceiling._states[Key.of(KEY)].requests is not None  # the user's number stays
+    assert ceiling.feedback.known(Key.of(KEY)).requests is not None  # the user's number stays

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 import time
 import uuid
 import weakref
@@ -30,6 +31,8 @@ from typing import Any, Literal
 
 from rat_langchain.config import RateLimitingConfig
 from rat_langchain.errors import RateLimiterUnavailable, RateLimitExceeded, RequestTooLarge
+from rat_langchain.guards.feedback import Feedback
+from rat_langchain.guards.gate import gate_for
 from rat_langchain.guards.headers import announced
 from rat_langchain.guards.key import Key, KeyLike
 from rat_langchain.guards.limiter import (
@@ -79,10 +82,18 @@ class RedisRateLimiter:
         self._local_args = {"rpm": rpm, "tpm": tpm, **local, "first_hold_s": 0.0}
         # The configured limits, and the stand-in used while Redis is down.
         self.local = RateLimiter(**self._local_args)
-        # Learns the limits (headers, 429s) for the shared buckets; never acquires. Apart from
-        # the stand-in, which is replaced at every outage. What it learns goes to Redis
-        # (learn.lua), where every process's take reads it.
-        self.learning = RateLimiter(**self._local_args)
+        # The feedback policy alone (headers, 429s, learning) for the shared buckets: what it
+        # learns goes to Redis (learn.lua), where every process's take reads it. Apart from the
+        # stand-in, which is replaced at every outage.
+        self.learning = Feedback(
+            self.local.default,
+            per_model=self.local.per_model,
+            max_concurrency=self.local.max_concurrency,
+            first_hold_s=0.0,
+            max_pause_s=self.local.max_pause_s,
+            clock=local.get("clock", time.monotonic),
+            random=local.get("random", random.random),
+        )
         self._shared: dict[Key, tuple[int, Any]] = {}  # key -> (epoch, rates) last agreed
         self._waited_at: dict[Key, float] = {}  # when a take last had to wait: the rate binds
         self._default = self.local.default  # the whole budget, whatever share the stand-in has
@@ -143,7 +154,7 @@ class RedisRateLimiter:
 
     def gate(self, key: KeyLike) -> AbstractAsyncContextManager[None] | None:
         """This process's attempts in flight for ``key`` (a concurrency limit is per process)."""
-        return self.learning.gate(key)
+        return gate_for(self.learning, key)
 
     def per_minute(self, key: KeyLike) -> tuple[float | None, float | None]:
         """The whole (requests, tokens) per minute the shared buckets hold for ``key``."""
@@ -185,8 +196,9 @@ class RedisRateLimiter:
         args = dict(self._local_args)
         if self._share > 1:
             share = self._share
-            # a share of the whole (learned limits are not shared through Redis yet: each
-            # worker's share is of the limit the shared buckets hold)
+            # a share of the whole: each worker's share is of the limit the shared buckets
+            # hold (the learned rates, shared through learn.lua, are Redis's too, and gone
+            # with it)
             args["rpm"] = _divided(self._default.rpm, share)
             args["tpm"] = _divided(self._default.tpm, share)
             args["per_model"] = {
@@ -412,7 +424,7 @@ class RedisRateLimiter:
         """Pause the key everywhere for the server's retry-after (or reset)."""
         key = Key.of(key)
         seconds = self.local.observe_429(key, headers)
-        self.learning.observe_429(key, headers)
+        self.learning.throttled(key, headers)
         self._share_learned(key, drop=True)
         self._share_pause(key, seconds)
         self.observe(key, headers)

@@ -1,0 +1,355 @@
+"""What the server's answers do to a key's limits: the feedback policy, apart from any queue.
+
+A success's ``x-ratelimit-*`` headers set a learned limit (up or down), lower a configured one
+(never raise it), cap a bucket at what the server says is left, and widen the burst when the
+server shows room; every answer lets a learned rate grow; a 429 slows the refused dimension,
+steps down the learned concurrency limit of a silent server, and says how long to pause
+(guards.learn holds the curves). All of it on a clock, under one lock.
+
+Why apart from the limiter: two limiters use it. The local :class:`~rat_langchain.guards.
+limiter.RateLimiter` adds a first-in-first-out queue and timers over the same key states; the
+Redis limiter adds shared buckets in Redis and uses this policy alone to learn the rates it
+shares (before, it built a second whole ``RateLimiter`` that never acquired, for its policy).
+The policy owns the key states and the lock that guards them, so both see one truth.
+"""
+
+from __future__ import annotations
+
+import random as _random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rat_langchain.config import RateLimitingConfig, RetriesConfig
+from rat_langchain.guards.bucket import EPSILON, RateLimit
+from rat_langchain.guards.headers import announced, parse_duration, retry_after_seconds
+from rat_langchain.guards.key import Key, KeyLike
+from rat_langchain.guards.state import KeyState
+
+__all__ = ["Feedback"]
+
+_BACKOFF_S = 0.5  # the first pause after a 429 that says nothing of when to come back
+_DEFAULTS = RateLimitingConfig()  # one default per setting: the config model's
+_RETRY_DEFAULTS = RetriesConfig()
+
+
+class Feedback:
+    """The key states of one limiter and what the server's answers do to them.
+
+    Example::
+
+        feedback = Feedback(RateLimit.of("auto", "auto"))
+        feedback.observe(key, response.headers)      # a learned limit follows the server
+        pause_s = feedback.throttled(key, headers)   # a 429: slower, and how long to wait
+    """
+
+    def __init__(
+        self,
+        default: RateLimit,
+        *,
+        per_model: Mapping[str, RateLimit] | None = None,
+        max_concurrency: int | None = None,
+        first_hold_s: float = _DEFAULTS.first_hold_s,
+        borrow: bool = False,
+        max_pause_s: float = _RETRY_DEFAULTS.max_server_wait_s,
+        clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.default = default
+        self.per_model = dict(per_model or {})
+        self.max_concurrency = max_concurrency
+        self.first_hold_s = first_hold_s
+        self.borrow = borrow
+        self.max_pause_s = max_pause_s
+        self._clock = clock
+        self._random = random  # the jitter of backoffs (a parameter: tests fix it)
+        self._states: dict[Key, KeyState] = {}
+        self.lock = threading.Lock()  # guards every key state: held by its users too
+
+    def limit_for(self, key: KeyLike) -> RateLimit:
+        return self.per_model.get(Key.of(key).model, self.default)
+
+    def state(self, key: Key) -> KeyState:
+        """The state of ``key``, made on first use. Lock held."""
+        state = self._states.get(key)
+        if state is None:
+            state = self._states[key] = KeyState(
+                self.limit_for(key),
+                self._clock,
+                self.first_hold_s,
+                borrow=self.borrow,
+                max_concurrency=self.max_concurrency,
+            )
+        return state
+
+    def known(self, key: Key) -> KeyState | None:
+        """The state of ``key`` if it has one (no lock needed: states are never removed)."""
+        return self._states.get(key)
+
+    # -- feedback from the server --------------------------------------------------------------
+
+    def acknowledge(self, key: KeyLike, *, busy: bool | None = None) -> bool:
+        """An attempt for ``key`` completed: end the first burst's hold (see ``TokenBucket``),
+        and let a learned rate the server announces nothing of grow (see ``guards.learn``;
+        ``busy``: whether the rate binds, where the caller knows better than the send rate
+        this limiter measured). True when the key's capacity changed: its queue should look
+        again."""
+        key = Key.of(key)
+        known = self._states.get(key)
+        if known is not None and known.acknowledged and not known.learners:
+            return False  # every call after the first: no lock (the flag only goes False -> True)
+        with self.lock:
+            state = self._states.get(key)
+            if state is None:
+                return False
+            if not state.acknowledged:
+                state.acknowledged = True
+                for bucket in (state.requests, state.tokens):
+                    if bucket is not None:
+                        bucket.release_hold()
+            grew = False
+            for name, learner in state.learners.items():
+                bucket = state.bucket(name)
+                if bucket is None:
+                    continue
+                rate = learner.answered(bucket.per_minute, bucket.capacity, busy=busy)
+                if rate is not None:
+                    bucket.adopt(rate)
+                    grew = True
+            return grew or not state.learners
+
+    def observe(self, key: KeyLike, headers: Mapping[str, str]) -> None:
+        """Follow the server's ``x-ratelimit-*`` headers (a project-level limit too, where the
+        server sends one: the tighter binds): adopt a learned limit it announces, never go
+        above a configured one, never hold more than it says is left, and widen the burst
+        when it shows it allows more."""
+        self._follow(Key.of(key), headers, answered=True)
+
+    def _follow(self, key: Key, headers: Mapping[str, str], *, answered: bool) -> None:
+        """``observe`` for a success (``answered``) or a 429."""
+        said = {name: announced(headers, name) for name in ("requests", "tokens")}
+        # A server that announces limits announces every one it enforces (OpenAI sends both):
+        # a learned dimension it says nothing of, neither limit nor remaining, is not limited.
+        announcing = any(told.limit is not None for told in said.values())
+        with self.lock:
+            state = self.state(key)
+            if answered:
+                state.throttles = 0  # the backoff of 429s without a retry-after starts over
+            margin = state.limit.safety_margin
+            learns = {"requests": state.limit.learn_rpm, "tokens": state.limit.learn_tpm}
+            if announcing:
+                for name, told in said.items():
+                    bucket = state.bucket(name)
+                    unsaid = told.limit is None and told.remaining is None
+                    if learns[name] and bucket is not None and unsaid:
+                        state.drop(name)
+            for name in ("requests", "tokens"):
+                bucket = state.bucket(name)
+                if bucket is None:
+                    continue
+                told = said[name]  # garbage and negative values left out
+                learner = state.learners.get(name)
+                if told.limit is not None and told.limit > 0:
+                    if learns[name]:
+                        bucket.adopt(told.limit * margin)  # up as well as down
+                    else:
+                        bucket.shrink(told.limit * margin)  # a ceiling the user set
+                    if learner is not None:
+                        learner.announced()
+                if learner is not None:
+                    learner.heard(told.remaining)
+                    wider = learner.widen(told.remaining, bucket.capacity)
+                    if wider is not None:
+                        bucket.widen(wider)
+                if told.remaining is not None:
+                    # the server's count includes requests in flight that we already charged;
+                    # tightening to it is conservative, never looser than our own view
+                    bucket.cap(told.remaining)
+
+    # -- for a limiter that keeps its buckets elsewhere (Redis) --------------------------------
+
+    def record(self, key: KeyLike, tokens: int) -> None:
+        """``tokens`` and one request were sent for ``key`` through buckets kept elsewhere:
+        measure the send rate without taking from these buckets."""
+        key = Key.of(key)
+        with self.lock:
+            self.state(key)._sent(tokens)
+
+    def rates(self, key: KeyLike) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+        """(per minute, burst seconds) of the requests and tokens buckets of ``key`` as learned
+        so far (after the safety margin); None for a dimension that is not limited."""
+        key = Key.of(key)
+        with self.lock:
+            state = self.state(key)
+            return tuple(  # type: ignore[return-value]
+                None if b is None else (b.per_minute, b.burst_s)
+                for b in (state.requests, state.tokens)
+            )
+
+    def per_minute(self, key: KeyLike) -> tuple[float | None, float | None]:
+        """The (requests, tokens) per minute held for ``key`` now (None: not limited)."""
+        requests, tokens = self.rates(key)
+        return (
+            None if requests is None else requests[0],
+            None if tokens is None else tokens[0],
+        )
+
+    def follow(
+        self,
+        key: KeyLike,
+        requests: tuple[float, float] | None,
+        tokens: tuple[float, float] | None,
+    ) -> None:
+        """Take the rates another limiter sharing this limit has learned (see ``rates``): a
+        dimension it found unlimited is dropped, a lower rate is a 429 it saw."""
+        key = Key.of(key)
+        with self.lock:
+            state = self.state(key)
+            for name, shared in (("requests", requests), ("tokens", tokens)):
+                bucket, learner = state.bucket(name), state.learners.get(name)
+                if bucket is None or learner is None:
+                    continue  # configured (not learned), or already unlimited
+                if shared is None:
+                    state.drop(name)
+                    continue
+                per_minute, burst_s = shared
+                learner.follow(per_minute, bucket.per_minute)
+                bucket.adopt(per_minute)
+                if burst_s != bucket.burst_s:
+                    learner.burst_s = burst_s
+                    bucket.widen(burst_s)
+
+    def drain(self, key: KeyLike) -> None:
+        """Empty the buckets of ``key`` now: a stand-in joining a window that another limiter
+        has been spending must not add a fresh burst on top of it."""
+        key = Key.of(key)
+        with self.lock:
+            state = self.state(key)
+            for bucket in (state.requests, state.tokens):
+                if bucket is not None:
+                    bucket.take(bucket.level())
+
+    def pauses(self) -> dict[Key, float]:
+        """Seconds left of each key's pause (keys that are not paused are left out)."""
+        now = self._clock()
+        with self.lock:
+            return {
+                key: state.paused_until - now
+                for key, state in self._states.items()
+                if state.paused_until > now
+            }
+
+    def pause(self, key: KeyLike, seconds: float) -> float:
+        """Hold every request of ``key`` for ``seconds`` (clamped to ``max_pause_s``: headers
+        are untrusted); the seconds it holds."""
+        key = Key.of(key)
+        seconds = min(max(0.0, seconds), self.max_pause_s)
+        with self.lock:
+            state = self.state(key)
+            state.paused_until = max(state.paused_until, self._clock() + seconds)
+        return seconds
+
+    def throttled(self, key: KeyLike, headers: Mapping[str, str]) -> float:
+        """A 429: slow down the dimension that was refused, follow the answer's headers, and
+        return how long to pause the key: the server's retry-after (or reset; without either,
+        an exponential backoff with jitter), never over ``max_pause_s``. The caller pauses."""
+        key = Key.of(key)
+        seconds = retry_after_seconds(headers)
+        if seconds is None:
+            lowered = {k.lower(): v for k, v in headers.items()}
+            resets = [
+                parse_duration(lowered.get(f"x-ratelimit-reset-{name}", ""))
+                for name in ("requests", "tokens")
+            ]
+            seconds = min((r for r in resets if r is not None), default=None)
+        with self.lock:
+            state = self.state(key)
+            if seconds is None:  # the server said nothing of when: back off, with jitter
+                left = state.paused_until - self._clock()
+                if left > 0:  # one burst's 429s, sent before the pause: one step, not many
+                    seconds = left
+                else:
+                    state.throttles += 1
+                    ceiling = _BACKOFF_S * 2.0 ** min(state.throttles - 1, 30)
+                    seconds = min(ceiling, self.max_pause_s) * (0.5 + 0.5 * self._random())
+            self._slow_down(state, headers)
+        self._follow(key, headers, answered=False)
+        return min(max(0.0, seconds), self.max_pause_s)  # untrusted: never longer than this
+
+    def _slow_down(self, state: KeyState, headers: Mapping[str, str]) -> None:
+        """A 429: the learned rate of the refused dimension drops (see ``guards.learn``); a
+        dimension refused below its announced rate has a shorter window: its burst narrows.
+        Lock held."""
+        refused = _refused(state, headers)
+        if refused is None:
+            return
+        silent = not any(name.lower().startswith("x-ratelimit-") for name in headers)
+        bucket, learner = state.bucket(refused), state.learners.get(refused)
+        if bucket is None or learner is None:
+            return
+        if learner.phase == "announced":
+            announced_rate = bucket.per_minute / state.limit.safety_margin
+            narrower = learner.window_shorter(announced_rate, state.limit.burst_s)
+            if narrower is not None:
+                bucket.widen(narrower)
+            return
+        binding = learner.binding(bucket.per_minute)
+        if state.concurrency is not None and refused == "requests" and silent:
+            # a server that says nothing may count requests in flight (a gateway's or a model
+            # server's queue) rather than a rate: both limits step down, and each grows back
+            # only while it is used
+            state.concurrency.throttled(state.in_flight, self._clock())
+        if binding:  # else the rate was not what the key ran into: leave it
+            rate = learner.throttled(bucket.per_minute)
+            if rate is not None:
+                bucket.adopt(rate)
+
+    def learned(self) -> dict[Key, dict[str, Any]]:
+        """What the limiter holds for each key now: per dimension the rate per minute it uses
+        (after the safety margin), the burst in seconds, where the rate comes from
+        (``configured``, ``start``, ``announced``, ``slow_start``, ``cubic``) and the send rate
+        measured per minute; ``None`` for a dimension that is not limited."""
+        out: dict[Key, dict[str, Any]] = {}
+        with self.lock:
+            for key, state in self._states.items():
+                row: dict[str, Any] = {}
+                for name in ("requests", "tokens"):
+                    bucket, learner = state.bucket(name), state.learners.get(name)
+                    row[name] = (
+                        None
+                        if bucket is None
+                        else {
+                            "per_minute": bucket.per_minute,
+                            "burst_s": bucket.burst_s,
+                            "source": "configured" if learner is None else learner.phase,
+                            "sending_per_minute": None if learner is None else learner.measured,
+                        }
+                    )
+                row["paused_s"] = max(0.0, state.paused_until - self._clock())
+                row["in_flight"] = state.in_flight if state.concurrency is not None else None
+                row["concurrency_limit"] = (
+                    None if state.concurrency is None else state.concurrency.limit
+                )
+                out[key] = row
+        return out
+
+
+def _refused(state: KeyState, headers: Mapping[str, str]) -> str | None:
+    """Which dimension a 429 was for: the one the server says has least left (relative to one
+    burst); without such headers, the one being used nearest its rate."""
+    shares: dict[str, float] = {}
+    used: dict[str, float] = {}
+    for name in ("requests", "tokens"):
+        bucket = state.bucket(name)
+        if bucket is None:
+            continue
+        remaining = announced(headers, name).remaining
+        if remaining is not None:
+            shares[name] = remaining / max(bucket.capacity, EPSILON)
+        learner = state.learners.get(name)
+        if learner is not None:
+            used[name] = learner.measured / max(bucket.per_minute, EPSILON)
+    if shares:
+        return min(shares, key=lambda n: shares[n])
+    return max(used, key=lambda n: used[n]) if used else None

@@ -1,0 +1,154 @@
+"""What the limiter knows of one key (an endpoint and model): its two buckets, how each learns,
+its pause after a 429, its learned concurrency limit, and who is waiting.
+
+Plain data with the arithmetic that reads it (what fits now, how long until it does, what a
+caller joining the queue would wait); no lock, no loop, no server. Whoever holds a ``KeyState``
+holds the lock that guards it: the feedback policy (guards.feedback) owns both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from rat_langchain.guards.bucket import RateLimit, TokenBucket, check_size
+from rat_langchain.guards.key import Key
+from rat_langchain.guards.learn import Concurrency, Learner
+
+__all__ = ["MAX_CONCURRENCY", "KeyState", "TimerHandle", "Waiter"]
+
+MAX_CONCURRENCY = 1024  # where a learned concurrency limit turns off without max_concurrency
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+@dataclass
+class Waiter:
+    """A caller queued for capacity: woken by setting its future."""
+
+    future: asyncio.Future[None]
+    tokens: int
+
+
+class KeyState:
+    """Buckets, learners, pause, concurrency and FIFO waiters of one key."""
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        clock: Callable[[], float],
+        first_hold_s: float = 0.0,
+        *,
+        borrow: bool = False,
+        max_concurrency: int | None = None,
+    ) -> None:
+        margin = limit.safety_margin
+        self.limit = limit
+        self.clock = clock
+        burst = limit.burst_s
+        hold = min(burst, first_hold_s)
+        self.requests = (
+            TokenBucket(limit.rpm * margin, clock, burst_s=burst, first_hold_s=hold)
+            if limit.rpm
+            else None
+        )
+        self.tokens = (
+            TokenBucket(limit.tpm * margin, clock, burst_s=burst, first_hold_s=hold)
+            if limit.tpm
+            else None
+        )
+        # a learned token limit is an estimate: a request above it waits for a full bucket and
+        # borrows, rather than being refused before the server has said what its limit is
+        self.borrow = borrow or limit.learn_tpm
+        # how each dimension left on "auto" learns its rate and burst (see guards.learn)
+        self.learners: dict[str, Learner] = {}
+        if limit.learn_rpm and self.requests is not None:
+            self.learners["requests"] = Learner(clock, floor=1.0, burst_s=burst)
+        if limit.learn_tpm and self.tokens is not None:
+            self.learners["tokens"] = Learner(clock, floor=1000.0, burst_s=burst)
+        self.throttles = 0  # 429s in a row without a retry-after: the backoff's exponent
+        # attempts in flight, under a limit learned from 429s where the server announces none
+        self.concurrency = (
+            Concurrency(max_concurrency or MAX_CONCURRENCY) if limit.learn_rpm else None
+        )
+        self.in_flight = 0
+        self.gate_waiters: deque[asyncio.Future[None]] = deque()
+        self.paused_until = 0.0
+        self.acknowledged = False
+        self.waiters: deque[Waiter] = deque()
+        self.timer: TimerHandle | None = None
+
+    def check_size(self, tokens: int, key: Key) -> None:
+        if not self.borrow:
+            check_size(key, tokens, self.tokens.per_minute if self.tokens is not None else None)
+
+    def wait_time(self, tokens: int) -> float:
+        wait = max(0.0, self.paused_until - self.clock())
+        if self.requests is not None:
+            wait = max(wait, self.requests.wait_for(1))
+        if self.tokens is not None:
+            wait = max(wait, self.tokens.wait_for(tokens))
+        return wait
+
+    def queue_wait(self, tokens: int) -> float:
+        """Expected wait of a caller joining the back of the queue now (an estimate: waiters
+        that were cancelled but not yet removed still count)."""
+        wait = max(0.0, self.paused_until - self.clock())
+        ahead = [w for w in self.waiters if not w.future.done()]
+        if self.requests is not None:
+            missing = len(ahead) + 1 - self.requests.level()
+            wait = max(wait, missing / self.requests.rate)
+        if self.tokens is not None:
+            missing = sum(w.tokens for w in ahead) + tokens - self.tokens.level()
+            wait = max(wait, missing / self.tokens.rate)
+        return wait
+
+    def take(self, tokens: int) -> None:
+        if self.requests is not None:
+            self.requests.take(1)
+        if self.tokens is not None:
+            self.tokens.take(tokens)
+        self._sent(tokens)
+
+    def _sent(self, tokens: int) -> None:
+        """Tell the learners what was taken (their measured send rate)."""
+        if not self.learners:
+            return
+        for name, bucket, amount in (
+            ("requests", self.requests, 1),
+            ("tokens", self.tokens, tokens),
+        ):
+            learner = self.learners.get(name)
+            if learner is not None and bucket is not None:
+                learner.sent(amount, bucket.capacity, bucket.last_level)
+
+    def bucket(self, name: str) -> TokenBucket | None:
+        return self.requests if name == "requests" else self.tokens
+
+    def drop(self, name: str) -> None:
+        """The dimension is not limited by the server (see ``RateLimiter.observe``)."""
+        setattr(self, name, None)
+        self.learners.pop(name, None)
+
+    def try_take(self, tokens: int) -> bool:
+        """Take one request and ``tokens`` if both fit now: ``wait_time() <= 0`` then
+        ``take()``, refilling each bucket once instead of twice (the path almost every call
+        takes)."""
+        if self.paused_until > self.clock():
+            return False
+        requests, bucket = self.requests, self.tokens
+        if requests is not None and not requests.fits(1):
+            return False
+        if bucket is not None and not bucket.fits(tokens):
+            return False
+        if requests is not None:
+            requests.take_refilled(1)
+        if bucket is not None:
+            bucket.take_refilled(tokens)
+        self._sent(tokens)
+        return True
