@@ -13,7 +13,7 @@ import functools
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 import httpx2
@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from rat_langchain.index.embedding_cache import EmbeddingCache
 
 __all__ = ["Clients"]
+
+_C = TypeVar("_C", openai.OpenAI, openai.AsyncOpenAI)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -167,24 +169,8 @@ class Clients:
         max_retries: int | None = None,
     ) -> openai.AsyncOpenAI:
         """The shared ``AsyncOpenAI`` of an endpoint; usable from any event loop."""
-        self._check_open()
-        endpoint, key = self._resolve(base_url, api_key, organization)
-        retries = self._max_retries(max_retries)
-        client = self._async.get((endpoint, retries))
-        if client is None:
-            if self._user_http is None and self._http is None:
-                self._http = _http.per_loop_client(self._settings)
-            client = openai.AsyncOpenAI(
-                api_key=key,
-                base_url=endpoint.base_url,
-                organization=endpoint.organization,
-                timeout=self._settings.timeout(),
-                max_retries=retries,
-                # the SDK accepts httpx and httpx2 clients at run time; its stubs name httpx2 only
-                http_client=self._user_http or self._http,  # type: ignore[arg-type]
-            )
-            _prime_platform(client)
-            self._async[(endpoint, retries)] = client
+        client = self._client(openai.AsyncOpenAI, base_url, api_key, organization, max_retries)
+        _prime_platform(client)
         return client
 
     def sync_client(
@@ -196,23 +182,45 @@ class Clients:
         max_retries: int | None = None,
     ) -> openai.OpenAI:
         """The shared sync ``OpenAI`` of an endpoint (thread-safe, one connection pool)."""
+        return self._client(openai.OpenAI, base_url, api_key, organization, max_retries)
+
+    def _client(
+        self,
+        kind: type[_C],
+        base_url: str | None,
+        api_key: str | None,
+        organization: str | None,
+        max_retries: int | None,
+    ) -> _C:
+        """The one ``kind`` of SDK client of an endpoint, made on first use over the pool's
+        HTTP client of that kind (async: one per event loop; sync: one, thread-safe)."""
         self._check_open()
         endpoint, key = self._resolve(base_url, api_key, organization)
         retries = self._max_retries(max_retries)
-        client = self._sync.get((endpoint, retries))
+        made: dict[tuple[_Endpoint, int], Any] = (
+            self._async if kind is openai.AsyncOpenAI else self._sync
+        )
+        client = made.get((endpoint, retries))
         if client is None:
-            if self._user_sync_http is None and self._sync_http is None:
-                self._sync_http = _http.sync_client(self._settings)
-            client = openai.OpenAI(
+            client = made[(endpoint, retries)] = kind(
                 api_key=key,
                 base_url=endpoint.base_url,
                 organization=endpoint.organization,
                 timeout=self._settings.timeout(),
                 max_retries=retries,
-                http_client=self._user_sync_http or self._sync_http,  # type: ignore[arg-type]
+                http_client=self._http_client(kind is openai.AsyncOpenAI),
             )
-            self._sync[(endpoint, retries)] = client
         return client
+
+    def _http_client(self, is_async: bool) -> Any:
+        """The HTTP client the SDK clients of one kind share: the user's, or the pool's."""
+        if is_async:
+            if self._user_http is None and self._http is None:
+                self._http = _http.per_loop_client(self._settings)
+            return self._user_http or self._http
+        if self._user_sync_http is None and self._sync_http is None:
+            self._sync_http = _http.sync_client(self._settings)
+        return self._user_sync_http or self._sync_http
 
     # -- LangChain model objects ---------------------------------------------------------------
 

@@ -11,11 +11,12 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from rat_langchain import _portal
 from rat_langchain.errors import RatError
 
 __all__ = ["Link", "lua", "redis_errors", "safe_url"]
@@ -39,7 +40,10 @@ def redis_errors() -> tuple[type[BaseException], ...]:
 
 
 class Link:
-    """Redis clients (one per event loop, plus one for sync callers) and the outage state."""
+    """Redis clients (one per event loop) and the outage state.
+
+    Sync callers reach Redis through the sync entry points' loop (``_portal``) with the same
+    async client and code: one path, not a sync twin of every call."""
 
     def __init__(self, url: str, *, timeout_s: float, retry_s: float, name: str) -> None:
         try:
@@ -60,7 +64,7 @@ class Link:
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
-        self._sync: Any = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
         return f"Link({safe_url(self.url)!r}, degraded={self.degraded})"
@@ -100,16 +104,35 @@ class Link:
             )
         return found
 
-    def sync_client(self) -> Any:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+    def send(
+        self,
+        make: Callable[[], Awaitable[Any]],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        """A write to Redis that the caller does not wait for (a correction, a published
+        opening): a tracked task on the running loop (``flush`` waits for them); for a sync
+        caller, run on the sync entry points' loop and waited for there. ``on_error`` hears
+        of Redis being down; nothing is raised to the caller."""
 
-        if self._sync is None:
-            self._sync = redis.Redis.from_url(
-                self.url, retry=Retry(NoBackoff(), 1), **self._options()
-            )
-        return self._sync
+        async def guarded() -> None:
+            try:
+                await make()
+            except self.errors as exc:
+                on_error(exc)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            _portal.run(guarded())
+            return
+        task = loop.create_task(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def flush(self) -> None:
+        """Wait until the writes sent so far have reached Redis (or failed)."""
+        while self._background:
+            await asyncio.wait(list(self._background))
 
     def failed(self, exc: BaseException) -> None:
         if not self.down:
@@ -135,19 +158,11 @@ class Link:
                 self.on_change(False)
 
     async def aclose(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # pragma: no cover
-            loop = None
-        client = self._async.pop(loop, None) if loop is not None else None
+        """Wait for writes still being sent, then close this loop's client."""
+        await self.flush()
+        client = self._async.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
-        self.close()
-
-    def close(self) -> None:
-        if self._sync is not None:
-            self._sync.close()
-            self._sync = None
 
 
 def safe_url(url: str) -> str:

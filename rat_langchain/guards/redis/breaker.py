@@ -7,9 +7,7 @@ admitting a call, so once one has tripped every worker fails fast.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any
 
 from rat_langchain.guards.breaker import REMOTE_REASON, CircuitBreaker, State, StateChange
 from rat_langchain.guards.redis._link import Link, safe_url
@@ -38,7 +36,6 @@ class SharedBreakerState:
         self.sync_s = sync_s
         self._link = Link(url, timeout_s=timeout_s, retry_s=retry_s, name="breaker sharing")
         self._checked: dict[str, float] = {}
-        self._background: set[asyncio.Task[Any]] = set()
         self.stats = {"published": 0, "applied": 0, "redis_errors": 0}
 
     def __repr__(self) -> str:
@@ -56,24 +53,7 @@ class SharedBreakerState:
             return
         key, ms = self._key(breaker), max(1, int(breaker.open_for_s * 1000))
         self.stats["published"] += 1
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            try:
-                self._link.sync_client().set(key, breaker.name, px=ms)
-            except self._link.errors as exc:
-                self._failed(exc)
-            return
-
-        async def publish() -> None:
-            try:
-                await self._link.client().set(key, breaker.name, px=ms)
-            except self._link.errors as exc:
-                self._failed(exc)
-
-        task = loop.create_task(publish())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._link.send(lambda: self._link.client().set(key, breaker.name, px=ms), self._failed)
 
     def _failed(self, exc: BaseException) -> None:
         self.stats["redis_errors"] += 1
@@ -99,8 +79,7 @@ class SharedBreakerState:
 
     async def flush(self) -> None:
         """Wait until the openings published so far have reached Redis."""
-        while self._background:
-            await asyncio.wait(list(self._background))
+        await self._link.flush()
 
     async def aclose(self) -> None:
         await self.flush()

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
+from rat_langchain import _portal
 from rat_langchain.config import RateLimitingConfig
 from rat_langchain.errors import RateLimiterUnavailable, RateLimitExceeded, RequestTooLarge
 from rat_langchain.guards.feedback import Feedback
@@ -104,7 +105,6 @@ class RedisRateLimiter:
         self._key_locks: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[Key, asyncio.Lock]
         ] = weakref.WeakKeyDictionary()
-        self._background: set[asyncio.Task[Any]] = set()
         self._queued: dict[Key, int] = {}
         self._seen: set[Key] = set()  # keys this process has used: their windows are in use
         self.stats = limiter_stats(redis_calls=0, redis_errors=0, degraded_acquires=0)
@@ -268,16 +268,6 @@ class RedisRateLimiter:
             return  # the next take finds out whether Redis is down
         self.workers = max(1, int(count))
 
-    def _heartbeat_sync(self) -> None:
-        if not self._heartbeat_due():
-            return
-        key, worker, ttl_ms = self._heartbeat_args()
-        try:
-            count = self._link.sync_client().eval(lua("heartbeat"), 1, key, worker, ttl_ms)
-        except self._link.errors:
-            return
-        self.workers = max(1, int(count))
-
     # -- the script's arguments ----------------------------------------------------------------
 
     def _keys(self, key: Key) -> list[str]:
@@ -344,21 +334,13 @@ class RedisRateLimiter:
         finally:
             self._queued[key] -= 1
         try:
-            client = self._link.client()
-            script = client.register_script(lua("take"))
             while True:
                 try:
-                    self.stats["redis_calls"] += 1
-                    answer = await script(
-                        keys=self._keys(key), args=self._args(key, tokens, "take")
-                    )
+                    wait_ms = await self._take(key, tokens)
                 except self._link.errors as exc:
                     self._unavailable(exc)
                     return await self._acquire_local(key, tokens)
-                self._link.recovered()
-                wait_ms = float(answer)
                 if wait_ms <= 0:
-                    await self._heartbeat()
                     break
                 waited = True
                 self._waited_at[key] = time.monotonic()
@@ -375,33 +357,36 @@ class RedisRateLimiter:
             self.stats["wait_s"] += time.monotonic() - started
         return Reservation(key, tokens, self._settle)
 
+    async def _take(self, key: Key, tokens: int) -> float:
+        """One ``take.lua``: 0 when both buckets granted the request, else the milliseconds
+        until they would."""
+        self.stats["redis_calls"] += 1
+        keys = self._keys(key)
+        script = self._link.client().register_script(lua("take"))
+        answer = float(await script(keys=keys, args=self._args(key, tokens, "take")))
+        self._link.recovered()
+        if answer <= 0:
+            await self._heartbeat()
+        return answer
+
     def try_acquire(self, key: KeyLike, tokens: int = 0) -> Reservation | None:
+        """Take capacity now if the shared buckets have it, else None: one Redis round trip,
+        made on the sync entry points' loop (so not from that loop itself)."""
         key = Key.of(key)
         self._check(key, tokens)
         if self._link.skip and not self.fail_closed:
             return self._degraded_grant(self.local.try_acquire(key, tokens))
         try:
-            answer = self._sync_script(key, tokens, "take")
+            wait_ms = _portal.run(self._take(key, tokens))
         except self._link.errors as exc:
             self._unavailable(exc)
             return self._degraded_grant(self.local.try_acquire(key, tokens))
-        if float(answer) > 0:
+        if wait_ms > 0:
             self._waited_at[key] = time.monotonic()
             return None
         self.stats["acquired"] += 1
         self.learning.record(key, tokens)
         return Reservation(key, tokens, self._settle)
-
-    def _sync_script(self, key: Key, tokens: int, mode: str, requests: int = 0) -> Any:
-        client = self._link.sync_client()
-        self.stats["redis_calls"] += 1
-        args = self._args(key, tokens, mode, requests)
-        keys = self._keys(key)
-        answer = client.eval(lua("take"), len(keys), *keys, *args)
-        self._link.recovered()
-        if mode == "take":
-            self._heartbeat_sync()
-        return answer
 
     # -- corrections: reconcile, headers, 429 pauses -------------------------------------------
 
@@ -445,7 +430,7 @@ class RedisRateLimiter:
         async def send() -> None:
             await self._link.client().eval(lua("pause"), 1, pause_key, ms)
 
-        self._run(send, lambda: self._link.sync_client().eval(lua("pause"), 1, pause_key, ms))
+        self._run(send)
 
     def _share_learned(self, key: Key, *, drop: bool = False) -> None:
         """Tell the other processes what this one learned of ``key`` (only when it changed, or
@@ -477,7 +462,7 @@ class RedisRateLimiter:
         async def send() -> None:
             adopt(await self._link.client().eval(lua("learn"), 1, *keys, *args))
 
-        self._run(send, lambda: adopt(self._link.sync_client().eval(lua("learn"), 1, *keys, *args)))
+        self._run(send)
 
     def _send(self, key: Key, mode: str, tokens: int, requests: int) -> None:
         keys, args = self._keys(key), self._args(key, tokens, mode, requests)
@@ -485,43 +470,24 @@ class RedisRateLimiter:
         async def send() -> None:
             await self._link.client().eval(lua("take"), len(keys), *keys, *args)
 
-        self._run(send, lambda: self._link.sync_client().eval(lua("take"), len(keys), *keys, *args))
+        self._run(send)
 
-    def _run(self, send: Callable[[], Awaitable[None]], send_sync: Callable[[], Any]) -> None:
-        """A correction to the shared state: on this thread's loop as a tracked task (the
-        caller is sync code inside the loop, e.g. a response callback), else right here."""
-        if self._link.skip:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            try:
-                send_sync()
-            except self._link.errors as exc:
-                self.stats["redis_errors"] += 1
-                self._link.failed(exc)
-            return
+    def _run(self, send: Callable[[], Awaitable[None]]) -> None:
+        """A correction to the shared state, not waited for (see ``Link.send``)."""
+        if not self._link.skip:
+            self._link.send(send, self._redis_error)
 
-        async def guarded() -> None:
-            try:
-                await send()
-            except self._link.errors as exc:
-                self.stats["redis_errors"] += 1
-                self._link.failed(exc)
-
-        task = loop.create_task(guarded())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    def _redis_error(self, exc: BaseException) -> None:
+        self.stats["redis_errors"] += 1
+        self._link.failed(exc)
 
     async def flush(self) -> None:
         """Wait until the corrections sent so far (reconciliations, pauses, header caps) have
         reached Redis."""
-        while self._background:
-            await asyncio.wait(list(self._background))
+        await self._link.flush()
 
     async def aclose(self) -> None:
         """Wait for corrections still being sent, then close this loop's Redis client."""
-        await self.flush()
         await self._link.aclose()
 
     async def reset(self, key: KeyLike) -> None:
