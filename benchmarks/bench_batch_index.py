@@ -6,7 +6,7 @@ latency) enforcing 3000 RPM / 5M TPM as a per-minute bucket, its Batch API compl
 time of the batch path is that wait plus uploads and downloads, so read it as a floor). Vectors of
 256 dimensions (``dimensions=256``, the same for every path) keep the stores in memory small.
 
-(a) rat_langchain ``BatchIndexer`` with defaults, ``mode="sync"``, into a FaissStore;
+(a) rat_langchain ``BatchIndexer`` with defaults, ``mode="online"``, into a FaissStore;
 (b) the same with ``mode="batch"``: JSONL files uploaded, batches created, polled, downloaded;
 (c) LangChain's ``OpenAIEmbeddings`` into ``InMemoryVectorStore`` (what a user writes by hand).
 
@@ -70,7 +70,7 @@ async def _main(count: int, completion: float) -> None:
         config = RatConfig.from_dict(
             {"endpoint": {"base_url": sim.base_url, "api_key": KEY}}, env={}
         )
-        for mode in ("sync", "batch"):
+        for mode in ("online", "batch"):
             sim.reset_stats()
             async with ClientPool(config) as pool:
                 indexer = BatchIndexer(
@@ -85,13 +85,13 @@ async def _main(count: int, completion: float) -> None:
                 report = await indexer.aindex(docs)
                 wall = time.perf_counter() - started
             stats = sim.stats()
-            if mode == "sync":
+            if mode == "online":
                 sent = stats.count("embeddings")
             else:
                 sent = stats.count("files") + stats.count("batches")
             tokens = report.tokens if report.tokens is not None else stats.prompt_tokens
             cost = estimate_cost(tokens, MODEL, batch=mode == "batch") or 0.0
-            label = f"({'a' if mode == 'sync' else 'b'}) BatchIndexer, mode={mode!r}"
+            label = f"({'a' if mode == 'online' else 'b'}) BatchIndexer, mode={mode!r}"
             rows.append(
                 f"| {label} | {sent:,} | {tokens:,} | {cost:.4f} | {wall:.1f} | {report.added:,} |"
             )

@@ -34,6 +34,7 @@ from benchmarks._drive import drive
 from rat_langchain import CircuitBreaker, ClientPool, RatConfig, RateLimiter, RetryPolicy
 from rat_langchain._tokens import count_message_tokens
 from rat_langchain.guards.engine import Guard
+from rat_langchain.guards.key import Key
 from rat_langchain.sim import SimulatorProcess
 
 KEY = "sk-bench"
@@ -172,7 +173,7 @@ def overhead_part(calls: int, rounds: int) -> list[str]:
         async def measure() -> None:
             async with ClientPool(config) as pool:
                 raw = pool.async_client(base_url=sim.base_url, api_key=KEY, max_retries=0)
-                guard = pool.guard(sim.base_url, MODEL)
+                guard = pool.guards.guard(Key(sim.base_url, MODEL))
                 guarded_llm = pool.chat_model(model=MODEL, base_url=sim.base_url, api_key=KEY)
                 plain_llm = guarded_llm.with_guards(None)  # the same model, unguarded
 

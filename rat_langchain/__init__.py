@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from rat_langchain.errors import (
         ApiKeyError,
         ApiPermissionError,
+        BackpressureError,
         BatchJobError,
         CircuitOpenError,
         ConfigError,
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
         PlanningError,
         PoolClosedError,
         RateLimiterUnavailable,
-        RateLimitExceeded,
         RatError,
         RequestTooLarge,
     )
@@ -50,16 +50,11 @@ if TYPE_CHECKING:
     from rat_langchain.index.memory import MemoryStore
     from rat_langchain.metrics.collector import Metrics, MetricsCallbackHandler
     from rat_langchain.plans.catalog import ToolCatalog
-    from rat_langchain.plans.executor import (
-        ParallelPlanExecutor,
-        PlanCallbacks,
-        PlanResult,
-        StepResult,
-        StepStatus,
-    )
+    from rat_langchain.plans.executor import ParallelPlanExecutor, PlanCallbacks
     from rat_langchain.plans.orchestrator import Orchestrator
     from rat_langchain.plans.plan import Plan, Step
     from rat_langchain.plans.planner import Planner
+    from rat_langchain.plans.results import PlanResult, StepResult, StepStatus
     from rat_langchain.plans.verification import BackgroundVerifier, Verdict
     from rat_langchain.pool.batcher import LLMBatcher
     from rat_langchain.pool.chat import ResilientChatOpenAI
@@ -72,6 +67,7 @@ __all__ = [
     "ApiKeyError",
     "ApiPermissionError",
     "BackgroundVerifier",
+    "BackpressureError",
     "BatchIndexer",
     "BatchJobError",
     "BatchReport",
@@ -105,7 +101,6 @@ __all__ = [
     "RatConfig",
     "RatError",
     "RateLimit",
-    "RateLimitExceeded",
     "RateLimiter",
     "RateLimiterUnavailable",
     "RedisRateLimiter",
@@ -157,7 +152,7 @@ _LAZY: dict[str, str] = {
     "Plan": "rat_langchain.plans.plan",
     "PlanCallbacks": "rat_langchain.plans.executor",
     "PlanError": "rat_langchain.errors",
-    "PlanResult": "rat_langchain.plans.executor",
+    "PlanResult": "rat_langchain.plans.results",
     "Planner": "rat_langchain.plans.planner",
     "PlanningError": "rat_langchain.errors",
     "PoolClosedError": "rat_langchain.errors",
@@ -165,7 +160,7 @@ _LAZY: dict[str, str] = {
     "RatConfig": "rat_langchain.config",
     "RatError": "rat_langchain.errors",
     "RateLimit": "rat_langchain.guards.limiter",
-    "RateLimitExceeded": "rat_langchain.errors",
+    "BackpressureError": "rat_langchain.errors",
     "RateLimiter": "rat_langchain.guards.limiter",
     "RateLimiterUnavailable": "rat_langchain.errors",
     "RedisRateLimiter": "rat_langchain.guards.redis.limiter",
@@ -178,8 +173,8 @@ _LAZY: dict[str, str] = {
     "SimulatorProcess": "rat_langchain.sim",
     "SimulatorThread": "rat_langchain.sim",
     "Step": "rat_langchain.plans.plan",
-    "StepResult": "rat_langchain.plans.executor",
-    "StepStatus": "rat_langchain.plans.executor",
+    "StepResult": "rat_langchain.plans.results",
+    "StepStatus": "rat_langchain.plans.results",
     "ToolCatalog": "rat_langchain.plans.catalog",
     "Verdict": "rat_langchain.plans.verification",
     "load_folder": "rat_langchain.index.indexer",

@@ -109,17 +109,17 @@ def _add_index(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     mode.add_argument(
         "--mode",
-        choices=("sync", "batch", "auto"),
-        help="sync (default), batch, or auto: the Batch API from 2M tokens to embed",
+        choices=("online", "batch", "auto"),
+        help="online (default), batch, or auto: the Batch API from 2M tokens to embed",
     )
     p.add_argument(
         "--poll", type=float, default=5.0, help="seconds before the first poll of a batch"
     )
     p.add_argument(
         "--on-failed",
-        choices=("sync", "report"),
-        default="sync",
-        help="batch requests that failed or expired: embed them now (sync) or list them",
+        choices=("online", "report"),
+        default="online",
+        help="batch requests that failed or expired: embed them now (online) or list them",
     )
     s = sub.add_parser("search", help="search a store made by `index`")
     s.add_argument("store", help="store folder")
@@ -150,7 +150,7 @@ def _index(args: argparse.Namespace) -> int:
                 on_checkpoint=lambda count, folder: print(
                     f"checkpoint: {count} documents saved to {folder}", flush=True
                 ),
-                mode=args.mode or "sync",
+                mode=args.mode or "online",
                 batch=BatchSettings(
                     on_failed=args.on_failed, poll_s=args.poll, max_poll_s=max(60.0, args.poll)
                 ),
@@ -158,14 +158,14 @@ def _index(args: argparse.Namespace) -> int:
             report = await indexer.aindex(itertools.chain([first], documents))
         if report.tokens is not None:
             print(
-                f"{report.tokens} tokens to embed: US${_money(report.cost_sync)} synchronously, "
+                f"{report.tokens} tokens to embed: US${_money(report.cost_online)} online, "
                 f"US${_money(report.cost_batch)} through the Batch API; took {report.mode}"
             )
         if report.batch is not None:
             b = report.batch
             print(
                 f"batches: {b.batches_submitted} submitted, {b.batches_resumed} resumed, "
-                f"{b.queue_waits} queue waits, {b.synced} documents embedded synchronously"
+                f"{b.queue_waits} queue waits, {b.embedded_online} documents embedded online"
             )
         print(
             f"indexed {report.added} new, {report.skipped} already there, "

@@ -6,6 +6,10 @@ optimisation the user thinks they tuned runs with its default. Every error names
 
 Precedence, lowest first: defaults, the file or dict, then ``RAT_…`` environment variables, where
 ``__`` separates levels: ``RAT_PERFORMANCE__RATE_LIMITING__RPM_LIMIT=600``.
+
+Size: ~540 lines of small pydantic models, one per block of ``config.yaml``, with the loader;
+they form one tree that a reader follows top to bottom, and tools/config_docs.py renders it
+whole into docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -172,13 +176,13 @@ class RateLimitingConfig(_Section):
         None,
         gt=0,
         description="Backpressure: callers allowed to wait per API and model; past it a "
-        "caller gets RateLimitExceeded at once. None = unbounded.",
+        "caller gets BackpressureError at once. None = unbounded.",
     )
     max_queue_wait_s: float | None = Field(
         None,
         gt=0,
         description="Backpressure: a caller whose expected wait is longer gets "
-        "RateLimitExceeded at once. None = wait as long as it takes.",
+        "BackpressureError at once. None = wait as long as it takes.",
     )
     backend: Literal["local", "redis"] = Field(
         "local",

@@ -10,7 +10,7 @@
     │   └── ApiPermissionError  (openai.PermissionDeniedError) ... or refused (403)
     ├── CircuitOpenError                         the endpoint's breaker is open: failing fast
     ├── RequestTooLarge         (ValueError)     a request can never fit the TPM limit
-    ├── RateLimitExceeded                        backpressure: the wait queue is full
+    ├── BackpressureError                        backpressure: the wait queue is full
     ├── RateLimiterUnavailable                   Redis holds the quota, is down, fail_closed
     ├── EmbeddingResponseError                   the server's vectors are not usable
     │   └── MalformedResponseError               a 200 whose body cannot be read (retried)
@@ -35,6 +35,7 @@ import openai
 __all__ = [
     "ApiKeyError",
     "ApiPermissionError",
+    "BackpressureError",
     "CircuitOpenError",
     "ConfigError",
     "DeadlineExceeded",
@@ -46,7 +47,6 @@ __all__ = [
     "PlanningError",
     "PoolClosedError",
     "RatError",
-    "RateLimitExceeded",
     "RateLimiterUnavailable",
     "RequestTooLarge",
 ]
@@ -129,14 +129,15 @@ class RequestTooLarge(RatError, ValueError):
     """A request needs more tokens than the bucket can ever hold; waiting would never end."""
 
 
-class RateLimitExceeded(RatError):
-    """Backpressure: the wait queue of a key is full (``max_queue``) or the wait would be longer
-    than ``max_queue_wait_s``, so the caller is told at once instead of queueing."""
+class BackpressureError(RatError):
+    """Backpressure from this process's limiter, not a 429 from the server: the wait queue of a
+    key is full (``max_queue``) or the wait would be longer than ``max_queue_wait_s``, so the
+    caller is told at once instead of queueing."""
 
     def __init__(self, key: object, queued: int, expected_wait_s: float, reason: str) -> None:
         super().__init__(
-            f"rate limit queue for {key} {reason}: {queued} callers waiting, "
-            f"expected wait {expected_wait_s:.2f} s"
+            f"the rate limiter's queue for {key} {reason}: {queued} callers waiting, "
+            f"expected wait {expected_wait_s:.2f} s (backpressure in this process, not a 429)"
         )
         self.key = key
         self.queued = queued

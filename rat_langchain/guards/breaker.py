@@ -10,16 +10,19 @@ that doubles on each re-opening (capped at ``max_wait_s``); half-open admits ``h
 probes whose outcomes decide closed or open again. Only transient failures count (timeouts,
 connection errors, 5xx, slow calls); the caller's errors (400/401/403/404/422) count as neither; a
 429 is the rate limiter's business, except ``insufficient_quota``, which forces the circuit open.
+
+Size: one module of ~430 lines because it is one state machine (window, states, probes,
+listeners) whose transitions share one lock; the registry and the permit scope are a screen
+each and exist only for it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,8 +98,9 @@ class _Permit:
 
 
 class _Scope:
-    """``with breaker.permit_sync() as permit``: a class, not a generator-based context manager,
-    because every guarded call enters one (a generator costs a few microseconds more)."""
+    """``with breaker.permit() as permit`` or ``async with``: a class, not a generator-based
+    context manager, because every guarded call enters one (a generator costs a few
+    microseconds more)."""
 
     __slots__ = ("_breaker", "_permit")
 
@@ -114,6 +118,12 @@ class _Scope:
             self._permit.record(self._breaker.classifier(exc))
         else:  # CancelledError, KeyboardInterrupt: the call did not complete
             self._permit.release()
+
+    async def __aenter__(self) -> _Permit:
+        return self.__enter__()
+
+    async def __aexit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        self.__exit__(kind, exc, tb)
 
 
 class CircuitBreaker:
@@ -332,15 +342,10 @@ class CircuitBreaker:
 
     # -- use -----------------------------------------------------------------------------------
 
-    def permit_sync(self) -> _Scope:
-        """Admit, time and classify one call; a cancelled call records nothing."""
+    def permit(self) -> _Scope:
+        """Admit, time and classify one call, with ``with`` or ``async with``; a cancelled
+        call records nothing."""
         return _Scope(self)
-
-    @contextlib.asynccontextmanager
-    async def permit(self) -> AsyncIterator[_Permit]:
-        """The same for async calls: ``async with breaker.permit(): await call()``."""
-        with self.permit_sync() as permit:
-            yield permit
 
     @property
     def open_for_s(self) -> float:

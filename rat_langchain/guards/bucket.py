@@ -179,7 +179,7 @@ class TokenBucket:
             self.capacity = self.per_minute * self.burst_s / 60.0
             self._level = min(self._level, self.capacity)
 
-    def widen(self, burst_s: float) -> None:
+    def resize_burst(self, burst_s: float) -> None:
         """Hold ``burst_s`` seconds' worth from now on (wider or narrower). Widening adds
         nothing at once: the level grows into the room at the bucket's rate."""
         self.level()

@@ -85,7 +85,7 @@ def build_guards(
             else None
         )
     if limiter is not None:
-        metrics.watch_limits(limiter.learned)
+        metrics.watch_limits(limiter.limits)
     return Guards(
         config=cfg,
         limiter=limiter,

@@ -15,10 +15,10 @@ import openai
 from rat_langchain.errors import (
     ApiKeyError,
     ApiPermissionError,
+    BackpressureError,
     CircuitOpenError,
     MalformedResponseError,
     RateLimiterUnavailable,
-    RateLimitExceeded,
     RequestTooLarge,
 )
 
@@ -68,7 +68,7 @@ def classify(exc: BaseException | None) -> Outcome:
     default), except ``ValueError``/``TypeError``/``KeyError``, which are the caller's input."""
     if exc is None:
         return Outcome.SUCCESS
-    if isinstance(exc, CircuitOpenError | RateLimiterUnavailable | RateLimitExceeded):
+    if isinstance(exc, CircuitOpenError | RateLimiterUnavailable | BackpressureError):
         return Outcome.IGNORED  # refused here, before the endpoint: never its fault
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code

@@ -247,7 +247,7 @@ class Guard:
     def _permit(self) -> contextlib.AbstractContextManager[Any]:
         """The breaker's permit for one attempt: it records the outcome, or releases the permit
         if the attempt was cancelled."""
-        return self.breaker.permit_sync() if self.breaker is not None else _NULL
+        return self.breaker.permit() if self.breaker is not None else _NULL
 
     def _answered(self) -> None:
         if self.limiter is not None:

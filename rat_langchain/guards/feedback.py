@@ -161,7 +161,7 @@ class Feedback:
                     learner.heard(told.remaining)
                     wider = learner.widen(told.remaining, bucket.capacity)
                     if wider is not None:
-                        bucket.widen(wider)
+                        bucket.resize_burst(wider)
                 if told.remaining is not None:
                     # the server's count includes requests in flight that we already charged;
                     # tightening to it is conservative, never looser than our own view
@@ -218,7 +218,7 @@ class Feedback:
                 bucket.adopt(per_minute)
                 if burst_s != bucket.burst_s:
                     learner.burst_s = burst_s
-                    bucket.widen(burst_s)
+                    bucket.resize_burst(burst_s)
 
     def drain(self, key: KeyLike) -> None:
         """Empty the buckets of ``key`` now: a stand-in joining a window that another limiter
@@ -292,7 +292,7 @@ class Feedback:
             announced_rate = bucket.per_minute / state.limit.safety_margin
             narrower = learner.window_shorter(announced_rate, state.limit.burst_s)
             if narrower is not None:
-                bucket.widen(narrower)
+                bucket.resize_burst(narrower)
             return
         binding = learner.binding(bucket.per_minute)
         if state.concurrency is not None and refused == "requests" and silent:
@@ -305,7 +305,7 @@ class Feedback:
             if rate is not None:
                 bucket.adopt(rate)
 
-    def learned(self) -> dict[Key, dict[str, Any]]:
+    def limits(self) -> dict[Key, dict[str, Any]]:
         """What the limiter holds for each key now: per dimension the rate per minute it uses
         (after the safety margin), the burst in seconds, where the rate comes from
         (``configured``, ``start``, ``announced``, ``slow_start``, ``cubic``) and the send rate

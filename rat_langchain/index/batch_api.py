@@ -15,12 +15,16 @@ what it paid for nor pay for it twice, so each step is written to a journal
 A batch refused for the queue limit (``token_limit_exceeded``: the tokens of unfinished batches
 per model are bounded) goes back to ``planned`` and waits until a running batch finishes; the
 limit met is remembered so later batches are not sent into it. Requests that fail, or that an
-expired batch left undone, are embedded through the synchronous path or reported by document
-id (``on_failed``). Every vector is checked as the synchronous path checks it.
+expired batch left undone, are embedded through the online endpoint or reported by document
+id (``on_failed``). Every vector is checked by the decoder the online path uses.
 
 Server answers are untrusted: output files are read line by line (a batch of 50,000 inputs does
 not sit in memory as JSON), each line's size is bounded, and the journal is checked field by
 field when it is loaded.
+
+Size: ~640 lines, one run's life (plan, submit, find, poll, read, recover) around one journal;
+splitting the steps apart would spread the journal's write-before-acknowledge rule over
+modules, and that rule is what makes the run safe to kill.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from langchain_core.documents import Document
 from rat_langchain._tokens import encode
 from rat_langchain._vectors import NATIVE_DIMENSIONS, decode_vectors
 from rat_langchain.errors import BatchJobError, EmbeddingResponseError
+from rat_langchain.guards.key import Key
 from rat_langchain.index._atomic import atomic_file
 from rat_langchain.index._files import parse_json, read_bytes, require
 
@@ -82,7 +87,7 @@ __all__ = [
 
 _log = logging.getLogger("rat_langchain.index")
 
-# US$ per million input tokens, synchronous; the Batch API costs half (openai.com/api/pricing).
+# US$ per million input tokens, online; the Batch API costs half (openai.com/api/pricing).
 PRICES_PER_MILLION = {
     "text-embedding-3-small": 0.02,
     "text-embedding-3-large": 0.13,
@@ -109,8 +114,8 @@ class BatchSettings:
     exactly, the margin is for the multipart framing). ``enqueued_tokens``: the organisation's
     queue limit per model when known (tokens of unfinished batches); None: found from the first
     refusal. Polls start at ``poll_s`` and double up to ``max_poll_s`` while nothing changes.
-    ``on_failed``: requests that failed or expired are embedded through the synchronous path
-    (``"sync"``) or reported by document id (``"report"``)."""
+    ``on_failed``: requests that failed or expired are embedded through the online endpoint
+    (``"online"``) or reported by document id (``"report"``)."""
 
     inputs_per_request: int = 500
     max_requests: int = 50_000
@@ -119,7 +124,7 @@ class BatchSettings:
     enqueued_tokens: int | None = None
     poll_s: float = 5.0
     max_poll_s: float = 60.0
-    on_failed: Literal["sync", "report"] = "sync"
+    on_failed: Literal["online", "report"] = "online"
     store_chunk: int = 2000  # documents upserted at once while an output file is read
 
     def __post_init__(self) -> None:
@@ -130,9 +135,9 @@ class BatchSettings:
             raise ValueError("BatchSettings.inputs_per_request must be <= 2048 (the API's cap)")
         if not 0 < self.poll_s <= self.max_poll_s:
             raise ValueError("BatchSettings: need 0 < poll_s <= max_poll_s")
-        if self.on_failed not in ("sync", "report"):
+        if self.on_failed not in ("online", "report"):
             raise ValueError(
-                f"BatchSettings.on_failed must be 'sync' or 'report', not {self.on_failed!r}"
+                f"BatchSettings.on_failed must be 'online' or 'report', not {self.on_failed!r}"
             )
 
 
@@ -147,7 +152,7 @@ class BatchReport:
     requests: int = 0
     tokens: int = 0
     stored: int = 0
-    synced: int = 0
+    embedded_online: int = 0
     failed: dict[str, str] = field(default_factory=dict)
 
 
@@ -268,7 +273,7 @@ class _Run:
         pool = embedding.pool
         key = embedding.api_key.get_secret_value() if embedding.api_key else None
         self.client = pool.async_client(base_url=embedding.base_url, api_key=key, max_retries=0)
-        self.guard = pool.guard(str(self.client.base_url).rstrip("/"), "batch-api")
+        self.guard = pool.guards.guard(Key(str(self.client.base_url).rstrip("/"), "batch-api"))
         self.dims = embedding.dimensions or NATIVE_DIMENSIONS.get(embedding.model)
 
     async def call(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
@@ -586,7 +591,7 @@ class _Run:
 
     def parse(self, job: _Job, raw: bytes) -> tuple[str | None, np.ndarray | None, str | None]:
         """(custom id, vectors, problem) of one output line; vectors checked as the
-        synchronous path checks them (one finite vector of the right size per input)."""
+        online path checks them (one finite vector of the right size per input)."""
         try:
             record = json.loads(raw)
             custom_id = record["custom_id"]
@@ -640,4 +645,4 @@ class _Run:
         docs = [self.documents[d] for d in ids]
         vectors = await self.embedding.aembed_array([d.page_content for d in docs])
         await self.store_add(docs, np.asarray(vectors, dtype=np.float32))
-        self.report.synced += len(docs)
+        self.report.embedded_online += len(docs)

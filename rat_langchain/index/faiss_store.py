@@ -6,6 +6,11 @@ and pickles its docstore (loading needs ``allow_dangerous_deserialization=True``
 stable int64 keys in an ``IndexIDMap2``; adding an existing id replaces it; inputs are validated
 before anything changes; async FAISS work runs off the event loop; ``save`` writes the index, a
 JSON docstore and a manifest atomically, and ``load`` checks them all (no pickle anywhere).
+
+Size: ~600 lines because LangChain's ``VectorStore`` interface is wide (add, upsert, delete,
+get, four searches, each sync and async) and all of it keeps one invariant over one index and
+one docstore; the loading of untrusted folders is the module's tail (``_read_index``,
+``_restore_documents``), using the checks in ``index/_files.py``.
 """
 
 from __future__ import annotations

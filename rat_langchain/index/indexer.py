@@ -77,12 +77,12 @@ def load_folder(
                 yield doc
 
 
-# Below this many tokens to embed, ``mode="auto"`` stays synchronous: the Batch API saves half
+# Below this many tokens to embed, ``mode="auto"`` stays online: the Batch API saves half
 # of an embedding bill that is small there (2M tokens of text-embedding-3-small: US$0.04 vs
 # 0.02) and its results can take up to 24 hours, against minutes.
 AUTO_BATCH_TOKENS = 2_000_000
 
-Mode = Literal["sync", "batch", "auto"]
+Mode = Literal["online", "batch", "auto"]
 
 
 @dataclass
@@ -96,9 +96,9 @@ class IndexReport:
     failed: dict[str, str] = field(default_factory=dict)
     total: int = 0
     seconds: float = 0.0
-    mode: str = "sync"
+    mode: str = "online"
     tokens: int | None = None
-    cost_sync: float | None = None
+    cost_online: float | None = None
     cost_batch: float | None = None
     batch: BatchReport | None = None
 
@@ -116,7 +116,7 @@ class BatchIndexer:
 
     ``store``: any LangChain ``VectorStore`` whose adds take ``ids`` and replace what they name
     (an upsert); by default a ``FaissStore``, saved to ``out`` as the checkpoint. ``mode``:
-    ``"sync"`` embeds through the endpoint; ``"batch"`` through OpenAI's Batch API (half the
+    ``"online"`` embeds through the endpoint; ``"batch"`` through OpenAI's Batch API (half the
     price, results within 24 h; needs ``out`` for its journal and the store embedding with this
     ``PooledOpenAIEmbeddings``); ``"auto"`` takes the Batch API from ``batch_threshold_tokens``
     tokens to embed. A run killed half-way and started again adds each document once and pays
@@ -133,7 +133,7 @@ class BatchIndexer:
         checkpoint_every_s: float = 5.0,
         progress: bool = True,
         on_checkpoint: Callable[[int, Path], None] | None = None,
-        mode: Mode = "sync",
+        mode: Mode = "online",
         batch: BatchSettings | None = None,
         batch_threshold_tokens: int = AUTO_BATCH_TOKENS,
         shard: tuple[int, int] | None = None,
@@ -150,9 +150,9 @@ class BatchIndexer:
         if shard is not None and not (shard[1] >= 1 and 0 <= shard[0] < shard[1]):
             raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}")
         self.shard = shard
-        if mode not in ("sync", "batch", "auto"):
-            raise ValueError(f"mode must be 'sync', 'batch' or 'auto', not {mode!r}")
-        if mode != "sync" and out is None:
+        if mode not in ("online", "batch", "auto"):
+            raise ValueError(f"mode must be 'online', 'batch' or 'auto', not {mode!r}")
+        if mode != "online" and out is None:
             raise ValueError(f"mode={mode!r} needs out=: the Batch API's journal is kept there")
         self.embedding = embedding
         self.on_checkpoint = on_checkpoint
@@ -188,7 +188,7 @@ class BatchIndexer:
     async def aindex(self, documents: Iterable[Document]) -> IndexReport:
         report = IndexReport(mode=self.mode)
         start = time.monotonic()
-        if self.mode == "sync":
+        if self.mode == "online":
             await self._sync(documents, report)
         else:
             await self._planned(documents, report)
@@ -197,7 +197,7 @@ class BatchIndexer:
         report.seconds = time.monotonic() - start
         return report
 
-    # -- the synchronous path ----------------------------------------------------------------------
+    # -- the online endpoint -----------------------------------------------------------------------
 
     async def _sync(self, documents: Iterable[Document], report: IndexReport) -> None:
         last_save = time.monotonic()
@@ -275,14 +275,14 @@ class BatchIndexer:
         model = str(getattr(self.embedding, "model", ""))
         counts = {i: len(encode(corpus[i].page_content, model)) for i in todo}
         report.tokens = sum(counts.values())
-        report.cost_sync = estimate_cost(report.tokens, model, batch=False)
+        report.cost_online = estimate_cost(report.tokens, model, batch=False)
         report.cost_batch = estimate_cost(report.tokens, model, batch=True)
         use_batch = self.mode == "batch" or report.tokens >= self.batch_threshold_tokens
-        report.mode = "batch" if use_batch else "sync"
+        report.mode = "batch" if use_batch else "online"
         _log.info(
-            "%d documents, %d tokens to embed: US$%s synchronously, US$%s through the Batch "
+            "%d documents, %d tokens to embed: US$%s online, US$%s through the Batch "
             "API; taking %s",
-            len(todo), report.tokens, _money(report.cost_sync), _money(report.cost_batch),
+            len(todo), report.tokens, _money(report.cost_online), _money(report.cost_batch),
             report.mode,
         )  # fmt: skip
         if not use_batch:

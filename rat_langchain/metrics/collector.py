@@ -182,7 +182,7 @@ class Metrics:
             series.max_in_flight = max(series.max_in_flight, series.in_flight)
 
     def watch_limits(self, read: Callable[[], Mapping[Any, dict[str, Any]]]) -> None:
-        """Report what a rate limiter holds per (endpoint, model) (``RateLimiter.learned``):
+        """Report what a rate limiter holds per (endpoint, model) (``RateLimiter.limits``):
         limits learned from the server, burst window, send rate. Read at each snapshot."""
         self._limits = read
 

@@ -57,7 +57,7 @@ def _latency(snapshot: dict[str, Any]) -> Samples:
 
 
 def _limit(field: str) -> Callable[[dict[str, Any]], Samples]:
-    """One figure of each limited dimension the limiter holds (``RateLimiter.learned``)."""
+    """One figure of each limited dimension the limiter holds (``RateLimiter.limits``)."""
 
     def samples(snapshot: dict[str, Any]) -> Samples:
         for key, row in snapshot["limits"].items():

@@ -10,13 +10,10 @@ every 10 ms. Here each finished step starts exactly the dependents it unblocked,
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import enum
 import inspect
-import re
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -27,83 +24,12 @@ from langchain_core.tools import BaseTool
 from rat_langchain.config import RatConfig
 from rat_langchain.guards import build_guards
 from rat_langchain.guards.retry import RetryPolicy
-from rat_langchain.plans.plan import REFERENCE, Plan, PlanError, Step, find_references, resolve_path
-from rat_langchain.plans.verification import Verdict, Verifier, check_verifier, notify, verify
+from rat_langchain.plans._execution import Execution, resolve_args
+from rat_langchain.plans.plan import Plan, Step
+from rat_langchain.plans.results import PlanResult, StepResult, StepStatus
+from rat_langchain.plans.verification import Verdict, Verifier, check_verifier
 
 __all__ = ["ParallelPlanExecutor", "PlanCallbacks", "PlanResult", "StepResult", "StepStatus"]
-
-
-class StepStatus(enum.StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-
-
-@dataclass
-class StepResult:
-    """What happened to one step; times are ``time.monotonic()`` seconds."""
-
-    id: str
-    status: StepStatus
-    value: Any = None
-    error: BaseException | None = None
-    started: float | None = None
-    ended: float | None = None
-    attempts: int = 0
-
-    @property
-    def duration(self) -> float:
-        if self.started is None or self.ended is None:
-            return 0.0
-        return self.ended - self.started
-
-
-@dataclass
-class PlanResult:
-    """Per-step results, the plan's makespan and its critical path."""
-
-    plan: Plan
-    steps: dict[str, StepResult] = field(default_factory=dict)
-    started: float = 0.0
-    ended: float = 0.0
-    verdicts: dict[str, Verdict] = field(default_factory=dict)
-    pending: dict[str, asyncio.Task[Verdict]] = field(default_factory=dict)
-
-    async def wait_verified(self) -> dict[str, Verdict]:
-        """Every verdict, waiting for verifications still running (``wait_for_verification=
-        False``)."""
-        for step_id, task in list(self.pending.items()):
-            self.verdicts[step_id] = await task
-            del self.pending[step_id]
-        return dict(self.verdicts)
-
-    @property
-    def verified(self) -> bool:
-        """Every verification so far passed (and none is still running)."""
-        return not self.pending and all(v.passed for v in self.verdicts.values())
-
-    @property
-    def makespan(self) -> float:
-        return self.ended - self.started
-
-    @property
-    def succeeded(self) -> bool:
-        return all(r.status == StepStatus.SUCCEEDED for r in self.steps.values())
-
-    def values(self) -> dict[str, Any]:
-        return {i: r.value for i, r in self.steps.items() if r.status == StepStatus.SUCCEEDED}
-
-    def critical_path(self) -> tuple[list[str], float]:
-        """The chain of dependencies with the largest summed step duration, and that sum."""
-        deps = self.plan.dependencies()
-        best: dict[str, tuple[float, list[str]]] = {}
-        for step_id in self.plan.order():
-            own = self.steps[step_id].duration
-            before = max((best[d] for d in deps[step_id]), key=lambda b: b[0], default=(0.0, []))
-            best[step_id] = (before[0] + own, [*before[1], step_id])
-        total, path = max(best.values(), key=lambda b: b[0], default=(0.0, []))
-        return path, total
 
 
 _Call = Callable[[Any], Awaitable[Any]]
@@ -255,7 +181,7 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
             plan.check_listed_dependencies()
         deps = plan.dependencies()
         by_id = {step.id: step for step in plan.steps}
-        run = _Execution(self, Plan.model_construct(steps=[], goal=plan.goal), _run)
+        run = Execution(self, Plan.model_construct(steps=[], goal=plan.goal), _run)
 
         def start(tg: asyncio.TaskGroup) -> None:
             run.tg = tg
@@ -280,7 +206,7 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
         Each step is checked when it arrives (its id is new, its tool known, and it depends only
         on steps already seen) and starts as soon as those have succeeded, so execution overlaps
         planning. A step that fails the check raises PlanError after cancelling whatever runs."""
-        run = _Execution(self, Plan.model_construct(steps=[], goal=goal), _run)
+        run = Execution(self, Plan.model_construct(steps=[], goal=goal), _run)
 
         async def feed() -> None:
             async for item in steps:
@@ -300,7 +226,7 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
         step_run = None
         attempts = [0]  # counted by _call_with_retries, read whether the step succeeds or not
         try:
-            args = _resolve(step.args, result)
+            args = resolve_args(step.args, result)
             call, is_runnable = self.tools[step.tool]
             if parent is not None:
                 step_run = await parent.get_child().on_chain_start(
@@ -377,14 +303,6 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
         return await self.aexecute(_as_plan(input), _run=run_manager)
 
 
-def _single(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The one error inside nested task-group wrappers, or the group when there are several."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
-
-
 def _as_plan(value: Any) -> Plan:
     if isinstance(value, Plan):
         return value
@@ -393,184 +311,3 @@ def _as_plan(value: Any) -> Plan:
     if isinstance(value, Mapping):
         return Plan.model_validate(value)
     raise TypeError(f"expected a Plan (or its dict or JSON form), got {type(value).__name__}")
-
-
-class _Execution:
-    """The state of one run: who waits for whom, what runs, what is verified.
-
-    Steps are added in an order where dependencies come first (a topological order of a whole
-    plan, or the order a streaming planner writes them)."""
-
-    def __init__(
-        self,
-        executor: ParallelPlanExecutor,
-        plan: Plan,
-        run_manager: AsyncCallbackManagerForChainRun | None,
-    ) -> None:
-        self.executor = executor
-        self.result = PlanResult(plan=plan)
-        self.run_manager = run_manager
-        self.users: dict[str, list[str]] = {}
-        self.waiting: dict[str, int] = {}
-        self.by_id: dict[str, Step] = {}
-        self.gate = asyncio.Semaphore(executor.max_parallel_steps if executor.parallel else 1)
-        self.tg: asyncio.TaskGroup
-        self.verifications: asyncio.TaskGroup | None = None
-        self.pending: dict[str, asyncio.Task[Verdict]] = {}
-        self.verdicts: dict[str, Verdict] = {}
-
-    async def go(
-        self, start: Callable[[asyncio.TaskGroup], None], wait_for_verification: bool
-    ) -> PlanResult:
-        executor, result = self.executor, self.result
-        if not wait_for_verification and executor._background is None:
-            raise RuntimeError(
-                "wait_for_verification=False needs `async with executor:` to own the "
-                "verifications that outlive aexecute"
-            )
-        result.started = executor._clock()
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                if wait_for_verification:
-                    self.verifications = await stack.enter_async_context(asyncio.TaskGroup())
-                else:
-                    self.verifications = executor._background
-                try:
-                    async with asyncio.TaskGroup() as tg:
-                        start(tg)
-                except* _FailFast:
-                    pass
-                for step in result.plan.steps:  # whatever fail_fast cancelled or never started
-                    result.steps.setdefault(step.id, StepResult(step.id, StepStatus.CANCELLED))
-                result.ended = executor._clock()
-        except ExceptionGroup as group:  # a streamed plan turned invalid, or its stream broke
-            raise _single(group) from None
-        result.steps = {step.id: result.steps[step.id] for step in result.plan.steps}
-        result.verdicts = dict(self.verdicts)
-        if wait_for_verification:
-            result.verdicts.update((i, t.result()) for i, t in self.pending.items())
-        else:
-            result.pending = dict(self.pending)
-        return result
-
-    def check_streamed(self, step: Step) -> list[str]:
-        known = self.by_id
-        if step.id in known:
-            raise PlanError(f"step id {step.id!r} is used twice")
-        if step.tool not in self.executor.tools:
-            raise PlanError(
-                f"step {step.id!r} uses tool {step.tool!r}, "
-                f"which is not one of {sorted(self.executor.tools)}"
-            )
-        if not self.executor.infer_dependencies:
-            Plan.model_construct(steps=[*self.by_id.values(), step]).check_listed_dependencies()
-        deps = step.depends_on()
-        for dep in deps:
-            if dep == step.id:
-                raise PlanError(f"step {step.id!r} depends on itself")
-            if dep not in known:
-                raise PlanError(
-                    f"step {step.id!r} depends on {dep!r}, which the plan has not defined "
-                    "before it (a streamed plan may only refer to earlier steps)"
-                )
-        return deps
-
-    def add(self, step: Step, deps: list[str]) -> None:
-        self.by_id[step.id] = step
-        self.result.plan.steps.append(step)
-        self.users[step.id] = []
-        pending = 0
-        for dep in set(deps):
-            done = self.result.steps.get(dep)
-            if done is None:
-                self.users[dep].append(step.id)
-                pending += 1
-            elif done.status != StepStatus.SUCCEEDED:
-                cause = PlanError(f"skipped: step {dep!r} did not succeed")
-                self.result.steps[step.id] = StepResult(step.id, StepStatus.SKIPPED, error=cause)
-                return
-        self.waiting[step.id] = pending
-        if pending == 0:
-            self.tg.create_task(self.run(step))
-
-    async def run(self, step: Step) -> None:
-        executor, result = self.executor, self.result
-        async with self.gate:
-            for observer in executor.callbacks:
-                await notify(observer.on_step_start, step)
-            outcome = await executor._run_step(step, result, self.run_manager)
-        result.steps[step.id] = outcome
-        for observer in executor.callbacks:
-            await notify(observer.on_step_end, step, outcome)
-        if outcome.status != StepStatus.SUCCEEDED:
-            if executor.fail_fast:
-                raise _FailFast(step.id)
-            self.skip_dependents(step.id)
-            return
-        if executor.verifier is not None and (step.verify or executor.verify_all):
-            if executor.background_verification:
-                assert self.verifications is not None
-                self.pending[step.id] = self.verifications.create_task(self.verify(step, outcome))
-            else:  # verified before its dependents may start
-                self.verdicts[step.id] = await self.verify(step, outcome)
-        for user in self.users[step.id]:
-            self.waiting[user] -= 1
-            if self.waiting[user] == 0 and user not in result.steps:
-                self.tg.create_task(self.run(self.by_id[user]))
-
-    async def verify(self, step: Step, outcome: StepResult) -> Verdict:
-        executor = self.executor
-        assert executor.verifier is not None
-        payload = {
-            "kind": "step",
-            "name": step.tool,
-            "step": step.id,
-            "input": step.args,
-            "output": outcome.value,
-        }
-        verdict = await verify(executor.verifier, payload, timeout=executor.verify_timeout)
-        for observer in executor.callbacks:
-            await notify(observer.on_verified, step, verdict)
-        return verdict
-
-    def skip_dependents(self, failed: str) -> None:
-        stack = list(self.users[failed])
-        while stack:
-            user = stack.pop()
-            if user in self.result.steps:
-                continue
-            cause = PlanError(f"skipped: step {failed!r} did not succeed")
-            self.result.steps[user] = StepResult(user, StepStatus.SKIPPED, error=cause)
-            stack.extend(self.users[user])
-
-
-class _FailFast(Exception):
-    def __init__(self, step_id: str) -> None:
-        super().__init__(step_id)
-        self.step_id = step_id
-
-
-def _resolve(value: Any, result: PlanResult) -> Any:
-    """Replace references by earlier results: a whole ``$s`` keeps its type, inside a string it
-    is interpolated."""
-    if isinstance(value, str):
-        if "$" not in value:
-            return value
-        refs = list(find_references(value))
-        if refs and refs[0].whole:
-            ref = refs[0]
-            return resolve_path(result.steps[ref.step].value, ref.path, ref.text)
-
-        def substitute(match: re.Match[str]) -> str:
-            if match.group(1) is None:
-                return "$"  # $$ is a literal $
-            path = tuple(p for p in match.group(2).split(".") if p)
-            found = resolve_path(result.steps[match.group(1)].value, path, match.group(0))
-            return str(found)
-
-        return REFERENCE.sub(substitute, value)
-    if isinstance(value, dict):
-        return {k: _resolve(v, result) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_resolve(v, result) for v in value)
-    return value

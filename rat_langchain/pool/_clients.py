@@ -21,7 +21,7 @@ import openai
 
 from rat_langchain.config import RatConfig
 from rat_langchain.errors import ConfigError, PoolClosedError
-from rat_langchain.guards import Guard, Key, build_guards
+from rat_langchain.guards import build_guards
 from rat_langchain.guards.breaker import BreakerRegistry
 from rat_langchain.guards.limiter import Limiter
 from rat_langchain.guards.retry import RetryPolicy
@@ -239,10 +239,6 @@ class Clients:
     @property
     def metrics(self) -> Metrics:
         return self.guards.metrics
-
-    def guard(self, base_url: str, model: str) -> Guard:
-        """The deadline/breaker/limiter/retry policy for one (endpoint, model), from the config."""
-        return self.guards.guard(Key(base_url, model))
 
     def embedding_cache(self) -> EmbeddingCache:
         """The pool's on-disk embedding cache (``caching.embedding_cache_path``), opened once."""

@@ -36,7 +36,7 @@ class LLMBatcher(Generic[Input, Output]):
         failed = [a for a in answers if isinstance(a, Exception)]
 
     ``return_exceptions=False`` makes the first failure cancel the rest and raise instead.
-    ``guarded``: wrap the runnable with :func:`resilient` (default: only when it has no pool
+    ``wrap``: wrap the runnable with :func:`resilient` (default: only when it has no pool
     model or resilient wrapper inside already, so nothing is limited or retried twice); its
     guards come from ``guards`` (e.g. ``pool.guards``) or are built from ``config``.
     ``progress=True`` shows a tqdm bar (by default only for more than 100 inputs).
@@ -50,7 +50,7 @@ class LLMBatcher(Generic[Input, Output]):
         return_exceptions: bool = True,
         progress: bool | None = None,
         config: RatConfig | None = None,
-        guarded: bool | None = None,
+        wrap: bool | None = None,
         guards: Guards | None = None,
     ) -> None:
         if guards is not None:
@@ -60,10 +60,10 @@ class LLMBatcher(Generic[Input, Output]):
             max_concurrency = config.performance.parallel_execution.max_parallel_llm_calls
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
-        if guarded is None:  # auto: wrap unless a guarded model or wrapper is already inside
-            guarded = not _guarded(runnable)
+        if wrap is None:  # auto: wrap unless a guarded model or wrapper is already inside
+            wrap = not _has_guard(runnable)
         self.runnable: Runnable[Input, Output] = (
-            resilient(runnable, guards=guards or build_guards(config)) if guarded else runnable
+            resilient(runnable, guards=guards or build_guards(config)) if wrap else runnable
         )
         self.max_concurrency = max_concurrency
         self.return_exceptions = return_exceptions
@@ -126,7 +126,7 @@ class LLMBatcher(Generic[Input, Output]):
 _MISSING: Any = object()
 
 
-def _guarded(runnable: Any, depth: int = 0) -> bool:
+def _has_guard(runnable: Any, depth: int = 0) -> bool:
     """Whether a pool model or a resilient wrapper is in ``runnable`` (sequences, bindings)."""
     if isinstance(runnable, ResilientRunnable | ResilientChatOpenAI):
         return True
@@ -135,4 +135,4 @@ def _guarded(runnable: Any, depth: int = 0) -> bool:
     inner = [getattr(runnable, name, None) for name in ("bound", "first", "last")]
     inner += list(getattr(runnable, "middle", None) or [])
     inner += list(getattr(runnable, "steps__", {}).values()) if hasattr(runnable, "steps__") else []
-    return any(_guarded(r, depth + 1) for r in inner if isinstance(r, Runnable))
+    return any(_has_guard(r, depth + 1) for r in inner if isinstance(r, Runnable))

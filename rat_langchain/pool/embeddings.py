@@ -35,6 +35,7 @@ from rat_langchain.errors import (
     EmbeddingResponseError,
     MalformedResponseError,
 )
+from rat_langchain.guards.key import Key
 from rat_langchain.index.embedding_cache import EmbeddingCache
 from rat_langchain.pool._clients import Clients
 
@@ -253,7 +254,7 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         pool = self.pool
         key = self.api_key.get_secret_value() if self.api_key else None
         client = pool.async_client(base_url=self.base_url, api_key=key, max_retries=0)
-        guard = pool.guard(str(client.base_url).rstrip("/"), self.model)
+        guard = pool.guards.guard(Key(str(client.base_url).rstrip("/"), self.model))
         settings = pool.config.performance.batch_embeddings
         gate = asyncio.Semaphore(self.max_concurrent_batches or settings.requests_in_flight)
         vectors: list[np.ndarray | None] = [None] * len(pieces)

@@ -3,6 +3,10 @@
 It is a product feature, not a test double: users benchmark their own chains against it. So it
 speaks the wire format the openai SDK and langchain-openai send, answers with real 429s and
 ``x-ratelimit-*`` headers, injects faults at the transport level, and counts what it saw exactly.
+
+Size: ~850 lines, one class per route table: each endpoint's handler (chat, embeddings, files,
+batches, models) shares the server's limits, faults and counters; the parts that stand alone
+are modules of their own (``_limits``, ``_content``, ``_batches``, ``_tokens``, ``_runners``).
 """
 
 from __future__ import annotations

@@ -58,8 +58,8 @@ async def test_a_batch_run_lands_each_document_once(
         f"d{i}" for i in range(3000)
     }
     assert report.cost_batch is not None
-    assert report.cost_sync is not None
-    assert report.cost_batch == pytest.approx(report.cost_sync / 2)
+    assert report.cost_online is not None
+    assert report.cost_batch == pytest.approx(report.cost_online / 2)
     again = await BatchIndexer(
         pool.embeddings(), out=tmp_path / "index", mode="batch", batch=settings, progress=False
     ).aindex(docs)
@@ -135,7 +135,7 @@ async def test_killed_after_submission_resumes_without_submitting_again(
     assert sim.stats().batch_inputs == 2000
 
 
-@pytest.mark.parametrize("on_failed", ["sync", "report"])
+@pytest.mark.parametrize("on_failed", ["online", "report"])
 async def test_failed_and_expired_lines_are_recovered_or_reported(
     sim: SimulatorThread, pool: ClientPool, tmp_path: Path, on_failed: str
 ) -> None:
@@ -147,10 +147,10 @@ async def test_failed_and_expired_lines_are_recovered_or_reported(
         pool.embeddings(), out=tmp_path / "index", mode="batch", batch=settings, progress=False
     ).aindex(corpus(400))
     assert report.batch is not None
-    if on_failed == "sync":
+    if on_failed == "online":
         assert report.added == 400
         assert not report.failed
-        assert report.batch.synced > 200  # half undone by the expiry, and 30 % of the rest
+        assert report.batch.embedded_online > 200  # half undone by the expiry, and 30 % of the rest
         assert sim.stats().count("embeddings", 200) > 0
     else:
         assert report.added + len(report.failed) == 400
@@ -180,7 +180,7 @@ async def test_auto_takes_the_batch_api_only_for_a_large_corpus(
     small = await BatchIndexer(
         pool.embeddings(), out=tmp_path / "a", mode="auto", batch=FAST, progress=False
     ).aindex(corpus(50))
-    assert small.mode == "sync"
+    assert small.mode == "online"
     assert small.tokens is not None
     assert small.cost_batch is not None
     assert sim.stats().batches_created == 0

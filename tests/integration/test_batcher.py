@@ -47,10 +47,10 @@ async def test_first_failure_can_fail_the_batch_instead(sim: SimulatorThread) ->
             raise ValueError("input 3 is bad")
         return x["i"]
 
-    batcher = LLMBatcher(RunnableLambda(explode), return_exceptions=False, guarded=False)
+    batcher = LLMBatcher(RunnableLambda(explode), return_exceptions=False, wrap=False)
     with pytest.raises(ValueError, match="input 3"):
         await batcher.abatch([{"i": i} for i in range(10)])
-    in_place = LLMBatcher(RunnableLambda(explode), guarded=False, max_concurrency=2)
+    in_place = LLMBatcher(RunnableLambda(explode), wrap=False, max_concurrency=2)
     results = in_place.batch([{"i": i} for i in range(6)], None)  # the sync twin
     assert results[:3] == [0, 1, 2]
     assert isinstance(results[3], ValueError)

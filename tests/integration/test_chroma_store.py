@@ -55,7 +55,7 @@ def corpus(n: int) -> list[Document]:
     return [Document(page_content=f"chroma doc {i} about {i % 11}", id=f"c{i}") for i in range(n)]
 
 
-@pytest.mark.parametrize("mode", ["sync", "batch"])
+@pytest.mark.parametrize("mode", ["online", "batch"])
 async def test_into_a_chroma_server_exactly_once(
     chroma: ChromaServer, sim: SimulatorThread, tmp_path: Path, mode: str
 ) -> None:

@@ -108,7 +108,7 @@ def test_sync_calls_honour_the_learned_concurrency_limit() -> None:
     sync call waits for the first (before, the sync path skipped the gate and overlapped)."""
     limiter = RateLimiter(rpm="auto", tpm=None)
     limiter.observe_429(KEY, {"retry-after-ms": "0"})  # silent server: concurrency limit 1
-    assert limiter.learned()[KEY]["concurrency_limit"] == 1
+    assert limiter.limits()[KEY]["concurrency_limit"] == 1
     guard = Guard(KEY, limiter=limiter, retry=None)
     first_running, second_ran, first_done = threading.Event(), threading.Event(), threading.Event()
     overlapped: list[bool] = []

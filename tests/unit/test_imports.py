@@ -24,7 +24,7 @@ EXPECTED = {
     "LLMBatcher",
     "Metrics",
     "MetricsCallbackHandler",
-    "RateLimitExceeded",
+    "BackpressureError",
     "RateLimiterUnavailable",
     "RedisRateLimiter",
     "SharedBreakerState",

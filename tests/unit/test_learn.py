@@ -28,7 +28,7 @@ def auto(clock: FakeClock, **kwargs: object) -> RateLimiter:
 
 
 def rpm(limiter: RateLimiter) -> float:
-    row = limiter.learned()[KEY]["requests"]
+    row = limiter.limits()[KEY]["requests"]
     assert row is not None
     return float(row["per_minute"])
 
@@ -61,7 +61,7 @@ def test_a_silent_server_gets_a_slow_start_that_doubles_while_the_rate_binds() -
     assert START_RPM <= start < 2 * START_RPM
     send(limiter, clock, 3.0, 100)
     assert rpm(limiter) > 2 * start  # grew: ~doubling per second, capped by 2x what was sent
-    assert limiter.learned()[KEY]["requests"]["source"] == "slow_start"
+    assert limiter.limits()[KEY]["requests"]["source"] == "slow_start"
 
 
 def test_an_idle_key_does_not_talk_itself_into_a_higher_rate() -> None:
@@ -76,12 +76,12 @@ def test_a_429_drops_to_beta_of_the_send_rate_once_per_episode_then_climbs_back(
     limiter = auto(clock)
     send(limiter, clock, 2.0, 100)
     limiter.observe_429(KEY, NO_HEADERS)
-    sending = limiter.learned()[KEY]["requests"]["sending_per_minute"]  # as the 429 came
+    sending = limiter.limits()[KEY]["requests"]["sending_per_minute"]  # as the 429 came
     dropped = rpm(limiter)
     assert dropped == pytest.approx(BETA * sending)
     limiter.observe_429(KEY, NO_HEADERS)  # same episode: in flight when the first came back
     assert rpm(limiter) == dropped
-    assert limiter.learned()[KEY]["requests"]["source"] == "cubic"
+    assert limiter.limits()[KEY]["requests"]["source"] == "cubic"
     clock.now += 1.0  # out of the pause (0.5 s, then 1 s: no retry-after)
     send(limiter, clock, CUBIC_K_S - 1.0, 100)  # bound by the rate: climbs back on the curve
     assert dropped < rpm(limiter) <= sending * 1.01  # ... to where the 429 came, K s later
@@ -114,11 +114,11 @@ def test_azure_remaining_holds_growth_and_names_the_refused_dimension() -> None:
     plenty = {"x-ratelimit-remaining-requests": "90", "x-ratelimit-remaining-tokens": "90000"}
     send(limiter, clock, 3.0, 100, plenty)
     assert rpm(limiter) > START_RPM
-    tokens_before = limiter.learned()[KEY]["tokens"]["per_minute"]
+    tokens_before = limiter.limits()[KEY]["tokens"]["per_minute"]
     before = rpm(limiter)
     limiter.observe_429(KEY, {"x-ratelimit-remaining-requests": "0", "retry-after": "1"})
     assert rpm(limiter) < before  # requests had nothing left: they slow down
-    assert limiter.learned()[KEY]["tokens"]["per_minute"] == tokens_before
+    assert limiter.limits()[KEY]["tokens"]["per_minute"] == tokens_before
 
 
 def test_configured_limits_do_not_learn() -> None:
@@ -126,7 +126,7 @@ def test_configured_limits_do_not_learn() -> None:
     limiter = RateLimiter(600, None, clock=clock, safety_margin=1.0, first_hold_s=0.0)
     send(limiter, clock, 3.0, 100)
     limiter.observe_429(KEY, NO_HEADERS)
-    row = limiter.learned()[KEY]["requests"]
+    row = limiter.limits()[KEY]["requests"]
     assert row["per_minute"] == 600
     assert row["source"] == "configured"
 
@@ -143,21 +143,21 @@ def test_the_burst_widens_only_when_the_server_shows_room_and_narrows_on_a_short
     limiter = auto(clock)
     # a per-second server: remaining never above one second's worth -> the burst stays 1 s
     send(limiter, clock, 3.0, 100, announcing(600, 9))
-    assert limiter.learned()[KEY]["requests"]["burst_s"] == 1.0
-    assert limiter.learned()[KEY]["requests"]["source"] == "announced"
+    assert limiter.limits()[KEY]["requests"]["burst_s"] == 1.0
+    assert limiter.limits()[KEY]["requests"]["source"] == "announced"
 
     clock = FakeClock()
     limiter = auto(clock, safety_margin=0.9)
     # a per-minute bucket: after a whole burst, most of the minute is still there
     send(limiter, clock, 5.0, 100, announcing(600, 550))
-    wide = limiter.learned()[KEY]["requests"]["burst_s"]
+    wide = limiter.limits()[KEY]["requests"]["burst_s"]
     assert wide >= 8.0
     # a 429 while sending below the announced rate: the window is shorter than it says
     limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})
-    narrowed = limiter.learned()[KEY]["requests"]["burst_s"]
+    narrowed = limiter.limits()[KEY]["requests"]["burst_s"]
     assert narrowed == 1.0  # back to one second's worth
     send(limiter, clock, 5.0, 100, announcing(600, 550))
-    assert limiter.learned()[KEY]["requests"]["burst_s"] == narrowed  # no longer grows
+    assert limiter.limits()[KEY]["requests"]["burst_s"] == narrowed  # no longer grows
 
 
 def test_learner_floor_keeps_a_rate() -> None:
@@ -185,7 +185,7 @@ async def test_a_429_from_a_silent_server_limits_attempts_in_flight_then_it_grow
     for g in held:
         await g.__aenter__()  # type: ignore[union-attr]
     limiter.observe_429(KEY, NO_HEADERS)
-    assert limiter.learned()[KEY]["concurrency_limit"] == pytest.approx(7.0)
+    assert limiter.limits()[KEY]["concurrency_limit"] == pytest.approx(7.0)
     assert rpm(limiter) == START_RPM  # and the rate is left alone
     entered: list[int] = []
 
@@ -209,20 +209,20 @@ async def test_a_429_from_a_silent_server_limits_attempts_in_flight_then_it_grow
     await asyncio.gather(*waiting, return_exceptions=True)
     for g in held[4:]:
         await g.__aexit__(None, None, None)  # type: ignore[union-attr]
-    row = limiter.learned()[KEY]
+    row = limiter.limits()[KEY]
     assert row["in_flight"] == 0
-    before = limiter.learned()[KEY]["concurrency_limit"]
+    before = limiter.limits()[KEY]["concurrency_limit"]
     for _ in range(20):  # one at a time: the limit is not being used, so it does not grow
         async with limiter.gate(KEY):  # type: ignore[union-attr]
             pass
-    assert limiter.learned()[KEY]["concurrency_limit"] == before
+    assert limiter.limits()[KEY]["concurrency_limit"] == before
     busy = [limiter.gate(KEY) for _ in range(5)]
     for g in busy:
         await g.__aenter__()  # type: ignore[union-attr]
     for _ in range(60):  # used: +1/limit per completion, up to the ceiling, where it turns off
         async with limiter.gate(KEY):  # type: ignore[union-attr]
             pass
-    assert limiter.learned()[KEY]["concurrency_limit"] is None
+    assert limiter.limits()[KEY]["concurrency_limit"] is None
     for g in busy:
         await g.__aexit__(None, None, None)  # type: ignore[union-attr]
 
@@ -233,4 +233,4 @@ def test_configured_or_announced_limits_have_no_learned_concurrency() -> None:
     limiter = auto(clock)
     limiter.observe(KEY, announcing(600, 5))
     limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})
-    assert limiter.learned()[KEY]["concurrency_limit"] is None  # the rate explains it
+    assert limiter.limits()[KEY]["concurrency_limit"] is None  # the rate explains it

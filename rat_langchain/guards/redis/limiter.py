@@ -14,6 +14,10 @@ while Redis cannot be reached, with 1/N of the limit for N workers seen alive (h
 starts empty, since the shared bucket was spending this window until then. Redis is tried again
 after ``retry_s``; ``redis_failure: fail_closed`` raises :class:`RateLimiterUnavailable`
 instead. Every Redis call has a short socket timeout, so no call hangs on a dead server.
+
+Size: ~520 lines: the shared take with its FIFO, the corrections, the learned rates' exchange
+(learn.lua) and the stand-in's life across outages are one protocol with Redis, each part
+reading the others' state (the link's outage flag, the worker count, the epoch).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any, Literal
 
 from rat_langchain import _portal
 from rat_langchain.config import RateLimitingConfig
-from rat_langchain.errors import RateLimiterUnavailable, RateLimitExceeded, RequestTooLarge
+from rat_langchain.errors import BackpressureError, RateLimiterUnavailable, RequestTooLarge
 from rat_langchain.guards.feedback import Feedback
 from rat_langchain.guards.gate import gate_for
 from rat_langchain.guards.headers import announced
@@ -160,9 +164,9 @@ class RedisRateLimiter:
         """The whole (requests, tokens) per minute the shared buckets hold for ``key``."""
         return self.learning.per_minute(key)
 
-    def learned(self) -> dict[Key, dict[str, Any]]:
-        """What this process has learned for the shared buckets (see ``RateLimiter.learned``)."""
-        return self.learning.learned()
+    def limits(self) -> dict[Key, dict[str, Any]]:
+        """What this process has learned for the shared buckets (see ``RateLimiter.limits``)."""
+        return self.learning.limits()
 
     def acknowledge(self, key: KeyLike) -> None:
         key = Key.of(key)
@@ -325,7 +329,7 @@ class RedisRateLimiter:
         queued = self._queued.get(key, 0)
         if self.max_queue is not None and lock.locked() and queued >= self.max_queue:
             self.stats["rejected"] += 1
-            raise RateLimitExceeded(key, queued, 0.0, f"is full (max_queue={self.max_queue})")
+            raise BackpressureError(key, queued, 0.0, f"is full (max_queue={self.max_queue})")
         started = time.monotonic()
         waited = False
         self._queued[key] = queued + 1
@@ -346,7 +350,7 @@ class RedisRateLimiter:
                 self._waited_at[key] = time.monotonic()
                 if self.max_queue_wait_s is not None and wait_ms / 1000 > self.max_queue_wait_s:
                     self.stats["rejected"] += 1
-                    raise RateLimitExceeded(key, 0, wait_ms / 1000, "would wait too long")
+                    raise BackpressureError(key, 0, wait_ms / 1000, "would wait too long")
                 await asyncio.sleep(wait_ms / 1000)
         finally:
             lock.release()

@@ -296,7 +296,7 @@ async def test_the_hold_ends_by_itself_when_no_answer_comes() -> None:
 
 
 async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow() -> None:
-    from rat_langchain.guards.limiter import RateLimitExceeded
+    from rat_langchain.guards.limiter import BackpressureError
 
     fake = FakeClock()
     limiter = RateLimiter(
@@ -312,7 +312,7 @@ async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow()
     await limiter.acquire(KEY)  # takes the bucket
     waiting = [asyncio.create_task(limiter.acquire(KEY)) for _ in range(2)]
     await settle()
-    with pytest.raises(RateLimitExceeded, match="is full") as caught:
+    with pytest.raises(BackpressureError, match="is full") as caught:
         await limiter.acquire(KEY)  # a third waiter: refused without waiting
     assert caught.value.queued == 2
     assert limiter.stats["rejected"] == 1
@@ -332,7 +332,7 @@ async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow()
     await timed.acquire(KEY, tokens=100)  # empties both buckets (1 request, 100 tokens)
     second = asyncio.create_task(timed.acquire(KEY, tokens=100))  # ~1 s away: queued
     await settle()
-    with pytest.raises(RateLimitExceeded, match="too long") as slow:
+    with pytest.raises(BackpressureError, match="too long") as slow:
         await timed.acquire(KEY, tokens=250)  # behind 100 tokens, 350 missing at 100/s
     assert slow.value.expected_wait_s == pytest.approx(3.5)
     third = asyncio.create_task(timed.acquire(KEY, tokens=50))  # 2.5 s expected: accepted
@@ -344,7 +344,7 @@ async def test_backpressure_rejects_at_once_when_the_queue_is_full_or_too_slow()
     )
     adapter = blocking.as_langchain(KEY)  # its sync acquire waits on the portal loop
     assert adapter.acquire()  # takes the bucket
-    with pytest.raises(RateLimitExceeded, match="too long"):
+    with pytest.raises(BackpressureError, match="too long"):
         adapter.acquire()  # 1 s away: refused instead of sleeping
 
 
