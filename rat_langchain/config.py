@@ -86,7 +86,12 @@ class ConnectionPoolingConfig(_Section):
         "httpx.AsyncClient (measured slowest, kept for comparison).",
     )
     max_connections: int = Field(
-        100, gt=0, description="Most TCP connections of the pool, per event loop."
+        1000,
+        gt=0,
+        description="Most TCP connections of the pool, per event loop. 1000, the openai SDK's "
+        "own: a bound that protects the client, never a throughput cap below what a plain "
+        "ChatOpenAI sends (a batching server such as vLLM answers more per round the more is "
+        "in flight).",
     )
     max_keepalive_connections: int | None = Field(
         None,
@@ -139,8 +144,9 @@ class RateLimitingConfig(_Section):
     rpm_limit: Limit = Field(
         "auto",
         description="Requests per minute per API and model. auto: learned from the server's "
-        "x-ratelimit-limit-requests, up as well as down, from 500 until it says; where it "
-        "never says, found from its 429s (slow start, then CUBIC; docs/resilience.md); a "
+        "x-ratelimit-limit-requests, up as well as down, from 1000 until it says; where it "
+        "never says, found from its answers and 429s (slow start clocked by its answers, "
+        "then CUBIC; docs/resilience.md); a "
         "number is a ceiling the server's limit can only lower.",
     )
     tpm_limit: Limit = Field(
@@ -255,7 +261,11 @@ class ParallelExecutionConfig(_Section):
     enabled: bool = Field(True, description="Run independent plan steps concurrently.")
     max_parallel_steps: int = Field(8, gt=0, description="Plan steps running at once.")
     max_parallel_llm_calls: int = Field(
-        100, gt=0, description="LLM calls in flight at once (default: the connection pool size)."
+        1000,
+        gt=0,
+        description="LLM calls in flight at once, per process (default: the connection pool "
+        "size, itself the SDK's). A server that refuses by concurrency gets a lower limit "
+        "learned from its 429s.",
     )
     dependency_analysis: bool = Field(
         True,

@@ -77,6 +77,8 @@ def classify(exc: BaseException | None) -> Outcome:
         if status >= 500 or status == 408:
             return Outcome.FAILURE
         return Outcome.IGNORED
+    if getattr(exc, "squeezed", False):
+        return Outcome.IGNORED  # an attempt this client left too little time (guards.engine)
     if isinstance(exc, TRANSIENT_ERRORS):
         return Outcome.FAILURE
     if isinstance(exc, ValueError | TypeError | KeyError):

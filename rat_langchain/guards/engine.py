@@ -45,7 +45,16 @@ OnResult = Callable[[Any, Reservation | None], None]
 
 class _AttemptTimedOut(TimeoutError):
     """An attempt used up its share of the call's deadline: retried while time is left, the
-    call's ``DeadlineExceeded`` when it ends the call."""
+    call's ``DeadlineExceeded`` when it ends the call.
+
+    ``squeezed``: the attempt started with less than a fair share of the deadline (the call
+    waited in this client's limiter or gate, or earlier attempts used the time), so its timeout
+    says nothing of the endpoint and the breaker ignores it (guards.classify). Before, calls
+    that queued started with a sliver, timed out on a healthy server and opened its breaker."""
+
+    def __init__(self, message: str, *, squeezed: bool) -> None:
+        super().__init__(message)
+        self.squeezed = squeezed
 
 
 @dataclass
@@ -224,7 +233,11 @@ class Guard:
             except TimeoutError as exc:
                 self.stats.attempt_timeouts += 1
                 if share is not None and share.expired():
-                    raise _AttemptTimedOut(f"attempt {number} ran out of its time") from exc
+                    assert budget is not None
+                    squeezed = budget < call.fair_share()
+                    raise _AttemptTimedOut(
+                        f"attempt {number} ran out of its {budget:.3g} s", squeezed=squeezed
+                    ) from exc
                 raise
 
     @contextlib.contextmanager
@@ -234,24 +247,24 @@ class Guard:
         metrics = self.metrics
         if metrics is not None:
             metrics.record_in_flight(self.series, 1)
+        sent = time.monotonic()
+        latency: float | None = None  # an answer's, which clocks a learned rate's slow start
         try:
             yield
+            latency = time.monotonic() - sent
         except openai.RateLimitError as exc:
             self._rate_limited(exc)
             raise
         finally:
             if metrics is not None:
                 metrics.record_in_flight(self.series, -1)
-            self._answered()
+            if self.limiter is not None:
+                self.limiter.acknowledge(self.key, latency_s=latency)
 
     def _permit(self) -> contextlib.AbstractContextManager[Any]:
         """The breaker's permit for one attempt: it records the outcome, or releases the permit
         if the attempt was cancelled."""
         return self.breaker.permit() if self.breaker is not None else _NULL
-
-    def _answered(self) -> None:
-        if self.limiter is not None:
-            self.limiter.acknowledge(self.key)
 
     def _count_retry(self) -> None:
         self.stats.retries += 1
@@ -301,6 +314,15 @@ class _Call:
         retry = self.guard.retry
         attempts_left = (retry.max_attempts if retry else 1) - self.number + 1
         return max(0.0, remaining / 2 if attempts_left > 1 else remaining)
+
+    def fair_share(self) -> float:
+        """The least time an attempt must have had for its timeout to be the endpoint's
+        failure: half of the deadline's even share among the attempts it allows. An unqueued
+        call's attempts always have it (the first gets half the deadline, the next ones what
+        is left); a call that waited most of its deadline in this client does not."""
+        retry = self.guard.retry
+        timeout = self.guard.timeout or 0.0
+        return timeout / (2 * (retry.max_attempts if retry else 1))
 
     def retry_in(self, exc: BaseException) -> float | None:
         """Seconds to wait before the next attempt, or None: ``exc`` ends the call."""

@@ -60,6 +60,13 @@ class SimConfig(BaseModel):
         description="Requests answered at once; one more is a 429 with no rate-limit headers "
         "(a gateway's or a self-hosted model's queue). None is unlimited.",
     )
+    slots: int | None = Field(
+        None,
+        gt=0,
+        description="Requests computed at once, as a local model server (vLLM's max_num_seqs, "
+        "Ollama's OLLAMA_NUM_PARALLEL): the rest wait first in, first out, so their latency "
+        "grows; nothing is refused. None is unlimited.",
+    )
     lying_headers: bool = Field(
         False,
         description="Headers that lie: a remaining of -10^9 on every answer and a retry-after "
@@ -107,6 +114,7 @@ class SimStats(BaseModel):
     connections_open: int = 0
     in_flight: int = 0
     peak_in_flight: int = 0
+    peak_queued: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     embedding_inputs: int = 0

@@ -99,6 +99,8 @@ class Simulator:
         self._scripts: dict[str, deque[Reply]] = {name: deque() for name in _ENDPOINTS}
         self._stats = SimStats()
         self._busy = 0  # requests admitted and not yet answered (max_in_flight)
+        self._slots: tuple[int, asyncio.Semaphore] | None = None  # (size, the slots)
+        self._queued = 0  # requests waiting for a slot
         self.batches = self._new_batches()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -408,8 +410,31 @@ class Simulator:
             seconds = scripted.latency_ms / 1000
         else:
             seconds = (cfg.latency_ms + self._rng.random() * cfg.jitter_ms) / 1000
-        if seconds > 0:
-            await asyncio.sleep(seconds)
+        slots = self._slot_semaphore()
+        if slots is None:
+            if seconds > 0:
+                await asyncio.sleep(seconds)
+            return
+        self._queued += 1
+        self._stats.peak_queued = max(self._stats.peak_queued, self._queued)
+        try:
+            await slots.acquire()
+        finally:
+            self._queued -= 1
+        try:
+            if seconds > 0:
+                await asyncio.sleep(seconds)
+        finally:
+            slots.release()
+
+    def _slot_semaphore(self) -> asyncio.Semaphore | None:
+        """``slots``: the server computes this many requests at once, the rest queue."""
+        size = self.config.slots
+        if size is None:
+            return None
+        if self._slots is None or self._slots[0] != size:
+            self._slots = (size, asyncio.Semaphore(size))
+        return self._slots[1]
 
     async def _apply_fault(self, request: web.Request, kind: str) -> web.StreamResponse:
         if kind == "hang":

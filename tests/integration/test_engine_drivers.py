@@ -160,3 +160,40 @@ async def test_sync_calls_see_another_processes_open_breaker(redis_server: Redis
     assert b.state == State.OPEN
     await state_a.aclose()
     await state_b.aclose()
+
+
+async def test_time_queued_in_the_client_is_never_the_endpoints_failure() -> None:
+    """A call waits 0.8 s of its 1 s deadline in the limiter, then its attempts hang: they had
+    a sliver of the deadline, so they end the call as DeadlineExceeded and the breaker counts
+    none of them (before, each squeezed timeout was a failure: a healthy server's breaker
+    opened on this client's own queueing)."""
+    limiter = RateLimiter(rpm=75, tpm=None, burst_s=1 / 1.25, first_hold_s=0.0, safety_margin=1.0)
+    breaker = CircuitBreaker(str(KEY), consecutive_failures=1, minimum_calls=100)
+    retry = RetryPolicy(max_attempts=2, initial_backoff_s=0.001, max_backoff_s=0.001)
+    guard = Guard(KEY, limiter=limiter, breaker=breaker, retry=retry, timeout=1.0)
+    assert await guard.run(_answer) == "ok"  # takes the one request the bucket holds
+
+    with pytest.raises(DeadlineExceeded):
+        await guard.run(_hang)  # 0.8 s queued, then 0.1 s attempts that hang
+    assert guard.stats.attempts == 3  # the second call did reach the endpoint, twice
+    assert breaker.state == State.CLOSED
+    assert breaker.snapshot()["failures_in_window"] == 0
+
+
+async def test_an_attempt_with_a_fair_share_that_hangs_is_the_endpoints_failure() -> None:
+    breaker = CircuitBreaker(str(KEY), consecutive_failures=1, minimum_calls=100)
+    guard = Guard(KEY, breaker=breaker, retry=RetryPolicy(max_attempts=2), timeout=0.2)
+    # first attempt: half the deadline, not queued: fair, so its timeout opens the breaker,
+    # and the retry (if its backoff fits the deadline) is refused by it
+    with pytest.raises((DeadlineExceeded, CircuitOpenError)):
+        await guard.run(_hang)
+    assert breaker.state == State.OPEN
+
+
+async def _answer() -> str:
+    return "ok"
+
+
+async def _hang() -> str:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")

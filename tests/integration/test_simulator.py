@@ -287,6 +287,25 @@ async def test_counters_are_exact_for_connections_and_concurrency(loop_sim: Simu
     assert stats.count("chat", 200) == 21
 
 
+async def test_a_local_server_computes_its_slots_and_queues_the_rest(
+    client: openai.AsyncOpenAI, loop_sim: Simulator
+) -> None:
+    """``slots``: as vLLM or Ollama, N requests computed at once, the rest wait their turn;
+    nothing is refused and no rate-limit header is sent."""
+    loop_sim.configure(slots=3, latency_ms=200)  # all 9 arrive before the first is answered
+    answers = await asyncio.gather(
+        *(
+            client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=USER)
+            for _ in range(9)
+        )
+    )
+    assert all(a.status_code == 200 for a in answers)
+    assert not any(h.startswith("x-ratelimit") for a in answers for h in a.headers)
+    stats = loop_sim.stats()
+    assert stats.count("chat", 200) == 9
+    assert stats.peak_queued == 6  # 9 arrived together: 3 computed, 6 waited
+
+
 def test_process_runner_and_control_endpoints() -> None:
     with SimulatorProcess(latency_ms=1) as sim:
         client = openai.OpenAI(base_url=sim.base_url, api_key=API_KEY, max_retries=0)

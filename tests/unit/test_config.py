@@ -51,7 +51,7 @@ def test_defaults() -> None:
     config = RatConfig.load(env={})
     assert config.performance.rate_limiting.safety_margin == 0.9
     assert config.performance.batch_embeddings.batch_size is None  # sized per call
-    assert config.performance.connection_pooling.keepalive == 100
+    assert config.performance.connection_pooling.keepalive == 1000  # the SDK's max_connections
 
 
 def test_from_dict_overrides() -> None:

@@ -1,0 +1,220 @@
+"""Never slower than the ChatOpenAI it replaces: the pool at zero configuration against plain
+``ChatOpenAI`` on the same server, in the same run.
+
+Every kind of server (announced limits, Azure-style, silent with a rate limit, silent and
+unlimited, local model servers with 16 and 256 slots, a silent concurrency limit that answers
+429), each played by the simulator in its own process, at 1, 5, 100 and 1000 concurrent calls.
+For each cell: plain ``ChatOpenAI`` (defaults: the SDK's 2 retries) cold, then the same object
+again (warm); a fresh ``ClientPool()`` with nothing configured but the endpoint, cold, then the
+same pool again (warm). Columns: each run's wall time, pool time over plain time (<= 1.05 is
+the goal, plus 0.1 s of noise) and the calls that failed.
+
+    .venv/bin/python benchmarks/bench_never_slower.py [--kinds silent,local16] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_openai import ChatOpenAI
+
+from benchmarks._drive import drive
+from rat_langchain import ClientPool, RatConfig, resilient
+from rat_langchain.sim import SimulatorProcess
+
+KEY = "sk-bench"
+MODEL = "gpt-4o-mini"
+CONCURRENCY = (1, 5, 100, 1000)
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    settings: dict[str, Any]
+    rate: float | None = None  # calls per second the server allows, where it limits a rate
+
+    def calls(self, concurrency: int, quick: bool) -> int:
+        """Enough calls that a run lasts about a second or more, at most a few seconds."""
+        base = {1: 10, 5: 50, 100: 500, 1000: 1000}[concurrency]
+        if quick:
+            base = max(concurrency, base // 5)
+        if self.rate is not None:
+            base = min(base, max(concurrency, int(3 * self.rate)))
+        return base
+
+
+KINDS = {
+    "announced": Kind(
+        "announces 100k RPM / 100M TPM (OpenAI-style headers), 100 ms",
+        {"latency_ms": 100, "rpm": 100_000, "tpm": 100_000_000},
+    ),
+    "azure": Kind(
+        "Azure-style: remaining only, 60k RPM over 10 s windows, 100 ms",
+        {
+            "latency_ms": 100,
+            "rpm": 60_000,
+            "limit_window_s": 10.0,
+            "limit_style": "fixed_window",
+            "limit_headers": "azure",
+        },
+    ),
+    "silent_rate": Kind(
+        "silent, 3000 RPM enforced per second (50/s), no Retry-After, 100 ms",
+        {
+            "latency_ms": 100,
+            "rpm": 3000,
+            "limit_window_s": 1.0,
+            "limit_headers": "none",
+            "retry_after": False,
+        },
+        rate=50.0,
+    ),
+    "silent": Kind("silent and unlimited (a gateway, a proxy), 100 ms", {"latency_ms": 100}),
+    "local16": Kind(
+        "local server, 16 slots, the rest queue (Ollama, llama.cpp), 200 ms",
+        {"latency_ms": 200, "slots": 16},
+        rate=80.0,
+    ),
+    "local256": Kind(
+        "local server, 256 slots (vLLM batches what is in flight), 1 s",
+        {"latency_ms": 1000, "slots": 256},
+        rate=256.0,
+    ),
+    "silent_concurrency": Kind(
+        "silent concurrency limit: 16 in flight, one more is a 429 (no headers), 200 ms",
+        {"latency_ms": 200, "max_in_flight": 16, "limit_headers": "none"},
+        rate=80.0,
+    ),
+}
+
+
+async def _timed(model: Any, calls: int, concurrency: int) -> tuple[float, int]:
+    async def call(i: int) -> Any:
+        return await model.ainvoke(f"question {i}")
+
+    ok, wall = await drive(calls, concurrency, call)
+    return wall, calls - ok
+
+
+async def _cell(
+    sim: SimulatorProcess, kind: Kind, concurrency: int, quick: bool
+) -> tuple[str, dict[str, tuple[float, int]]]:
+    calls = kind.calls(concurrency, quick)
+    runs: dict[str, tuple[float, int]] = {}
+    clients: dict[str, Callable[[], Any]] = {}
+
+    def plain() -> Any:
+        return ChatOpenAI(model=MODEL, base_url=sim.base_url, api_key=KEY, max_tokens=20)  # type: ignore[arg-type]
+
+    config = RatConfig.from_dict({"endpoint": {"base_url": sim.base_url, "api_key": KEY}}, env={})
+    pool = ClientPool(config)
+    clients = {"plain": plain, "pool": lambda: pool.chat_model(model=MODEL, max_tokens=20)}
+    try:
+        for label, make in clients.items():
+            model = make()
+            for phase in ("cold", "warm"):
+                sim.configure(**kind.settings)  # a fresh server state for each run
+                sim.reset_stats()
+                runs[f"{label} {phase}"] = await _timed(model, calls, concurrency)
+    finally:
+        await pool.aclose()
+    return f"{concurrency} x {calls}", runs
+
+
+def _ratio(pool: float, plain: float) -> str:
+    ratio = pool / plain
+    ok = pool <= 1.05 * plain + 0.1
+    return f"{ratio:.2f}" + ("" if ok else " (slower)")
+
+
+async def _main(kinds: list[str], quick: bool) -> None:
+    print("Never slower: the pool at zero configuration against plain ChatOpenAI, same server")
+    print("(time in s; ratio = pool / plain, goal <= 1.05 + 0.1 s; failed = calls that failed)")
+    for name in kinds:
+        kind = KINDS[name]
+        rows = [
+            f"\n{kind.name}\n",
+            "| concurrent x calls | plain cold | pool cold | ratio cold | plain warm | pool warm "
+            "| ratio warm | failed plain / pool |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        with SimulatorProcess(**kind.settings) as sim:
+            for concurrency in CONCURRENCY:
+                label, runs = await _cell(sim, kind, concurrency, quick)
+                (pc, fpc), (pw, fpw) = runs["plain cold"], runs["plain warm"]
+                (rc, frc), (rw, frw) = runs["pool cold"], runs["pool warm"]
+                rows.append(
+                    f"| {label} | {pc:.2f} | {rc:.2f} | {_ratio(rc, pc)} | {pw:.2f} | {rw:.2f} "
+                    f"| {_ratio(rw, pw)} | {fpc + fpw} / {frc + frw} |"
+                )
+        print("\n".join(rows), flush=True)
+
+
+async def _deadlines() -> None:
+    """Issue 20's two failure cases: calls under a caller's deadline on a slow silent server,
+    and a silent server where 10 % of attempts hang, under ``resilient(timeout=2)``."""
+    rows = [
+        "\nDeadlines and hangs (failed calls; the plain client is the baseline)\n",
+        "| case | client | failed | breaker |",
+        "|---|---|---|---|",
+    ]
+    with SimulatorProcess(latency_ms=1000) as sim:
+        config = RatConfig.from_dict(
+            {"endpoint": {"base_url": sim.base_url, "api_key": KEY}}, env={}
+        )
+        pool = ClientPool(config)
+        models = {
+            "plain ChatOpenAI": ChatOpenAI(model=MODEL, base_url=sim.base_url, api_key=KEY),  # type: ignore[arg-type]
+            "pool, defaults": pool.chat_model(model=MODEL),
+        }
+        for label, model in models.items():
+
+            async def call(i: int, model: Any = model) -> Any:
+                return await asyncio.wait_for(model.ainvoke(f"q{i}"), 5.0)
+
+            ok, _ = await drive(300, 100, call)
+            rows.append(
+                f"| 1 s answers, 300 calls 100 at a time, each under wait_for(5 s) "
+                f"| {label} | {300 - ok} | |"
+            )
+        await pool.aclose()
+    with SimulatorProcess(latency_ms=20, hang_rate=0.1, seed=3) as sim:
+        config = RatConfig.from_dict(
+            {"endpoint": {"base_url": sim.base_url, "api_key": KEY}}, env={}
+        )
+        plain = ChatOpenAI(model=MODEL, base_url=sim.base_url, api_key=KEY, max_retries=0)  # type: ignore[arg-type]
+        wrapped = resilient(plain, timeout=2, config=config)
+        ok, _ = await drive(100, 50, lambda i: wrapped.ainvoke(f"q{i}"))
+        breaker = wrapped.guard.breaker
+        state = breaker.state.value if breaker is not None else "none"
+        rows.append(
+            f"| 10 % of attempts hang, 20 ms, 100 calls 50 at a time "
+            f"| resilient(ChatOpenAI, timeout=2) | {100 - ok} | {state} |"
+        )
+    print("\n".join(rows), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="comma-separated, of: " + ", ".join(KINDS)
+    )
+    parser.add_argument("--quick", action="store_true", help="a fifth of the calls")
+    parser.add_argument("--no-deadlines", action="store_true", help="skip the deadline cases")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    # one event loop: LangChain's default clients are cached per process and bound to the
+    # first loop that used them
+    asyncio.run(_main(args.kinds.split(","), args.quick))
+    if not args.no_deadlines:
+        asyncio.run(_deadlines())
+    print(f"\n({time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
