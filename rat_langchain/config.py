@@ -144,7 +144,7 @@ class RateLimitingConfig(_Section):
     rpm_limit: Limit = Field(
         "auto",
         description="Requests per minute per API and model. auto: learned from the server's "
-        "x-ratelimit-limit-requests, up as well as down, from 1000 until it says; where it "
+        "x-ratelimit-limit-requests, up as well as down, from 500 until it says; where it "
         "never says, found from its answers and 429s (slow start clocked by its answers, "
         "then CUBIC; docs/resilience.md); a "
         "number is a ceiling the server's limit can only lower.",

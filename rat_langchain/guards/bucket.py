@@ -26,7 +26,7 @@ EPSILON = 1e-9  # float dust: below this, an amount is there
 _DEFAULTS = RateLimitingConfig()  # one default per setting: the config model's
 
 # Where a learned limit starts, until the server's first x-ratelimit-limit-* header.
-START_RPM = 1000
+START_RPM = 500
 START_TPM = 200_000
 
 

@@ -69,7 +69,7 @@ def test_a_silent_server_gets_a_slow_start_that_doubles_while_the_rate_binds() -
 def test_an_idle_key_does_not_talk_itself_into_a_higher_rate() -> None:
     clock = FakeClock()
     limiter = auto(clock)
-    send(limiter, clock, 5.0, 2)  # 120/min against a 1000/min start: never the bottleneck
+    send(limiter, clock, 5.0, 2)  # 120/min against a 500/min start: never the bottleneck
     assert rpm(limiter) == START_RPM
 
 
@@ -180,7 +180,7 @@ async def test_a_429_from_a_silent_server_limits_attempts_in_flight_then_it_grow
 
     clock = FakeClock()
     limiter = auto(clock, max_concurrency=12)
-    send(limiter, clock, 2.0, 2)  # 120/min against 1000: the 429 below is not the rate's
+    send(limiter, clock, 2.0, 2)  # 120/min against 500: the 429 below is not the rate's
     gate = limiter.gate(KEY)
     assert gate is not None
     held = [limiter.gate(KEY) for _ in range(10)]
