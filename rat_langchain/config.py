@@ -145,8 +145,7 @@ class RateLimitingConfig(_Section):
         "auto",
         description="Requests per minute per API and model. auto: learned from the server's "
         "x-ratelimit-limit-requests, up as well as down, from 500 until it says; where it "
-        "never says, found from its answers and 429s (slow start clocked by its answers, "
-        "then CUBIC; docs/resilience.md); a "
+        "never says, found from its 429s (slow start, then CUBIC; docs/resilience.md); a "
         "number is a ceiling the server's limit can only lower.",
     )
     tpm_limit: Limit = Field(

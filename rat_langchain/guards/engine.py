@@ -247,11 +247,8 @@ class Guard:
         metrics = self.metrics
         if metrics is not None:
             metrics.record_in_flight(self.series, 1)
-        sent = time.monotonic()
-        latency: float | None = None  # an answer's, which clocks a learned rate's slow start
         try:
             yield
-            latency = time.monotonic() - sent
         except openai.RateLimitError as exc:
             self._rate_limited(exc)
             raise
@@ -259,7 +256,7 @@ class Guard:
             if metrics is not None:
                 metrics.record_in_flight(self.series, -1)
             if self.limiter is not None:
-                self.limiter.acknowledge(self.key, latency_s=latency)
+                self.limiter.acknowledge(self.key)
 
     def _permit(self) -> contextlib.AbstractContextManager[Any]:
         """The breaker's permit for one attempt: it records the outcome, or releases the permit

@@ -89,14 +89,12 @@ class Feedback:
 
     # -- feedback from the server --------------------------------------------------------------
 
-    def acknowledge(
-        self, key: KeyLike, *, busy: bool | None = None, latency_s: float | None = None
-    ) -> bool:
+    def acknowledge(self, key: KeyLike, *, busy: bool | None = None) -> bool:
         """An attempt for ``key`` completed: end the first burst's hold (see ``TokenBucket``),
         and let a learned rate the server announces nothing of grow (see ``guards.learn``;
-        ``busy``: whether the rate binds, where the caller knows better than this limiter's
-        queue; ``latency_s``: the attempt's, given when it was answered, which clocks slow
-        start). True when the key's capacity changed: its queue should look again."""
+        ``busy``: whether the rate binds, where the caller knows better than the send rate
+        this limiter measured). True when the key's capacity changed: its queue should look
+        again."""
         key = Key.of(key)
         known = self._states.get(key)
         if known is not None and known.acknowledged and not known.learners:
@@ -111,26 +109,13 @@ class Feedback:
                     if bucket is not None:
                         bucket.release_hold()
             grew = False
-            if busy is None and state.waiters:
-                busy = True  # callers queue for this key's capacity: the rate binds
-            window = None
-            if latency_s is not None:
-                # answers per round trip: the request rate times the latency (Little's law)
-                per_s = state.requests.rate if state.requests is not None else 1.0
-                window = per_s * latency_s
             for name, learner in state.learners.items():
                 bucket = state.bucket(name)
                 if bucket is None:
                     continue
-                before = bucket.per_minute
-                rate = learner.answered(before, bucket.capacity, busy=busy, window=window)
+                rate = learner.answered(bucket.per_minute, bucket.capacity, busy=busy)
                 if rate is not None:
                     bucket.adopt(rate)
-                    if latency_s is not None and learner.phase == "slow_start":
-                        # what the higher rate would have sent over this answer's round trip
-                        # goes out now, as TCP's window admits two packets per ACK: else the
-                        # sends lag one round trip behind the rate and growth is 1.6x, not 2x
-                        bucket.give((rate - before) / 60.0 * latency_s)
                     grew = True
             return grew or not state.learners
 

@@ -4,10 +4,9 @@ A server that announces its limit (``x-ratelimit-limit-*``) is believed: the lim
 Where it announces none (Azure sends only ``remaining``; vLLM and most gateways send nothing)
 the rate is found the way TCP and botocore's adaptive retry mode find a path's capacity:
 
-- *slow start*: from the starting value, each successful answer while the rate is the
-  bottleneck (callers queue for it) adds ``1 / window`` of it, ``window`` being the answers a
-  round trip brings: ACK-clocked as TCP's, about e-fold per round trip, so a server that never
-  refuses is out of the way within a few round trips at any latency; an idle key does not grow;
+- *slow start*: from the starting value, the rate doubles every second in which it was the
+  bottleneck (the key sent at >= 80 % of it) and no 429 came; never above twice what was
+  actually sent, so an idle key does not talk itself into a huge rate;
 - *a 429*: the rate drops to ``BETA`` x what was being sent, and that send rate is remembered
   (``w_max``); later 429s of the same episode (within ``EPISODE_S``) do not compound;
 - *after a 429*: the rate climbs back on botocore's CUBIC curve, normalised so that it is back at
@@ -95,39 +94,22 @@ class Learner:
         self._remaining = remaining
 
     def answered(
-        self,
-        per_minute: float,
-        capacity: float,
-        *,
-        busy: bool | None = None,
-        window: float | None = None,
+        self, per_minute: float, capacity: float, *, busy: bool | None = None
     ) -> float | None:
         """An attempt completed (anything but a 429) and no limit was announced for this
         dimension: the new rate, or None to keep ``per_minute``. ``capacity``: one burst's worth
         at the current rate. ``busy``: whether the rate binds, where the caller knows better
-        than this process's send rate (callers queued for it; a shared bucket's takes waited).
-
-        ``window``, given for a successful answer: the answers one round trip brings (the
-        request rate times this answer's latency, Little's law). Before any refusal, slow start
-        then grows per answer, ACK-clocked as TCP's: each answer adds ``1 / window`` of the
-        rate, so while the rate binds it multiplies about e-fold per round trip, whatever the
-        latency, instead of doubling per second from its start (which made the pool slower
-        than a plain client on every server that never refuses)."""
+        than this process's send rate (a bucket shared by several processes)."""
         self._tick()
         if self.phase == "start":
             self.phase = "slow_start"
         if self.phase == "announced":
             return None
         now = self._clock()
-        if self._remaining is not None and self._remaining < capacity:
-            return None  # the server's window is nearly spent: this is no time to grow
-        if self.phase == "slow_start" and window is not None:
-            if not (busy or self.measured >= _BUSY * per_minute):
-                return None  # not the bottleneck: nothing to learn from this answer
-            self._moved_at = now
-            return per_minute * (1.0 + 1.0 / max(1.0, window))
         if now - self._moved_at < STEP_S:
             return None
+        if self._remaining is not None and self._remaining < capacity:
+            return None  # the server's window is nearly spent: this is no time to grow
         if not (busy if busy is not None else self.measured >= _BUSY * per_minute):
             return None  # not the bottleneck: growing would only be a guess
         cap = 2.0 * self.measured if busy is None else 2.0 * per_minute

@@ -119,7 +119,7 @@ class Limiter(Protocol):
 
     def gate(self, key: KeyLike) -> AbstractAsyncContextManager[None] | None: ...
 
-    def acknowledge(self, key: KeyLike, *, latency_s: float | None = None) -> None: ...
+    def acknowledge(self, key: KeyLike) -> None: ...
 
     def observe(self, key: KeyLike, headers: Mapping[str, str]) -> None: ...
 
@@ -377,12 +377,10 @@ class RateLimiter:
 
     # -- feedback from the server (guards.feedback), and the queue that follows it -------------
 
-    def acknowledge(
-        self, key: KeyLike, *, busy: bool | None = None, latency_s: float | None = None
-    ) -> None:
+    def acknowledge(self, key: KeyLike, *, busy: bool | None = None) -> None:
         """An attempt for ``key`` completed (see ``Feedback.acknowledge``)."""
         key = Key.of(key)
-        if self.feedback.acknowledge(key, busy=busy, latency_s=latency_s):
+        if self.feedback.acknowledge(key, busy=busy):
             with self._lock:
                 self._rearm(key, self._state(key))
 

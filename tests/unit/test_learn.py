@@ -4,8 +4,6 @@ that grows only when the server shows it allows more. All on a fake clock."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from rat_langchain.guards.learn import BETA, CUBIC_K_S, Learner
@@ -236,55 +234,3 @@ def test_configured_or_announced_limits_have_no_learned_concurrency() -> None:
     limiter.observe(KEY, announcing(600, 5))
     limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})
     assert limiter.limits()[KEY]["concurrency_limit"] is None  # the rate explains it
-
-
-def test_slow_start_is_clocked_by_answers_not_by_the_second() -> None:
-    """Before any refusal, each answer while the rate binds adds 1/window of it (window: the
-    answers one round trip brings), so growth follows the round trips, not the wall clock."""
-    clock = FakeClock()
-    learner = Learner(clock)
-    rate = 600.0  # 10/s; with 100 ms answers one round trip brings 1
-    for _ in range(10):  # ten answers at one instant: no second has passed
-        grown = learner.answered(rate, rate / 60, busy=True, window=rate / 60 * 0.1)
-        assert grown is not None
-        rate = grown
-    # each answer adds one answer per round trip (1 / 100 ms = 10/s), TCP's cwnd += 1 per ACK
-    assert rate == pytest.approx(600.0 + 10 * 600.0)
-    assert learner.phase == "slow_start"
-    idle = Learner(clock)
-    assert idle.answered(600.0, 10.0, busy=False, window=1.0) is None  # not the bottleneck
-    wide = Learner(clock)  # 100 answers a round trip: each adds 1 %, e-fold per round trip
-    assert wide.answered(60_000.0, 1000.0, busy=True, window=100.0) == pytest.approx(60_600.0)
-
-
-def test_after_a_refusal_growth_is_cubic_again_not_per_answer() -> None:
-    clock = FakeClock()
-    learner = Learner(clock)
-    learner.answered(600.0, 10.0, busy=True, window=1.0)
-    assert learner.throttled(1200.0) is not None  # a 429: CUBIC from here on
-    assert learner.phase == "cubic"
-    assert learner.answered(840.0, 14.0, busy=True, window=1.0) is None  # not per answer
-
-
-async def test_a_silent_server_that_never_refuses_is_out_of_the_way_within_round_trips() -> None:
-    """2000 callers at once, 100 ms answers, a server that never refuses: the learned rate
-    must stop binding within a few round trips (a second of them at most), not the many
-    seconds of doubling once a second from 500 RPM that made the pool slower than plain
-    ChatOpenAI on every local server."""
-    from tests.support.clock import settle
-
-    clock = FakeClock()
-    limiter = auto(clock)
-    callers = [asyncio.create_task(limiter.acquire(KEY)) for _ in range(2000)]
-    answered: set[int] = set()
-    trips = 0
-    while len(answered) < len(callers) and trips < 100:
-        await settle()
-        sent = [i for i, c in enumerate(callers) if c.done() and i not in answered]
-        await clock.advance(0.1)  # the answers come back one latency later
-        for i in sent:
-            answered.add(i)
-            limiter.acknowledge(KEY, latency_s=0.1)
-        trips += 1
-    assert len(answered) == len(callers)
-    assert trips <= 10  # 1 s of round trips; doubling once a second took over 8 s

@@ -168,12 +168,12 @@ class RedisRateLimiter:
         """What this process has learned for the shared buckets (see ``RateLimiter.limits``)."""
         return self.learning.limits()
 
-    def acknowledge(self, key: KeyLike, *, latency_s: float | None = None) -> None:
+    def acknowledge(self, key: KeyLike) -> None:
         key = Key.of(key)
-        self.local.acknowledge(key, latency_s=latency_s)
+        self.local.acknowledge(key)
         # the shared bucket binds when takes wait, whatever this process's share of the sends
         busy = time.monotonic() - self._waited_at.get(key, -float("inf")) < _BUSY_WINDOW_S
-        self.learning.acknowledge(key, busy=busy, latency_s=latency_s)
+        self.learning.acknowledge(key, busy=busy)
         self._share_learned(key)
 
     @property
