@@ -118,10 +118,10 @@ class Guard:
         try:
             async with scope or _ANULL:
                 while True:
-                    number = call.next_attempt()
+                    call.next_attempt()
                     try:
                         async with self._admitted(tokens) as reservation:
-                            result = await self._send(attempt, call, number)
+                            result = await self._send(attempt, call)
                         break
                     except Exception as exc:
                         wait = call.retry_in(exc)
@@ -167,8 +167,6 @@ class Guard:
                 time.sleep(wait)
             if call.late():
                 raise self._deadline_error()
-        except TimeoutError as exc:
-            call.fail(self._deadline_error(), exc)
         except Exception as exc:
             call.fail(exc, exc)
         if on_result is not None:
@@ -183,7 +181,10 @@ class Guard:
         deadline), sent here, the admission left on the portal loop (it records the outcome
         and frees the slots)."""
         admitted = self._admitted(tokens)
-        reservation = _portal.run(_within(admitted.__aenter__(), call.remaining()))
+        try:
+            reservation = _portal.run(_within(admitted.__aenter__(), call.remaining()))
+        except TimeoutError as exc:  # the deadline ran out while queued for admission
+            raise self._deadline_error() from exc
         try:
             with self._outstanding():
                 result = attempt()
@@ -222,7 +223,7 @@ class Guard:
                     permit.restart()  # the limiter's wait is not the call's duration
                 yield reservation
 
-    async def _send(self, attempt: Callable[[], Awaitable[T]], call: _Call, number: int) -> T:
+    async def _send(self, attempt: Callable[[], Awaitable[T]], call: _Call) -> T:
         """The attempt itself, within its share of the deadline, counted in flight."""
         budget = call.budget()
         share = asyncio.timeout(budget) if budget is not None else None
@@ -236,7 +237,7 @@ class Guard:
                     assert budget is not None
                     squeezed = budget < call.fair_share()
                     raise _AttemptTimedOut(
-                        f"attempt {number} ran out of its {budget:.3g} s", squeezed=squeezed
+                        f"attempt {call.number} ran out of its {budget:.3g} s", squeezed=squeezed
                     ) from exc
                 raise
 

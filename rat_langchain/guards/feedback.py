@@ -67,6 +67,20 @@ class Feedback:
         self._states: dict[Key, KeyState] = {}
         self.lock = threading.Lock()  # guards every key state: held by its users too
 
+    def fresh(self) -> Feedback:
+        """The same settings with nothing learned yet (the Redis limiter learns the shared
+        buckets' rates with one, beside its local stand-in's)."""
+        return Feedback(
+            self.default,
+            per_model=self.per_model,
+            max_concurrency=self.max_concurrency,
+            first_hold_s=self.first_hold_s,
+            borrow=self.borrow,
+            max_pause_s=self.max_pause_s,
+            clock=self._clock,
+            random=self._random,
+        )
+
     def limit_for(self, key: KeyLike) -> RateLimit:
         return self.per_model.get(Key.of(key).model, self.default)
 

@@ -197,3 +197,16 @@ async def _answer() -> str:
 async def _hang() -> str:
     await asyncio.Event().wait()
     raise AssertionError("unreachable")
+
+
+def test_a_sync_attempts_own_timeout_is_not_the_calls_deadline() -> None:
+    """Only the deadline running out is DeadlineExceeded; an attempt's own TimeoutError (a
+    socket's, a tool's) is raised as it is, as the async driver does."""
+
+    def attempt() -> str:
+        raise TimeoutError("the tool's own timeout")
+
+    guard = Guard(KEY, retry=None, timeout=30.0)
+    with pytest.raises(TimeoutError) as raised:
+        guard.run_sync(attempt)
+    assert not isinstance(raised.value, DeadlineExceeded)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import time
 import uuid
 import weakref
@@ -36,7 +35,6 @@ from typing import Any, Literal
 from rat_langchain import _portal
 from rat_langchain.config import RateLimitingConfig
 from rat_langchain.errors import BackpressureError, RateLimiterUnavailable, RequestTooLarge
-from rat_langchain.guards.feedback import Feedback
 from rat_langchain.guards.gate import gate_for
 from rat_langchain.guards.headers import announced
 from rat_langchain.guards.key import Key, KeyLike
@@ -90,15 +88,7 @@ class RedisRateLimiter:
         # The feedback policy alone (headers, 429s, learning) for the shared buckets: what it
         # learns goes to Redis (learn.lua), where every process's take reads it. Apart from the
         # stand-in, which is replaced at every outage.
-        self.learning = Feedback(
-            self.local.default,
-            per_model=self.local.per_model,
-            max_concurrency=self.local.max_concurrency,
-            first_hold_s=0.0,
-            max_pause_s=self.local.max_pause_s,
-            clock=local.get("clock", time.monotonic),
-            random=local.get("random", random.random),
-        )
+        self.learning = self.local.feedback.fresh()
         self._shared: dict[Key, tuple[int, Any]] = {}  # key -> (epoch, rates) last agreed
         self._waited_at: dict[Key, float] = {}  # when a take last had to wait: the rate binds
         self._default = self.local.default  # the whole budget, whatever share the stand-in has
