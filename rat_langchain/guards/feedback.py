@@ -53,10 +53,15 @@ class Feedback:
         first_hold_s: float = _DEFAULTS.first_hold_s,
         borrow: bool = False,
         max_pause_s: float = _RETRY_DEFAULTS.max_server_wait_s,
+        open_until_refused: bool = False,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
     ) -> None:
+        """``open_until_refused``: limits left on auto are not applied until the server
+        refuses or announces them (see ``guards.learn``); without it they start at
+        ``START_RPM``/``START_TPM`` (a rate shared through Redis must exist from the start)."""
         self.default = default
+        self.open_until_refused = open_until_refused
         self.per_model = dict(per_model or {})
         self.max_concurrency = max_concurrency
         self.first_hold_s = first_hold_s
@@ -77,6 +82,7 @@ class Feedback:
             first_hold_s=self.first_hold_s,
             borrow=self.borrow,
             max_pause_s=self.max_pause_s,
+            open_until_refused=self.open_until_refused,
             clock=self._clock,
             random=self._random,
         )
@@ -94,6 +100,7 @@ class Feedback:
                 self.first_hold_s,
                 borrow=self.borrow,
                 max_concurrency=self.max_concurrency,
+                open_until_refused=self.open_until_refused,
             )
         return state
 
@@ -171,6 +178,10 @@ class Feedback:
                         bucket.shrink(told.limit * margin)  # a ceiling the user set
                     if learner is not None:
                         learner.announced()
+                    if name == "requests" and state.concurrency is not None:
+                        state.concurrency.announced()  # the rate bounds the key now
+                elif name == "requests" and state.concurrency is not None:
+                    state.concurrency.heard(told.remaining)
                 if learner is not None:
                     learner.heard(told.remaining)
                     wider = learner.widen(told.remaining, bucket.capacity)
@@ -295,10 +306,13 @@ class Feedback:
         """A 429: the learned rate of the refused dimension drops (see ``guards.learn``); a
         dimension refused below its announced rate has a shorter window: its burst narrows.
         Lock held."""
+        silent = not any(name.lower().startswith("x-ratelimit-") for name in headers)
+        in_burst = state.paused_until > self._clock()  # sent before the last 429's pause
+        if state.close(silent, in_burst):
+            return  # the first refusal of a key left open: every open dimension closes
         refused = _refused(state, headers)
         if refused is None:
             return
-        silent = not any(name.lower().startswith("x-ratelimit-") for name in headers)
         bucket, learner = state.bucket(refused), state.learners.get(refused)
         if bucket is None or learner is None:
             return
@@ -313,7 +327,7 @@ class Feedback:
             # a server that says nothing may count requests in flight (a gateway's or a model
             # server's queue) rather than a rate: both limits step down, and each grows back
             # only while it is used
-            state.concurrency.throttled(state.in_flight, self._clock())
+            state.concurrency.throttled(state.in_flight, self._clock(), in_burst=in_burst)
         if binding:  # else the rate was not what the key ran into: leave it
             rate = learner.throttled(bucket.per_minute)
             if rate is not None:
@@ -322,7 +336,8 @@ class Feedback:
     def limits(self) -> dict[Key, dict[str, Any]]:
         """What the limiter holds for each key now: per dimension the rate per minute it uses
         (after the safety margin), the burst in seconds, where the rate comes from
-        (``configured``, ``start``, ``announced``, ``slow_start``, ``cubic``) and the send rate
+        (``configured``, ``start``, ``open``, ``announced``, ``slow_start``, ``cubic``) and the
+        send rate
         measured per minute; ``None`` for a dimension that is not limited."""
         out: dict[Key, dict[str, Any]] = {}
         with self.lock:

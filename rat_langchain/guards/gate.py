@@ -1,7 +1,8 @@
 """The learned concurrency gate: attempts of one key in flight, admitted first in, first out
 under the limit ``guards.learn.Concurrency`` learns where a silent server answers 429.
 
-Why not an ``asyncio.Semaphore``: its size moves (AIMD) while callers wait, one limiter serves
+Why not an ``asyncio.Semaphore``: its size moves (slow start, AIMD) while callers wait, and
+not only when an attempt completes (the slow start's pace wakes it on a timer); one limiter serves
 every event loop of the process (the sync entry points' loop among them), and a completion
 feeds the learner. So the waiters are futures woken on their own loop, under the feedback
 policy's lock (guards.feedback), which also guards the count in flight.
@@ -40,12 +41,16 @@ class Gate:
     async def __aenter__(self) -> None:
         state = self._state
         assert state.concurrency is not None
+        concurrency = state.concurrency
         with self._lock:
-            if not state.gate_waiters and state.concurrency.admits(state.in_flight):
+            if not state.gate_waiters and concurrency.admits(state.in_flight):
                 state.in_flight += 1
+                concurrency.admitted()
                 return
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
             state.gate_waiters.append(waiter)
+            self._arm(loop)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -55,6 +60,8 @@ class Gate:
                     self._admit()
                 elif waiter in state.gate_waiters:
                     state.gate_waiters.remove(waiter)
+                    if not state.gate_waiters:
+                        self._disarm()
             raise
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -68,13 +75,47 @@ class Gate:
     def _admit(self) -> None:
         """Let queued attempts in while the concurrency limit allows. Lock held."""
         state = self._state
-        assert state.concurrency is not None
-        while state.gate_waiters and state.concurrency.admits(state.in_flight):
+        concurrency = state.concurrency
+        assert concurrency is not None
+        concurrency.pace()
+        while state.gate_waiters and concurrency.admits(state.in_flight):
             waiter = state.gate_waiters.popleft()
             if waiter.done():
                 continue
             state.in_flight += 1
+            concurrency.admitted()
             self._resolve(waiter)
+        if not state.gate_waiters:
+            concurrency.unblocked()
+            self._disarm()
+
+    def _disarm(self) -> None:
+        """Nobody waits: no pace timer (it would fire for nobody, maybe on a closed loop)."""
+        state = self._state
+        if state.gate_timer is not None:
+            state.gate_timer.cancel()
+            state.gate_timer = None
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """While slow-starting with callers waiting: a timer on ``loop`` for when the pace
+        lets the next one in (one per key; answers admit them too). Lock held."""
+        state = self._state
+        assert state.concurrency is not None
+        timer = state.gate_timer
+        if timer is not None and not timer.cancelled():
+            return
+        delay = state.concurrency.blocked()
+        if delay is not None:
+            state.gate_timer = loop.call_later(delay, self._paced)
+
+    def _paced(self) -> None:
+        """The pace's timer: admit whom the grown window lets in, and arm for the next."""
+        state = self._state
+        with self._lock:
+            state.gate_timer = None
+            self._admit()
+            if state.gate_waiters:
+                self._arm(asyncio.get_running_loop())
 
     def _resolve(self, waiter: asyncio.Future[None]) -> None:
         """Wake ``waiter`` on its own loop (a limiter serves every loop of the process)."""

@@ -1,10 +1,17 @@
 """How a limit left on ``auto`` moves, one dimension (requests or tokens) of one key at a time.
 
 A server that announces its limit (``x-ratelimit-limit-*``) is believed: the limiter adopts it.
-Where it announces none (Azure sends only ``remaining``; vLLM and most gateways send nothing)
-the rate is found the way TCP and botocore's adaptive retry mode find a path's capacity:
+Where it announces none (Azure sends only ``remaining``; vLLM, Ollama and most gateways send
+nothing) the rate is found the way TCP and botocore's adaptive retry mode find a path's capacity:
 
-- *slow start*: from the starting value, the rate doubles every second in which it was the
+- *open* (the local limiter's default): a server that has never refused is not throttled by a
+  rate at all (botocore's adaptive mode is off until the first throttle, too). What bounds such
+  a key is its window of attempts in flight (``Concurrency``: TCP's slow start, from ten). The
+  first 429 closes the dimension: its rate becomes what the server accepted over the last
+  second, and from there the curve below applies. Why: any starting rate is wrong for someone;
+  500 RPM made the pool 2-5x slower than plain ``ChatOpenAI`` on every local model server;
+- *slow start* (where a rate must exist from the start: processes sharing one through Redis):
+  from the starting value, the rate doubles every second in which it was the
   bottleneck (the key sent at >= 80 % of it) and no 429 came; never above twice what was
   actually sent, so an idle key does not talk itself into a huge rate;
 - *a 429*: the rate drops to ``BETA`` x what was being sent, and that send rate is remembered
@@ -29,10 +36,11 @@ Everything is a pure function of a clock and the calls made, so tests drive it b
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
-__all__ = ["BETA", "CUBIC_K_S", "EPISODE_S", "Concurrency", "Learner"]
+__all__ = ["BETA", "CUBIC_K_S", "EPISODE_S", "INITIAL_WINDOW", "PACE_S", "Concurrency", "Learner"]
 
 BETA = 0.7  # the rate kept after a 429 (botocore's adaptive mode; TCP CUBIC's beta)
 CUBIC_K_S = 3.0  # seconds to climb back to the rate a 429 interrupted
@@ -41,8 +49,11 @@ STEP_S = 0.5  # the rate moves at most once per step (botocore measures in half 
 _SMOOTH = 0.8  # weight of the newest half second in the measured send rate
 _BUSY = 0.8  # a key sending at this share of its rate is bound by it
 _MAX_BURST_S = 60.0
+_ACCEPTED_S = 1.0  # what the server accepted over this long is the rate an open key closes at
+INITIAL_WINDOW = 10  # attempts in flight before the first answer (TCP's initial window, RFC 6928)
+PACE_S = 0.04  # while callers wait, an open window doubles at least this often (see Concurrency)
 
-Phase = Literal["start", "announced", "slow_start", "cubic"]
+Phase = Literal["start", "open", "announced", "slow_start", "cubic"]
 
 
 class Learner:
@@ -54,10 +65,21 @@ class Learner:
         *,
         floor: float = 1.0,
         burst_s: float = 1.0,
+        opens: Literal["never", "at_start", "when_answered"] = "never",
     ) -> None:
         self._clock = clock
         self.floor = floor  # never below this many per minute: a rate of 0 would stall the key
         self.phase: Phase = "start"
+        # "start" ends at the first answer: in "open" (the rate not applied) or, for a learner
+        # that must hold a rate ("never": processes sharing one through Redis), in
+        # "slow_start". "at_start": open before the first answer too (requests: the window
+        # bounds the first burst); "when_answered": the starting rate bounds the first burst
+        # (tokens: a window counts requests, not their size)
+        self._opens = opens != "never"
+        self._open_at_start = opens == "at_start"
+        # while open: (time, amount) sent and answered over the last _ACCEPTED_S
+        self._recent_sent: deque[tuple[float, float]] = deque()
+        self._recent_answered: deque[float] = deque()
         self.burst_s = burst_s
         self._burst_frozen = False
         self.w_max = 0.0
@@ -78,6 +100,20 @@ class Learner:
         self._bucket_sum += amount
         if level_after <= 0.05 * capacity:
             self._spent_burst = True
+        if self._opens and self.phase in ("start", "open"):
+            now = self._clock()
+            self._recent_sent.append((now, amount))
+            _trim(self._recent_sent, now)
+
+    @property
+    def unrefused(self) -> bool:
+        """Whether this learner opens (or is open) and has heard neither a limit nor a 429."""
+        return self._opens and self.phase in ("start", "open")
+
+    @property
+    def open(self) -> bool:
+        """Whether the rate is not applied: nothing announced and never refused."""
+        return self.phase == "open" or (self._open_at_start and self.phase == "start")
 
     def _tick(self) -> None:
         now = self._clock()
@@ -102,7 +138,13 @@ class Learner:
         than this process's send rate (a bucket shared by several processes)."""
         self._tick()
         if self.phase == "start":
-            self.phase = "slow_start"
+            self.phase = "open" if self._opens else "slow_start"
+        if self.phase == "open":
+            now = self._clock()
+            self._recent_answered.append(now)
+            while self._recent_answered and self._recent_answered[0] < now - _ACCEPTED_S:
+                self._recent_answered.popleft()
+            return None
         if self.phase == "announced":
             return None
         now = self._clock()
@@ -129,12 +171,16 @@ class Learner:
         measured yet, as in the first burst). A 429 while it was not binding was for something
         else, such as too many requests in flight."""
         self._tick()
+        if self.open:
+            return True
         return self.measured <= 0 or self.measured >= 0.5 * per_minute
 
     def throttled(self, per_minute: float) -> float | None:
         """A 429 of this dimension (no limit announced): the new rate, or None (same episode)."""
         self._tick()
         now = self._clock()
+        if self.unrefused:
+            return self.close(per_minute)
         if now - self._dropped_at < EPISODE_S or self.phase == "announced":
             return None
         sending = self.measured if self.measured > 0 else per_minute
@@ -143,6 +189,31 @@ class Learner:
         self.phase = "cubic"
         self._dropped_at = self._moved_at = now
         return max(self.floor, BETA * self.w_max)
+
+    def close(self, start: float) -> float:
+        """The first 429 of an open key (this dimension's or another's: a silent server does
+        not say which): the rate from now on, what the server accepted over the last second.
+        For each dimension that is its sends times the share of them answered; with no
+        answer yet, ``BETA`` x what was sent, and no less than ``BETA`` x ``start`` (the
+        starting rate: a refusal of the very first request says little of the rate). The
+        429 episode starts here: the curve climbs back to this rate and probes above it."""
+        now = self._clock()
+        _trim(self._recent_sent, now)
+        while self._recent_answered and self._recent_answered[0] < now - _ACCEPTED_S:
+            self._recent_answered.popleft()
+        sent = sum(amount for _, amount in self._recent_sent)
+        requests = len(self._recent_sent)
+        answered = len(self._recent_answered)
+        if requests and answered:
+            per_minute = sent * min(1.0, answered / requests) * 60.0 / _ACCEPTED_S
+        else:  # nothing came back within the second (long answers, or the first request)
+            per_minute = BETA * max(sent * 60.0 / _ACCEPTED_S, start)
+        self.w_max = max(self.floor, per_minute)
+        self.phase = "cubic"
+        self._dropped_at = self._moved_at = now
+        self._recent_sent.clear()
+        self._recent_answered.clear()
+        return self.w_max
 
     def follow(self, per_minute: float, current: float) -> None:
         """Another process sharing this limit moved it to ``per_minute`` (from ``current``): a
@@ -183,37 +254,133 @@ class Learner:
 
 
 class Concurrency:
-    """How many attempts of one key may be in flight, for a server that announces no limits:
-    additive increase, multiplicative decrease (Netflix concurrency-limits' AIMD limit).
+    """How many attempts of one key may be in flight, for a server that announces no limits.
 
-    Off (``limit is None``: only ``max_parallel_llm_calls`` bounds the key) until the first 429
-    of such a server, because a rate learned from 429s does not see a server that counts
-    requests *in flight* (a gateway's or a self-hosted model's queue). Then: on a 429 the limit
-    drops to ``BETA`` x what was in flight; each attempt that completes adds ``1 / limit`` (one
-    more per round of answers, as TCP's congestion avoidance) up to ``ceiling``, where it turns
-    off again. Latency is not a signal here: an LLM's latency follows the tokens it writes, not
-    the server's load, so Gradient2's latency ratios would read long answers as congestion.
+    Two regimes, as TCP's congestion window:
+
+    - *slow start* (``initial`` given: the local limiter's open keys, see ``Learner``): from
+      ``INITIAL_WINDOW`` before the first answer, each attempt that completes while the window
+      is in use adds one (doubling per round trip, clocked by the answers); and while callers
+      wait, the window doubles at least every ``PACE_S`` whatever the round trip, so a server
+      whose answers take seconds (a local model) is not ramped over seconds. It ends at
+      ``ceiling`` (off: only ``max_parallel_llm_calls`` bounds the key), when the server
+      announces its limits (the rate then bounds the key), or at the first 429;
+    - *AIMD* (Netflix concurrency-limits' AIMD limit), from the first 429 of a silent server
+      (a gateway's or a self-hosted model's queue counts requests *in flight*, which a rate
+      does not see): on a 429 the limit drops to ``BETA`` x what was in flight; each attempt
+      that completes adds ``1 / limit`` (one more per round of answers) up to ``ceiling``,
+      where it turns off again.
+
+    ``credit``: while slow-starting on a server that reports ``remaining`` but no limit (Azure),
+    at most that many more are sent until an answer says more; with nothing in flight one goes
+    anyway, so an exhausted window is found by one 429 (with its retry-after), not by a stall.
+
+    Latency is not a signal here: an LLM's latency follows the tokens it writes, not the
+    server's load, so Gradient2's latency ratios would read long answers as congestion.
     """
 
-    def __init__(self, ceiling: int) -> None:
+    def __init__(
+        self,
+        ceiling: int,
+        *,
+        initial: int | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.ceiling = ceiling
-        self.limit: float | None = None
+        self.limit: float | None = None if initial is None else float(min(initial, ceiling))
+        self.slow_start = initial is not None
+        self.credit: float | None = None
+        self._clock = clock
         self._dropped_at = -math.inf
+        self._at_drop, self._refused = 0.0, 0  # in flight at the episode's drop; its 429s
+        self._blocked_at: float | None = None  # since when callers have been waiting
+        self._blocked_limit = 0.0  # the window when they started to
 
-    def throttled(self, in_flight: int, now: float) -> None:
-        if now - self._dropped_at < EPISODE_S:
-            return  # the 429s of one burst are one signal
+    def throttled(self, in_flight: int, now: float, *, in_burst: bool = False) -> None:
+        """A 429 with ``in_flight`` out (the refused attempt included). ``in_burst``: it was
+        sent before the pause the previous 429 of this episode began (nothing new went out
+        since), so the episode's refusals tell how many of what was in flight the server took
+        at once: the limit goes no higher than that."""
+        self.slow_start = False
+        self.credit = None
+        self._blocked_at = None
+        if now - self._dropped_at < EPISODE_S:  # the 429s of one burst are one signal
+            if in_burst and self.limit is not None:
+                self._refused += 1
+                self.limit = max(1.0, min(self.limit, self._at_drop - self._refused))
+            return
         self._dropped_at = now
         base = in_flight if self.limit is None else min(in_flight, self.limit)
+        self._at_drop, self._refused = float(in_flight), 1
         self.limit = max(1.0, BETA * max(base, 1))
+
+    def announced(self) -> None:
+        """The server announced its limits: a slow-starting window has nothing more to find."""
+        if self.slow_start:
+            self._off()
 
     def completed(self, in_flight: int) -> None:
         """An attempt came back with ``in_flight`` (itself included) out: the limit grows only
         while it is being used (half of it, as Netflix's AIMD), not while idle."""
         if self.limit is not None and in_flight * 2 >= self.limit:
-            self.limit += 1.0 / self.limit
+            self.limit += 1.0 if self.slow_start else 1.0 / self.limit
             if self.limit >= self.ceiling:
-                self.limit = None
+                self._off()
+
+    def heard(self, remaining: float | None) -> None:
+        """An answer's ``remaining`` requests (None: it said nothing of them)."""
+        if self.slow_start:
+            self.credit = remaining
 
     def admits(self, in_flight: int) -> bool:
+        if self.credit is not None and self.credit < 1 and in_flight > 0:
+            return False
         return self.limit is None or in_flight < max(1, int(self.limit))
+
+    def admitted(self) -> None:
+        if self.credit is not None:
+            self.credit -= 1
+
+    # -- the pace of slow start while callers wait ---------------------------------------------
+
+    def blocked(self) -> float | None:
+        """A caller found the window full: seconds until the pace lets one more in (None: it
+        does not apply, out of slow start)."""
+        if not self.slow_start or self.limit is None or self._clock is None:
+            return None
+        now = self._clock()
+        if self._blocked_at is None:
+            self._blocked_at, self._blocked_limit = now, self.limit
+        self.pace()
+        if self.limit is None:
+            return None
+        wanted = (int(self.limit) + 1) / self._blocked_limit
+        return max(0.0, self._blocked_at + PACE_S * math.log2(wanted) - now)
+
+    def pace(self) -> None:
+        """Apply the pace: the window is at least what doubling every ``PACE_S`` since callers
+        started waiting makes it."""
+        if not self.slow_start or self._blocked_at is None or self._clock is None:
+            return
+        assert self.limit is not None
+        elapsed = self._clock() - self._blocked_at
+        floor = self._blocked_limit * 2.0 ** min(elapsed / PACE_S, 30.0)
+        if floor > self.limit:
+            self.limit = floor
+            if self.limit >= self.ceiling:
+                self._off()
+
+    def unblocked(self) -> None:
+        """Nobody waits any more: the pace starts over from the window of the next wait."""
+        self._blocked_at = None
+
+    def _off(self) -> None:
+        self.limit = None
+        self.slow_start = False
+        self.credit = None
+        self._blocked_at = None
+
+
+def _trim(recent: deque[tuple[float, float]], now: float) -> None:
+    while recent and recent[0][0] < now - _ACCEPTED_S:
+        recent.popleft()

@@ -162,6 +162,7 @@ class RateLimiter:
         max_queue_wait_s: float | None = _DEFAULTS.max_queue_wait_s,
         borrow: bool = False,
         max_pause_s: float = _RETRY_DEFAULTS.max_server_wait_s,
+        open_until_refused: bool = True,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
         random: Callable[[], float] = _random.random,
@@ -172,7 +173,12 @@ class RateLimiter:
 
         ``borrow=True``: a request larger than the TPM bucket waits for a full bucket and goes
         into debt instead of raising ``RequestTooLarge`` (a share of a larger budget that the
-        caller has already checked the request against)."""
+        caller has already checked the request against).
+
+        ``open_until_refused`` (the default): a limit left on ``"auto"`` is not applied until
+        the server refuses (a 429) or announces it; until then a slow-starting window of
+        attempts in flight bounds the key, as plain ``ChatOpenAI`` is bounded by its callers
+        (see ``guards.learn``). ``False``: start at ``START_RPM``/``START_TPM`` and grow."""
         if max_queue is not None and max_queue < 0:
             raise ValueError(f"max_queue must be >= 0 or None, got {max_queue}")
         if max_queue_wait_s is not None and max_queue_wait_s < 0:
@@ -188,6 +194,7 @@ class RateLimiter:
             first_hold_s=first_hold_s,
             borrow=borrow,
             max_pause_s=max_pause_s,
+            open_until_refused=open_until_refused,
             clock=clock,
             random=random,
         )

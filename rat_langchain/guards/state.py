@@ -16,7 +16,7 @@ from typing import Protocol
 
 from rat_langchain.guards.bucket import RateLimit, TokenBucket, check_size
 from rat_langchain.guards.key import Key
-from rat_langchain.guards.learn import Concurrency, Learner
+from rat_langchain.guards.learn import INITIAL_WINDOW, Concurrency, Learner
 
 __all__ = ["MAX_CONCURRENCY", "KeyState", "TimerHandle", "Waiter"]
 
@@ -46,7 +46,11 @@ class KeyState:
         *,
         borrow: bool = False,
         max_concurrency: int | None = None,
+        open_until_refused: bool = False,
     ) -> None:
+        """``open_until_refused``: a dimension left on auto is not applied until the server
+        refuses (or announces it); a window of attempts in flight bounds the key meanwhile
+        (see ``guards.learn``)."""
         margin = limit.safety_margin
         self.limit = limit
         self.clock = clock
@@ -67,17 +71,30 @@ class KeyState:
         self.borrow = borrow or limit.learn_tpm
         # how each dimension left on "auto" learns its rate and burst (see guards.learn)
         self.learners: dict[str, Learner] = {}
+        opens = open_until_refused
         if limit.learn_rpm and self.requests is not None:
-            self.learners["requests"] = Learner(clock, floor=1.0, burst_s=burst)
+            self.learners["requests"] = Learner(
+                clock, floor=1.0, burst_s=burst, opens="at_start" if opens else "never"
+            )
         if limit.learn_tpm and self.tokens is not None:
-            self.learners["tokens"] = Learner(clock, floor=1000.0, burst_s=burst)
+            self.learners["tokens"] = Learner(
+                clock, floor=1000.0, burst_s=burst, opens="when_answered" if opens else "never"
+            )
         self.throttles = 0  # 429s in a row without a retry-after: the backoff's exponent
-        # attempts in flight, under a limit learned from 429s where the server announces none
+        # attempts in flight: a slow-starting window while open, then a limit learned from
+        # 429s where the server announces none
         self.concurrency = (
-            Concurrency(max_concurrency or MAX_CONCURRENCY) if limit.learn_rpm else None
+            Concurrency(
+                max_concurrency or MAX_CONCURRENCY,
+                initial=INITIAL_WINDOW if opens else None,
+                clock=clock,
+            )
+            if limit.learn_rpm
+            else None
         )
         self.in_flight = 0
         self.gate_waiters: deque[asyncio.Future[None]] = deque()
+        self.gate_timer: asyncio.TimerHandle | None = None  # the slow start's pace
         self.paused_until = 0.0
         self.acknowledged = False
         self.waiters: deque[Waiter] = deque()
@@ -87,12 +104,21 @@ class KeyState:
         if not self.borrow:
             check_size(key, tokens, self.tokens.per_minute if self.tokens is not None else None)
 
+    def applied(self, name: str) -> TokenBucket | None:
+        """The bucket of dimension ``name`` if it limits sends now (not one left open)."""
+        bucket = self.requests if name == "requests" else self.tokens
+        if bucket is None:
+            return None
+        learner = self.learners.get(name)
+        return None if learner is not None and learner.open else bucket
+
     def wait_time(self, tokens: int) -> float:
         wait = max(0.0, self.paused_until - self.clock())
-        if self.requests is not None:
-            wait = max(wait, self.requests.wait_for(1))
-        if self.tokens is not None:
-            wait = max(wait, self.tokens.wait_for(tokens))
+        requests, bucket = self.applied("requests"), self.applied("tokens")
+        if requests is not None:
+            wait = max(wait, requests.wait_for(1))
+        if bucket is not None:
+            wait = max(wait, bucket.wait_for(tokens))
         return wait
 
     def queue_wait(self, tokens: int) -> float:
@@ -100,19 +126,21 @@ class KeyState:
         that were cancelled but not yet removed still count)."""
         wait = max(0.0, self.paused_until - self.clock())
         ahead = [w for w in self.waiters if not w.future.done()]
-        if self.requests is not None:
-            missing = len(ahead) + 1 - self.requests.level()
-            wait = max(wait, missing / self.requests.rate)
-        if self.tokens is not None:
-            missing = sum(w.tokens for w in ahead) + tokens - self.tokens.level()
-            wait = max(wait, missing / self.tokens.rate)
+        requests, bucket = self.applied("requests"), self.applied("tokens")
+        if requests is not None:
+            missing = len(ahead) + 1 - requests.level()
+            wait = max(wait, missing / requests.rate)
+        if bucket is not None:
+            missing = sum(w.tokens for w in ahead) + tokens - bucket.level()
+            wait = max(wait, missing / bucket.rate)
         return wait
 
     def take(self, tokens: int) -> None:
-        if self.requests is not None:
-            self.requests.take(1)
-        if self.tokens is not None:
-            self.tokens.take(tokens)
+        requests, bucket = self.applied("requests"), self.applied("tokens")
+        if requests is not None:
+            requests.take(1)
+        if bucket is not None:
+            bucket.take(tokens)
         self._sent(tokens)
 
     def _sent(self, tokens: int) -> None:
@@ -126,6 +154,27 @@ class KeyState:
             learner = self.learners.get(name)
             if learner is not None and bucket is not None:
                 learner.sent(amount, bucket.capacity, bucket.last_level)
+
+    def close(self, silent: bool, in_burst: bool) -> bool:
+        """The first 429 of a key left open: each open dimension's rate becomes what the server
+        accepted (``Learner.close``), from an empty bucket (the server's window is spent);
+        the window of attempts in flight steps down (a silent server may count them) or, where
+        the server reports what is left (Azure), ends. False if nothing was open."""
+        opened = [name for name, learner in self.learners.items() if learner.unrefused]
+        if not opened and not (self.concurrency is not None and self.concurrency.slow_start):
+            return False
+        for name in opened:
+            bucket = self.bucket(name)
+            assert bucket is not None
+            bucket.adopt(self.learners[name].close(bucket.per_minute))
+            bucket.take(bucket.level())
+            bucket.release_hold()  # after the take: a bucket's first take arms its hold
+        if self.concurrency is not None and self.concurrency.slow_start:
+            if silent:
+                self.concurrency.throttled(self.in_flight, self.clock(), in_burst=in_burst)
+            else:
+                self.concurrency.announced()
+        return bool(opened)
 
     def bucket(self, name: str) -> TokenBucket | None:
         return self.requests if name == "requests" else self.tokens
@@ -141,7 +190,7 @@ class KeyState:
         takes)."""
         if self.paused_until > self.clock():
             return False
-        requests, bucket = self.requests, self.tokens
+        requests, bucket = self.applied("requests"), self.applied("tokens")
         if requests is not None and not requests.fits(1):
             return False
         if bucket is not None and not bucket.fits(tokens):

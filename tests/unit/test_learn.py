@@ -1,6 +1,8 @@
-"""Limits left on "auto" where the server does not announce them: slow start, a CUBIC rate
-driven by 429s, exponential backoff with jitter, Azure's remaining-only headers, and a burst
-that grows only when the server shows it allows more. All on a fake clock."""
+"""Limits left on "auto" where the server does not announce them, as a limiter that holds a rate
+from the start (``open_until_refused=False``: the Redis limiter's shared rates): slow start, a
+CUBIC rate driven by 429s, exponential backoff with jitter, Azure's remaining-only headers, and
+a burst that grows only when the server shows it allows more. All on a fake clock. The local
+limiter's default, a key left open until the server refuses, is in test_open.py."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ NO_HEADERS: dict[str, str] = {}
 def auto(clock: FakeClock, **kwargs: object) -> RateLimiter:
     kwargs.setdefault("first_hold_s", 0.0)
     kwargs.setdefault("safety_margin", 1.0)
+    kwargs.setdefault("open_until_refused", False)
     return RateLimiter(
         "auto",  # type: ignore[arg-type]
         kwargs.pop("tpm", None),  # type: ignore[arg-type]

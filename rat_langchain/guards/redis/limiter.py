@@ -81,8 +81,15 @@ class RedisRateLimiter:
         """``local``: the keyword arguments of :class:`RateLimiter` (``safety_margin``,
         ``burst_s``, ``per_model``, ``max_queue``, ``clock``...), which apply to the shared
         buckets and to the local stand-in alike."""
-        # the first burst's hold is a per-process notion; the shared bucket has none
-        self._local_args = {"rpm": rpm, "tpm": tpm, **local, "first_hold_s": 0.0}
+        # the first burst's hold is a per-process notion; the shared bucket has none. The
+        # processes share a rate, so one exists from the start (no key left open until refused)
+        self._local_args = {
+            "rpm": rpm,
+            "tpm": tpm,
+            **local,
+            "first_hold_s": 0.0,
+            "open_until_refused": False,
+        }
         # The configured limits, and the stand-in used while Redis is down.
         self.local = RateLimiter(**self._local_args)
         # The feedback policy alone (headers, 429s, learning) for the shared buckets: what it

@@ -1,0 +1,204 @@
+"""The local limiter's default for limits left on "auto": a server that has never refused is not
+throttled by a rate; a slow-starting window of attempts in flight bounds the key (from ten,
++1 per answer while used, doubling at least every PACE_S while callers wait); the first 429
+closes the key at what the server accepted; announced limits are believed. Fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rat_langchain.guards.learn import BETA, INITIAL_WINDOW, PACE_S, Concurrency
+from rat_langchain.guards.limiter import RateLimiter
+from tests.support.clock import FakeClock, settle
+
+KEY = ("http://sim/v1", "m")
+SILENT: dict[str, str] = {}
+
+
+def open_limiter(clock: FakeClock, **kwargs: object) -> RateLimiter:
+    kwargs.setdefault("safety_margin", 1.0)
+    return RateLimiter(
+        "auto",
+        kwargs.pop("tpm", "auto"),  # type: ignore[arg-type]
+        clock=clock,
+        call_later=clock.call_later,
+        random=lambda: 1.0,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_a_server_that_never_refused_is_not_throttled_by_a_rate() -> None:
+    clock = FakeClock()
+    limiter = open_limiter(clock)
+    assert limiter.try_acquire(KEY, tokens=50) is not None
+    limiter.observe(KEY, SILENT)  # the first answer, silent
+    limiter.acknowledge(KEY)
+    granted = sum(limiter.try_acquire(KEY, tokens=50) is not None for _ in range(5000))
+    assert granted == 5000  # at one instant: 10x the old 500 RPM start, 250k tokens
+    row = limiter.limits()[KEY]
+    assert row["requests"]["source"] == "open"
+    assert row["tokens"]["source"] == "open"
+
+
+def test_before_the_first_answer_the_token_rate_bounds_the_first_burst() -> None:
+    """A window counts requests, not their size: until the server has answered once, the
+    starting token rate holds (a per-second token limit would refuse a burst of long
+    prompts); after a silent answer the tokens dimension is open too."""
+    clock = FakeClock()
+    limiter = open_limiter(clock, first_hold_s=1.0)
+    assert limiter.try_acquire(KEY, tokens=3000) is not None
+    assert limiter.try_acquire(KEY, tokens=3000) is None  # START_TPM's 1 s burst is spent
+    limiter.observe(KEY, SILENT)
+    limiter.acknowledge(KEY)
+    assert limiter.limits()[KEY]["tokens"]["source"] == "open"
+    assert limiter.try_acquire(KEY, tokens=3000) is not None
+
+
+def test_the_first_429_closes_the_key_at_what_the_server_accepted() -> None:
+    clock = FakeClock()
+    limiter = open_limiter(clock)
+    for i in range(30):  # 30 sent in 0.3 s, 10 of them answered (a 10-per-second server)
+        clock.now += 0.01
+        assert limiter.try_acquire(KEY, tokens=100) is not None
+        if i < 10:
+            limiter.observe(KEY, SILENT)
+            limiter.acknowledge(KEY)
+    limiter.observe_429(KEY, SILENT)
+    row = limiter.limits()[KEY]
+    assert row["requests"]["source"] == "cubic"
+    assert row["requests"]["per_minute"] == pytest.approx(600.0)  # 10 accepted in the second
+    assert row["tokens"]["per_minute"] == pytest.approx(60_000.0)  # their tokens, per minute
+    # the window stepped down too (a silent server may count requests in flight)
+    assert row["concurrency_limit"] is not None
+    limiter.observe_429(KEY, SILENT)  # another 429 of the same burst: no second drop
+    assert limiter.limits()[KEY]["requests"]["per_minute"] == pytest.approx(600.0)
+    clock.now += 1.0  # past the pause (0.5 s, no retry-after): the bucket refilled from empty
+    granted = sum(limiter.try_acquire(KEY, tokens=100) is not None for _ in range(50))
+    assert granted == 10  # one second at 600 RPM: the rate applies now
+
+
+def test_a_429_before_any_answer_keeps_beta_of_what_was_sent() -> None:
+    clock = FakeClock()
+    limiter = open_limiter(clock, tpm=None)
+    for _ in range(20):
+        assert limiter.try_acquire(KEY) is not None
+    limiter.observe_429(KEY, SILENT)
+    assert limiter.limits()[KEY]["requests"]["per_minute"] == pytest.approx(BETA * 20 * 60)
+
+
+def test_announced_limits_are_believed_and_end_the_window() -> None:
+    clock = FakeClock()
+    limiter = open_limiter(clock)
+    limiter.try_acquire(KEY)
+    headers = {
+        "x-ratelimit-limit-requests": "600",
+        "x-ratelimit-remaining-requests": "599",
+        "x-ratelimit-limit-tokens": "100000",
+        "x-ratelimit-remaining-tokens": "99000",
+    }
+    limiter.observe(KEY, headers)
+    limiter.acknowledge(KEY)
+    row = limiter.limits()[KEY]
+    assert row["requests"]["source"] == "announced"
+    assert row["requests"]["per_minute"] == 600
+    assert row["concurrency_limit"] is None  # the rate bounds the key, not a window
+    granted = sum(limiter.try_acquire(KEY) is not None for _ in range(50))
+    assert granted < 15  # about one second's worth: the announced rate applies
+
+
+def test_the_window_slow_starts_per_answer_while_used() -> None:
+    clock = FakeClock()
+    window = Concurrency(1024, initial=INITIAL_WINDOW, clock=clock)
+    assert window.admits(INITIAL_WINDOW - 1)
+    assert not window.admits(INITIAL_WINDOW)
+    for _ in range(10):  # ten answers, each with the window full: +1 each
+        window.completed(in_flight=INITIAL_WINDOW)
+    assert window.limit == 2 * INITIAL_WINDOW  # doubled in one round of answers
+    for _ in range(50):  # one caller at a time: the window is not in use, it does not grow
+        window.completed(in_flight=1)
+    assert window.limit == 2 * INITIAL_WINDOW
+    while window.limit is not None:  # up to the ceiling, where it turns off
+        window.completed(in_flight=int(window.limit))
+    assert not window.slow_start
+    assert window.admits(10_000)
+
+
+def test_while_callers_wait_the_window_doubles_every_pace_whatever_the_round_trip() -> None:
+    clock = FakeClock()
+    window = Concurrency(1024, initial=10, clock=clock)
+    delay = window.blocked()  # the window is full and a caller waits
+    assert delay == pytest.approx(PACE_S * 0.1375, rel=0.01)  # log2(11/10) of a pace
+    clock.now += PACE_S
+    window.pace()
+    assert window.limit == pytest.approx(20)
+    clock.now += 2 * PACE_S
+    window.pace()
+    assert window.limit == pytest.approx(80)  # no answer came: the pace alone
+    window.unblocked()
+    clock.now += 10.0
+    window.pace()
+    assert window.limit == pytest.approx(80)  # nobody waited: no growth
+
+
+def test_a_429_ends_slow_start_into_aimd_and_announced_limits_turn_it_off() -> None:
+    clock = FakeClock()
+    window = Concurrency(1024, initial=10, clock=clock)
+    window.completed(in_flight=10)
+    window.throttled(in_flight=11, now=clock())
+    assert not window.slow_start
+    assert window.limit == pytest.approx(BETA * 11)
+    window.completed(in_flight=8)
+    assert window.limit == pytest.approx(BETA * 11 + 1 / (BETA * 11))  # +1/limit now
+    assert window.blocked() is None  # no pace out of slow start
+    other = Concurrency(1024, initial=10, clock=clock)
+    other.announced()
+    assert other.limit is None
+    assert other.admits(5000)
+
+
+def test_remaining_without_a_limit_is_a_credit_with_one_probe_when_idle() -> None:
+    """Azure reports what is left of its window but not the limit: a slow-starting window
+    sends no more than that until an answer says more, and with nothing in flight one
+    request goes (its 429 brings the retry-after) instead of a stall."""
+    window = Concurrency(1024, initial=10, clock=FakeClock())
+    window.heard(2)
+    assert window.admits(1)
+    window.admitted()
+    window.admitted()
+    assert not window.admits(2)  # the credit is spent, two in flight
+    assert window.admits(0)  # nothing in flight: one probe
+    window.heard(None)
+    assert window.admits(5)
+
+
+async def test_the_pace_admits_waiting_callers_without_any_answer() -> None:
+    clock = FakeClock()
+    limiter = open_limiter(clock)
+    entered = 0
+    twenty = asyncio.Event()
+    release = asyncio.Event()
+
+    async def attempt() -> None:
+        nonlocal entered
+        async with limiter.gate(KEY):  # type: ignore[union-attr]
+            entered += 1
+            if entered == 20:
+                twenty.set()
+            await release.wait()
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(30):
+            group.create_task(attempt())
+        await settle()
+        assert entered == INITIAL_WINDOW  # the initial window, nobody answered
+        clock.now += PACE_S  # one pace later the window has doubled: the timer lets them in
+        async with asyncio.timeout(5):
+            await twenty.wait()
+        assert entered == 20
+        release.set()
+    row = limiter.limits()[KEY]
+    assert row["in_flight"] == 0
+    assert row["concurrency_limit"] is not None
+    assert row["concurrency_limit"] >= 20
