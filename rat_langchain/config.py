@@ -144,15 +144,17 @@ class RateLimitingConfig(_Section):
     rpm_limit: Limit = Field(
         "auto",
         description="Requests per minute per API and model. auto: learned from the server's "
-        "x-ratelimit-limit-requests, up as well as down, from 500 until it says; where it "
-        "never says, found from its 429s (slow start, then CUBIC; docs/resilience.md); a "
-        "number is a ceiling the server's limit can only lower.",
+        "x-ratelimit-limit-requests, up as well as down; where it never says, not applied "
+        "until the server refuses (a window of requests in flight slow-starts meanwhile), "
+        "then found from its 429s (CUBIC; docs/resilience.md); a number is a ceiling the "
+        "server's limit can only lower.",
     )
     tpm_limit: Limit = Field(
         "auto",
         description="Tokens per minute per API and model. auto: learned from the server's "
-        "x-ratelimit-limit-tokens (the tighter project limit where it sends one), from 200000 "
-        "until it says, or from its 429s; a number is a ceiling.",
+        "x-ratelimit-limit-tokens (the tighter project limit where it sends one), 200000 "
+        "until the first answer; where the server never says, not applied until it refuses, "
+        "then found from its 429s; a number is a ceiling.",
     )
     safety_margin: float = Field(
         0.9, gt=0, le=1, description="Share of the limits actually used, to absorb clock skew."

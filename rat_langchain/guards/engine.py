@@ -211,17 +211,22 @@ class Guard:
         limiter = self.limiter
         with self._permit() as permit:
             waited = time.monotonic()
-            reservation = await limiter.acquire(self.key, tokens) if limiter else None
-            if self.metrics is not None and limiter is not None:
-                waited = time.monotonic() - waited
-                if waited > 0.001:  # a free bucket answers in microseconds
-                    self.metrics.record_limiter_wait(self.series, waited)
-            semaphore = limiter.semaphore() if limiter is not None else None
+            # the key's window first, then its rate: a caller let through the window goes to
+            # the rate as it is then (the window may have learned one meanwhile, or been
+            # refused); taking the rate first would release a queue that had passed an open
+            # rate all at once into a rate that had closed
             gate = limiter.gate(self.key) if limiter is not None else None  # learned, per key
-            async with semaphore or _ANULL, gate or _ANULL:
-                if permit is not None:
-                    permit.restart()  # the limiter's wait is not the call's duration
-                yield reservation
+            async with gate or _ANULL:
+                reservation = await limiter.acquire(self.key, tokens) if limiter else None
+                if self.metrics is not None and limiter is not None:
+                    waited = time.monotonic() - waited
+                    if waited > 0.001:  # a free bucket answers in microseconds
+                        self.metrics.record_limiter_wait(self.series, waited)
+                semaphore = limiter.semaphore() if limiter is not None else None
+                async with semaphore or _ANULL:
+                    if permit is not None:
+                        permit.restart()  # the limiter's wait is not the call's duration
+                    yield reservation
 
     async def _send(self, attempt: Callable[[], Awaitable[T]], call: _Call) -> T:
         """The attempt itself, within its share of the deadline, counted in flight."""

@@ -129,6 +129,9 @@ class Feedback:
                 for bucket in (state.requests, state.tokens):
                     if bucket is not None:
                         bucket.release_hold()
+            if state.refusals_to_ack > 0:  # a 429 completing: not an answer to learn from
+                state.refusals_to_ack -= 1
+                return False
             grew = False
             for name, learner in state.learners.items():
                 bucket = state.bucket(name)
@@ -177,7 +180,7 @@ class Feedback:
                     else:
                         bucket.shrink(told.limit * margin)  # a ceiling the user set
                     if learner is not None:
-                        learner.announced()
+                        bucket.take(learner.announced())  # spent while open, in its window
                     if name == "requests" and state.concurrency is not None:
                         state.concurrency.announced()  # the rate bounds the key now
                 elif name == "requests" and state.concurrency is not None:
@@ -290,6 +293,8 @@ class Feedback:
             seconds = min((r for r in resets if r is not None), default=None)
         with self.lock:
             state = self.state(key)
+            if state.learners:
+                state.refusals_to_ack += 1
             if seconds is None:  # the server said nothing of when: back off, with jitter
                 left = state.paused_until - self._clock()
                 if left > 0:  # one burst's 429s, sent before the pause: one step, not many
@@ -308,8 +313,8 @@ class Feedback:
         Lock held."""
         silent = not any(name.lower().startswith("x-ratelimit-") for name in headers)
         in_burst = state.paused_until > self._clock()  # sent before the last 429's pause
-        if state.close(silent, in_burst):
-            return  # the first refusal of a key left open: every open dimension closes
+        if state.refused(silent, in_burst):
+            return  # a refusal of a key left open (see KeyState.refused)
         refused = _refused(state, headers)
         if refused is None:
             return

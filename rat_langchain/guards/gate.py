@@ -88,6 +88,8 @@ class Gate:
         if not state.gate_waiters:
             concurrency.unblocked()
             self._disarm()
+        else:  # an answer may have started the pace (none before the first)
+            self._arm(asyncio.get_running_loop())
 
     def _disarm(self) -> None:
         """Nobody waits: no pace timer (it would fire for nobody, maybe on a closed loop)."""
@@ -114,8 +116,6 @@ class Gate:
         with self._lock:
             state.gate_timer = None
             self._admit()
-            if state.gate_waiters:
-                self._arm(asyncio.get_running_loop())
 
     def _resolve(self, waiter: asyncio.Future[None]) -> None:
         """Wake ``waiter`` on its own loop (a limiter serves every loop of the process)."""

@@ -180,7 +180,7 @@ class Learner:
         self._tick()
         now = self._clock()
         if self.unrefused:
-            return self.close(per_minute)
+            return self.close()
         if now - self._dropped_at < EPISODE_S or self.phase == "announced":
             return None
         sending = self.measured if self.measured > 0 else per_minute
@@ -190,13 +190,14 @@ class Learner:
         self._dropped_at = self._moved_at = now
         return max(self.floor, BETA * self.w_max)
 
-    def close(self, start: float) -> float:
-        """The first 429 of an open key (this dimension's or another's: a silent server does
-        not say which): the rate from now on, what the server accepted over the last second.
-        For each dimension that is its sends times the share of them answered; with no
-        answer yet, ``BETA`` x what was sent, and no less than ``BETA`` x ``start`` (the
-        starting rate: a refusal of the very first request says little of the rate). The
-        429 episode starts here: the curve climbs back to this rate and probes above it."""
+    def close(self) -> float | None:
+        """A 429 of an open key (this dimension's or another's: a silent server does not say
+        which): the rate from now on, what the server accepted over the last second (its
+        sends times the share of them answered), or None to stay open when nothing was
+        answered in that second: the refusal then says nothing of a rate (a server that
+        counts requests in flight refuses at once and answers later; the window steps down
+        instead). The 429 episode starts here: the curve climbs back to this rate and then
+        probes above it."""
         now = self._clock()
         _trim(self._recent_sent, now)
         while self._recent_answered and self._recent_answered[0] < now - _ACCEPTED_S:
@@ -204,10 +205,9 @@ class Learner:
         sent = sum(amount for _, amount in self._recent_sent)
         requests = len(self._recent_sent)
         answered = len(self._recent_answered)
-        if requests and answered:
-            per_minute = sent * min(1.0, answered / requests) * 60.0 / _ACCEPTED_S
-        else:  # nothing came back within the second (long answers, or the first request)
-            per_minute = BETA * max(sent * 60.0 / _ACCEPTED_S, start)
+        if not (requests and answered):
+            return None
+        per_minute = sent * min(1.0, answered / requests) * 60.0 / _ACCEPTED_S
         self.w_max = max(self.floor, per_minute)
         self.phase = "cubic"
         self._dropped_at = self._moved_at = now
@@ -224,9 +224,19 @@ class Learner:
             self.w_max = max(self.floor, per_minute / BETA)
             self._dropped_at = self._moved_at = now
 
-    def announced(self) -> None:
-        """The server announced this dimension's limit: it, not this learner, sets the rate."""
+    def announced(self) -> float:
+        """The server announced this dimension's limit: it, not this learner, sets the rate.
+        Returns what was sent over the last second while the dimension was open (nothing
+        else), which the announced rate's bucket must count as spent: the server did."""
+        spent = 0.0
+        if self.open:
+            now = self._clock()
+            _trim(self._recent_sent, now)
+            spent = sum(amount for _, amount in self._recent_sent)
+            self._recent_sent.clear()
+            self._recent_answered.clear()
         self.phase = "announced"
+        return spent
 
     # -- the burst -----------------------------------------------------------------------------
 
@@ -260,9 +270,11 @@ class Concurrency:
 
     - *slow start* (``initial`` given: the local limiter's open keys, see ``Learner``): from
       ``INITIAL_WINDOW`` before the first answer, each attempt that completes while the window
-      is in use adds one (doubling per round trip, clocked by the answers); and while callers
-      wait, the window doubles at least every ``PACE_S`` whatever the round trip, so a server
-      whose answers take seconds (a local model) is not ramped over seconds. It ends at
+      is in use adds one (doubling per round trip, clocked by the answers); and once the
+      server has answered, while callers wait, the window doubles at least every ``PACE_S``
+      whatever the round trip, so a server whose answers take seconds (a local model) is not
+      ramped over seconds. Before the first answer nothing is known (a per-second limit of
+      ten, a slow first connection): the initial window holds. It ends at
       ``ceiling`` (off: only ``max_parallel_llm_calls`` bounds the key), when the server
       announces its limits (the rate then bounds the key), or at the first 429;
     - *AIMD* (Netflix concurrency-limits' AIMD limit), from the first 429 of a silent server
@@ -295,6 +307,7 @@ class Concurrency:
         self._at_drop, self._refused = 0.0, 0  # in flight at the episode's drop; its 429s
         self._blocked_at: float | None = None  # since when callers have been waiting
         self._blocked_limit = 0.0  # the window when they started to
+        self._answered = False  # no pace before the server's first answer
 
     def throttled(self, in_flight: int, now: float, *, in_burst: bool = False) -> None:
         """A 429 with ``in_flight`` out (the refused attempt included). ``in_burst``: it was
@@ -322,6 +335,7 @@ class Concurrency:
     def completed(self, in_flight: int) -> None:
         """An attempt came back with ``in_flight`` (itself included) out: the limit grows only
         while it is being used (half of it, as Netflix's AIMD), not while idle."""
+        self._answered = True
         if self.limit is not None and in_flight * 2 >= self.limit:
             self.limit += 1.0 if self.slow_start else 1.0 / self.limit
             if self.limit >= self.ceiling:
@@ -348,6 +362,8 @@ class Concurrency:
         does not apply, out of slow start)."""
         if not self.slow_start or self.limit is None or self._clock is None:
             return None
+        if not self._answered:
+            return None  # before the first answer the server is unknown: ten, and no more
         now = self._clock()
         if self._blocked_at is None:
             self._blocked_at, self._blocked_limit = now, self.limit

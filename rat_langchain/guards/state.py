@@ -81,6 +81,9 @@ class KeyState:
                 clock, floor=1000.0, burst_s=burst, opens="when_answered" if opens else "never"
             )
         self.throttles = 0  # 429s in a row without a retry-after: the backoff's exponent
+        # 429s whose completion is still to be acknowledged: those completions are not answers
+        # the server accepted (counts, not identities: which completion is skipped is moot)
+        self.refusals_to_ack = 0
         # attempts in flight: a slow-starting window while open, then a limit learned from
         # 429s where the server announces none
         self.concurrency = (
@@ -155,26 +158,32 @@ class KeyState:
             if learner is not None and bucket is not None:
                 learner.sent(amount, bucket.capacity, bucket.last_level)
 
-    def close(self, silent: bool, in_burst: bool) -> bool:
-        """The first 429 of a key left open: each open dimension's rate becomes what the server
-        accepted (``Learner.close``), from an empty bucket (the server's window is spent);
-        the window of attempts in flight steps down (a silent server may count them) or, where
-        the server reports what is left (Azure), ends. False if nothing was open."""
-        opened = [name for name, learner in self.learners.items() if learner.unrefused]
-        if not opened and not (self.concurrency is not None and self.concurrency.slow_start):
+    def refused(self, silent: bool, in_burst: bool) -> bool:
+        """A 429 while the key is open or its window slow-starts (False otherwise: the rate's
+        own learning handles it). Each open dimension closes at what the server accepted
+        (``Learner.close``), from an empty bucket (the server's window is spent), or stays
+        open if nothing was answered to measure that by; the window steps down (a silent
+        server may count requests in flight) or, where the server reports what is left
+        (Azure), ends."""
+        unrefused = [name for name, learner in self.learners.items() if learner.unrefused]
+        window = self.concurrency
+        if not unrefused and not (window is not None and window.slow_start):
             return False
-        for name in opened:
+        for name in unrefused:
             bucket = self.bucket(name)
             assert bucket is not None
-            bucket.adopt(self.learners[name].close(bucket.per_minute))
+            rate = self.learners[name].close()
+            if rate is None:
+                continue
+            bucket.adopt(rate)
             bucket.take(bucket.level())
             bucket.release_hold()  # after the take: a bucket's first take arms its hold
-        if self.concurrency is not None and self.concurrency.slow_start:
+        if window is not None:
             if silent:
-                self.concurrency.throttled(self.in_flight, self.clock(), in_burst=in_burst)
+                window.throttled(self.in_flight, self.clock(), in_burst=in_burst)
             else:
-                self.concurrency.announced()
-        return bool(opened)
+                window.announced()
+        return True
 
     def bucket(self, name: str) -> TokenBucket | None:
         return self.requests if name == "requests" else self.tokens

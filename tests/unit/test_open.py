@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from rat_langchain.guards.key import Key
 from rat_langchain.guards.learn import BETA, INITIAL_WINDOW, PACE_S, Concurrency
 from rat_langchain.guards.limiter import RateLimiter
 from tests.support.clock import FakeClock, settle
@@ -79,13 +80,27 @@ def test_the_first_429_closes_the_key_at_what_the_server_accepted() -> None:
     assert granted == 10  # one second at 600 RPM: the rate applies now
 
 
-def test_a_429_before_any_answer_keeps_beta_of_what_was_sent() -> None:
+def test_a_429_before_any_answer_steps_the_window_down_and_leaves_the_rate_open() -> None:
+    """A server that counts requests in flight refuses at once and answers later: a refusal
+    with nothing answered says nothing of a rate (closing at what was sent would throttle a
+    40-per-second server to 7); the window learns it, the burst's refusals included."""
     clock = FakeClock()
     limiter = open_limiter(clock, tpm=None)
-    for _ in range(20):
+    held = [limiter.gate(KEY) for _ in range(INITIAL_WINDOW)]
+    for _ in held:
         assert limiter.try_acquire(KEY) is not None
+    state = limiter.feedback.state(Key.of(KEY))
+    state.in_flight = INITIAL_WINDOW  # ten out, as the gate counts them
     limiter.observe_429(KEY, SILENT)
-    assert limiter.limits()[KEY]["requests"]["per_minute"] == pytest.approx(BETA * 20 * 60)
+    row = limiter.limits()[KEY]
+    assert row["requests"]["source"] == "start"  # open, not answered yet
+    assert row["concurrency_limit"] == pytest.approx(BETA * INITIAL_WINDOW)
+    for _ in range(3):  # the same burst (sent before the pause): 10 out, 4 refused
+        limiter.observe_429(KEY, SILENT)
+    assert limiter.limits()[KEY]["concurrency_limit"] == pytest.approx(INITIAL_WINDOW - 4)
+    assert limiter.try_acquire(KEY) is None  # paused (0.5 s, no retry-after)
+    clock.now += 0.5
+    assert sum(limiter.try_acquire(KEY) is not None for _ in range(100)) == 100  # no rate
 
 
 def test_announced_limits_are_believed_and_end_the_window() -> None:
@@ -128,6 +143,8 @@ def test_the_window_slow_starts_per_answer_while_used() -> None:
 def test_while_callers_wait_the_window_doubles_every_pace_whatever_the_round_trip() -> None:
     clock = FakeClock()
     window = Concurrency(1024, initial=10, clock=clock)
+    assert window.blocked() is None  # before the first answer: the initial window, no pace
+    window.completed(in_flight=1)  # the server answered (one at a time: no growth)
     delay = window.blocked()  # the window is full and a caller waits
     assert delay == pytest.approx(PACE_S * 0.1375, rel=0.01)  # log2(11/10) of a pace
     clock.now += PACE_S
@@ -173,7 +190,7 @@ def test_remaining_without_a_limit_is_a_credit_with_one_probe_when_idle() -> Non
     assert window.admits(5)
 
 
-async def test_the_pace_admits_waiting_callers_without_any_answer() -> None:
+async def test_the_pace_admits_waiting_callers_without_waiting_for_answers() -> None:
     clock = FakeClock()
     limiter = open_limiter(clock)
     entered = 0
@@ -188,6 +205,8 @@ async def test_the_pace_admits_waiting_callers_without_any_answer() -> None:
                 twenty.set()
             await release.wait()
 
+    async with limiter.gate(KEY):  # type: ignore[union-attr]
+        pass  # the server's first answer: the pace starts after it
     async with asyncio.TaskGroup() as group:
         for _ in range(30):
             group.create_task(attempt())
