@@ -184,7 +184,7 @@ class Feedback:
                     if name == "requests" and state.concurrency is not None:
                         state.concurrency.announced()  # the rate bounds the key now
                 elif name == "requests" and state.concurrency is not None:
-                    state.concurrency.heard(told.remaining)
+                    state.concurrency.heard(told.remaining, state.in_flight)
                 if learner is not None:
                     learner.heard(told.remaining)
                     wider = learner.widen(told.remaining, bucket.capacity)

@@ -341,10 +341,17 @@ class Concurrency:
             if self.limit >= self.ceiling:
                 self._off()
 
-    def heard(self, remaining: float | None) -> None:
-        """An answer's ``remaining`` requests (None: it said nothing of them)."""
+    def heard(self, remaining: float | None, in_flight: int) -> None:
+        """An answer's ``remaining`` requests (None: it said nothing of them), with
+        ``in_flight`` out, the answered one included. The others may not have reached the
+        server when it counted: they are charged against what it said is left (never looser
+        than our own view; answers also come back out of order)."""
         if self.slow_start:
-            self.credit = remaining
+            self.credit = None if remaining is None else remaining - max(0, in_flight - 1)
+
+    def binds(self, in_flight: int) -> bool:
+        """Whether a learned (AIMD) limit is what holds the key: all of it in flight."""
+        return not self.slow_start and self.limit is not None and in_flight >= int(self.limit)
 
     def admits(self, in_flight: int) -> bool:
         if self.credit is not None and self.credit < 1 and in_flight > 0:

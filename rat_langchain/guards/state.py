@@ -162,14 +162,18 @@ class KeyState:
         """A 429 while the key is open or its window slow-starts (False otherwise: the rate's
         own learning handles it). Each open dimension closes at what the server accepted
         (``Learner.close``), from an empty bucket (the server's window is spent), or stays
-        open if nothing was answered to measure that by; the window steps down (a silent
+        open if nothing was answered to measure that by, or if the learned window was full
+        (the refusal is the window's); the window steps down (a silent
         server may count requests in flight) or, where the server reports what is left
         (Azure), ends."""
         unrefused = [name for name, learner in self.learners.items() if learner.unrefused]
         window = self.concurrency
         if not unrefused and not (window is not None and window.slow_start):
             return False
-        for name in unrefused:
+        # a refusal while the learned window binds (all of it in flight) is the window's: the
+        # server counts requests in flight, and the window, not a rate, steps down
+        binds = window is not None and window.binds(self.in_flight)
+        for name in [] if binds else unrefused:
             bucket = self.bucket(name)
             assert bucket is not None
             rate = self.learners[name].close()

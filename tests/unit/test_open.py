@@ -180,13 +180,14 @@ def test_remaining_without_a_limit_is_a_credit_with_one_probe_when_idle() -> Non
     sends no more than that until an answer says more, and with nothing in flight one
     request goes (its 429 brings the retry-after) instead of a stall."""
     window = Concurrency(1024, initial=10, clock=FakeClock())
-    window.heard(2)
+    window.heard(5, in_flight=4)  # 5 left, 3 others out that the server may not have counted
+    assert window.credit == 2
     assert window.admits(1)
     window.admitted()
     window.admitted()
     assert not window.admits(2)  # the credit is spent, two in flight
     assert window.admits(0)  # nothing in flight: one probe
-    window.heard(None)
+    window.heard(None, in_flight=1)
     assert window.admits(5)
 
 
