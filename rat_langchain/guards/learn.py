@@ -336,6 +336,9 @@ class Concurrency:
         """An attempt came back with ``in_flight`` (itself included) out: the limit grows only
         while it is being used (half of it, as Netflix's AIMD), not while idle."""
         self._answered = True
+        in_episode = self._clock is not None and self._clock() - self._dropped_at < EPISODE_S
+        if in_episode and not self.slow_start:
+            return  # the drop's episode: answers of what was in flight before it
         if self.limit is not None and in_flight * 2 >= self.limit:
             self.limit += 1.0 if self.slow_start else 1.0 / self.limit
             if self.limit >= self.ceiling:

@@ -166,6 +166,9 @@ def test_a_429_ends_slow_start_into_aimd_and_announced_limits_turn_it_off() -> N
     window.throttled(in_flight=11, now=clock())
     assert not window.slow_start
     assert window.limit == pytest.approx(BETA * 11)
+    window.completed(in_flight=8)  # an answer of the drop's episode: sent before it
+    assert window.limit == pytest.approx(BETA * 11)
+    clock.now += 1.0
     window.completed(in_flight=8)
     assert window.limit == pytest.approx(BETA * 11 + 1 / (BETA * 11))  # +1/limit now
     assert window.blocked() is None  # no pace out of slow start
