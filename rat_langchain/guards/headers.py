@@ -1,6 +1,9 @@
 """Reading what servers say about limits: ``x-ratelimit-*``, ``retry-after(-ms)``, durations.
 
-Header values are untrusted input: anything unreadable, negative or not finite is ignored.
+Header values are untrusted input: anything unreadable, negative or not finite is ignored, and
+so is anything longer than ``MAX_VALUE_CHARS`` before it is parsed. Why the length bound: the
+duration pattern backtracks over a run of digits with no unit, so an 8000-digit reset header
+cost a second of the event loop per answer (quadratic); no real value is longer than 40.
 """
 
 from __future__ import annotations
@@ -13,13 +16,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-__all__ = ["Announced", "announced", "number", "parse_duration", "retry_after_seconds"]
+__all__ = [
+    "MAX_VALUE_CHARS",
+    "Announced",
+    "announced",
+    "number",
+    "parse_duration",
+    "retry_after_seconds",
+]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+MAX_VALUE_CHARS = 64  # a header value longer than this is garbage, left unparsed
 
 
 def number(value: str | None) -> float | None:
-    if value is None:
+    if value is None or len(value) > MAX_VALUE_CHARS:
         return None
     try:
         number = float(value)
@@ -31,7 +42,7 @@ def number(value: str | None) -> float | None:
 def parse_duration(value: str) -> float | None:
     """Seconds in an OpenAI reset header (``20ms``, ``1.5s``, ``6m0s``); None if unreadable."""
     value = value.strip()
-    if not value:
+    if not value or len(value) > MAX_VALUE_CHARS:
         return None
     parts = _DURATION_PART.findall(value)
     if not parts or "".join(n + u for n, u in parts) != value:
@@ -55,7 +66,7 @@ def retry_after_seconds(
     seconds = number(raw)
     if seconds is not None and seconds >= 0:
         return seconds
-    if raw:
+    if raw and len(raw) <= MAX_VALUE_CHARS:
         try:
             when = email.utils.parsedate_to_datetime(raw)
         except (TypeError, ValueError, IndexError):
