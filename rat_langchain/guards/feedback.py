@@ -30,6 +30,7 @@ from rat_langchain.guards.state import KeyState
 __all__ = ["Feedback"]
 
 _BACKOFF_S = 0.5  # the first pause after a 429 that says nothing of when to come back
+_TOKEN_FLOOR = 1000.0  # tokens per minute below which no announced or learned limit goes
 _DEFAULTS = RateLimitingConfig()  # one default per setting: the config model's
 _RETRY_DEFAULTS = RetriesConfig()
 
@@ -87,6 +88,15 @@ class Feedback:
             random=self._random,
         )
 
+    def _floor(self, name: str) -> float:
+        """The lowest limit per minute a server may announce for ``name``: one request per
+        ``max_pause_s`` (a key must not wait longer than a Retry-After may hold it), and the
+        token learner's floor for tokens. Announced values are untrusted too: 0.001 RPM stalled
+        a key for hours."""
+        if name == "requests":
+            return 60.0 / max(self.max_pause_s, 1e-3)
+        return _TOKEN_FLOOR
+
     def limit_for(self, key: KeyLike) -> RateLimit:
         return self.per_model.get(Key.of(key).model, self.default)
 
@@ -138,7 +148,9 @@ class Feedback:
                 if bucket is None:
                     continue
                 rate = learner.answered(bucket.per_minute, bucket.capacity, busy=busy)
-                if rate is not None:
+                if rate is not None and learner.ceiling is not None:
+                    rate = min(rate, learner.ceiling)  # below an announced rate it broke
+                if rate is not None and rate != bucket.per_minute:
                     bucket.adopt(rate)
                     grew = True
             return grew or not state.learners
@@ -175,11 +187,16 @@ class Feedback:
                 told = said[name]  # garbage and negative values left out
                 learner = state.learners.get(name)
                 if told.limit is not None and told.limit > 0:
-                    if learns[name]:
-                        bucket.adopt(told.limit * margin)  # up as well as down
-                    else:
-                        bucket.shrink(told.limit * margin)  # a ceiling the user set
-                    if learner is not None:
+                    limit = max(told.limit, self._floor(name)) * margin
+                    distrusted = learner is not None and learner.ceiling is not None
+                    if learns[name] and not distrusted:
+                        bucket.adopt(limit)  # up as well as down
+                    else:  # a ceiling the user set, or an announced rate the server broke
+                        bucket.shrink(limit)
+                        if distrusted:
+                            assert learner is not None
+                            learner.ceiling = min(learner.ceiling or limit, limit)
+                    if learner is not None and not distrusted:
                         bucket.take(learner.announced())  # spent while open, in its window
                     if name == "requests" and state.concurrency is not None:
                         state.concurrency.announced()  # the rate bounds the key now
@@ -326,6 +343,10 @@ class Feedback:
             narrower = learner.window_shorter(announced_rate, state.limit.burst_s)
             if narrower is not None:
                 bucket.resize_burst(narrower)
+                return  # a shorter window than the headers say: the first explanation
+            lowered = learner.distrust(bucket.per_minute)
+            if lowered is not None:  # sending well below it and refused: it is not the limit
+                bucket.adopt(lowered)
             return
         binding = learner.binding(bucket.per_minute)
         if state.concurrency is not None and refused == "requests" and silent:

@@ -91,6 +91,8 @@ class Learner:
         self._bucket_sum = 0.0
         self._spent_burst = False  # a whole burst went since the last answer
         self._remaining: float | None = None  # the server's last word on what is left
+        # an announced rate the server did not keep (``distrust``): a ceiling, not the rate
+        self.ceiling: float | None = None
 
     # -- what was sent -------------------------------------------------------------------------
 
@@ -261,6 +263,24 @@ class Learner:
             return None
         self.burst_s = base_burst_s
         return base_burst_s
+
+    def distrust(self, announced_per_minute: float) -> float | None:
+        """A 429 of an announced dimension, its burst already one second's worth: if we were
+        sending below ``_BUSY`` of the announced rate, the server enforces less than it says
+        (an organisation's limit in the headers while a project's lower one applies). The
+        announced value becomes a ceiling (``ceiling``) and the rate is learned below it from
+        429s, from ``BETA`` x what was being sent. The new rate, or None (the 429 was ours)."""
+        self._tick()
+        now = self._clock()
+        if self.measured <= 0 or self.measured >= _BUSY * announced_per_minute:
+            return None
+        if now - self._dropped_at < EPISODE_S:
+            return None
+        self.ceiling = announced_per_minute
+        self.w_max = max(self.floor, self.measured)
+        self.phase = "cubic"
+        self._dropped_at = self._moved_at = now
+        return max(self.floor, BETA * self.w_max)
 
 
 class Concurrency:

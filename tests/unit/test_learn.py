@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from rat_langchain.guards.key import Key
 from rat_langchain.guards.learn import BETA, CUBIC_K_S, Learner
 from rat_langchain.guards.limiter import START_RPM, RateLimiter
 from tests.support.clock import FakeClock
@@ -238,3 +239,60 @@ def test_configured_or_announced_limits_have_no_learned_concurrency() -> None:
     limiter.observe(KEY, announcing(600, 5))
     limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})
     assert limiter.limits()[KEY]["concurrency_limit"] is None  # the rate explains it
+
+
+def test_an_announced_limit_the_server_does_not_keep_becomes_a_ceiling() -> None:
+    """Issue 21, item 2: a server announcing 10^9 RPM while enforcing 600 was believed for
+    ever (8x its limit, 90 % 429s). A 429 while sending well below the announced rate, the
+    burst already one second's worth, lowers the rate; later answers announcing the same
+    10^9 do not raise it back, and growth stays below the announced value."""
+    clock = FakeClock()
+    limiter = auto(clock)
+    liar = announcing(10**9, 10**9 - 1)
+    send(limiter, clock, 2.0, 100, liar)  # 6000/min sent, far below the announced 10^9
+    assert rpm(limiter) == 10**9
+    limiter.observe_429(KEY, {**liar, "retry-after": "1"})  # first: a shorter window?
+    assert limiter.limits()[KEY]["requests"]["burst_s"] == 1.0
+    clock.now += 1.0
+    send(limiter, clock, 1.0, 100, liar)
+    limiter.observe_429(KEY, {**liar, "retry-after": "1"})  # refused again, at one second's
+    lowered = rpm(limiter)
+    assert lowered < 6000  # BETA x what was being sent
+    assert limiter.limits()[KEY]["requests"]["source"] == "cubic"
+    clock.now += 1.0
+    send(limiter, clock, 1.0, 100, liar)
+    assert rpm(limiter) < 10_000  # the same lie does not reset it
+    limiter.observe(KEY, announcing(3000, 10))  # a lower announcement still lowers it
+    assert rpm(limiter) <= 3000
+
+
+def test_a_429_while_sending_at_the_announced_rate_does_not_distrust_it() -> None:
+    clock = FakeClock()
+    limiter = auto(clock)
+    send(limiter, clock, 3.0, 10, announcing(600, 100))  # 600/min: at the announced rate
+    limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})
+    assert limiter.limits()[KEY]["requests"]["source"] == "announced"
+    assert rpm(limiter) == 600
+
+
+def test_an_absurdly_low_announced_limit_is_floored() -> None:
+    """Issue 21, item 6: 0.001 RPM / 1 TPM announced stalled a key for hours, past
+    max_server_wait_s: announced values get the floors learned ones have (one request per
+    max_server_wait_s; 1000 TPM)."""
+    clock = FakeClock()
+    limiter = auto(clock, tpm="auto", max_pause_s=60.0)
+    tiny = {
+        "x-ratelimit-limit-requests": "0.001",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-limit-tokens": "1",
+        "x-ratelimit-remaining-tokens": "0",
+    }
+    limiter.observe(KEY, tiny)
+    row = limiter.limits()[KEY]
+    assert row["requests"]["per_minute"] >= 1.0
+    assert row["tokens"]["per_minute"] >= 1000.0
+    state = limiter.feedback.state(Key.of(KEY))
+    assert state.wait_time(500) <= 60.0  # a 500-token request waits at most a Retry-After's cap
+    configured = RateLimiter(600, 100_000, clock=clock, safety_margin=1.0)
+    configured.observe(KEY, tiny)  # a ceiling the user set is lowered, but not below the floors
+    assert configured.limits()[KEY]["requests"]["per_minute"] >= 1.0
