@@ -148,7 +148,10 @@ class TokenBucket:
         self._level -= amount
 
     def release_hold(self) -> None:
-        """The server has answered: refill from now on."""
+        """The server has answered: refill from now on, and no later first take holds it
+        (a bucket first used after the answer, as a key left open is when it closes, or its
+        limit is announced, was held for ``first_hold_s`` with nothing to wait for)."""
+        self._first_hold_s = 0.0
         if self._hold_until is not None:
             self.level()
             self._hold_until = None

@@ -97,6 +97,11 @@ class Feedback:
             return 60.0 / max(self.max_pause_s, 1e-3)
         return _TOKEN_FLOOR
 
+    def floors(self) -> tuple[float, float]:
+        """(requests, tokens) per minute below which no rate goes, whoever says so: the
+        server's headers, a learner, or another process through Redis."""
+        return self._floor("requests"), self._floor("tokens")
+
     def limit_for(self, key: KeyLike) -> RateLimit:
         return self.per_model.get(Key.of(key).model, self.default)
 
@@ -197,7 +202,9 @@ class Feedback:
                             assert learner is not None
                             learner.ceiling = min(learner.ceiling or limit, limit)
                     if learner is not None and not distrusted:
-                        bucket.take(learner.announced())  # spent while open, in its window
+                        spent = learner.announced()  # sent while open, in its window
+                        if spent > 0:
+                            bucket.take(spent)
                     if name == "requests" and state.concurrency is not None:
                         state.concurrency.announced()  # the rate bounds the key now
                 elif name == "requests" and state.concurrency is not None:
@@ -259,6 +266,7 @@ class Feedback:
                     state.drop(name)
                     continue
                 per_minute, burst_s = shared
+                per_minute = max(per_minute, self._floor(name))  # another process's word
                 learner.follow(per_minute, bucket.per_minute)
                 bucket.adopt(per_minute)
                 if burst_s != bucket.burst_s:

@@ -34,6 +34,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -519,10 +520,11 @@ class _Run:
             return
         undone: dict[str, str] = {}
         done: set[str] = set()
-        if batch.output_file_id:
-            done |= await self.read_output(job, batch.output_file_id, undone)
-        if batch.error_file_id:
-            await self.read_errors(batch.error_file_id, undone)
+        output_id, error_id = _file_id(batch.output_file_id), _file_id(batch.error_file_id)
+        if output_id:
+            done |= await self.read_output(job, output_id, undone)
+        if error_id:
+            await self.read_errors(error_id, undone)
         for custom_id in job.requests:
             if custom_id not in done and custom_id not in undone:
                 undone[custom_id] = f"batch {batch.status}: request not run"
@@ -568,6 +570,9 @@ class _Run:
             custom_id, vectors, problem = self.parse(job, raw)
             if custom_id is None:
                 return
+            if custom_id in done:  # a file naming one request twice: the first answer stands
+                _log.warning("an output line repeats a request already stored: skipped")
+                return
             if problem is not None or vectors is None:
                 undone[custom_id] = problem or "no vectors"
                 return
@@ -611,6 +616,8 @@ class _Run:
             return custom_id, None, f"malformed answer ({type(exc).__name__})"
         except EmbeddingResponseError as exc:  # MalformedResponseError is one too
             return custom_id, None, str(exc)
+        if self.dims is None:  # a model of unknown size (a deployment name): the first
+            self.dims = int(vectors.shape[1])  # answer sets it, and every other is held to it
         return custom_id, vectors, None
 
     async def read_errors(self, file_id: str, undone: dict[str, str]) -> None:
@@ -646,3 +653,18 @@ class _Run:
         vectors = await self.embedding.aembed_array([d.page_content for d in docs])
         await self.store_add(docs, np.asarray(vectors, dtype=np.float32))
         self.report.embedded_online += len(docs)
+
+
+_FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def _file_id(value: object) -> str | None:
+    """A file id the server named, if it is one: an id like ``..`` or ``a/b`` made the SDK
+    raise a bare ``ValueError`` on every rerun (issue 21, item 20); such a file is not read,
+    and its requests count as not run (embedded online or reported)."""
+    if not value:
+        return None
+    if isinstance(value, str) and _FILE_ID.fullmatch(value):
+        return value
+    _log.warning("a batch names an output or error file id that is not an id: not read")
+    return None

@@ -331,7 +331,10 @@ class Batches:
                     {"error": {"message": "The server had an error.", "type": "server_error"}},
                 )
             else:
-                status, body = self._answer(dict(line["body"]))
+                asked = dict(line["body"])
+                if settings.batch_output_fault == "mixed_sizes" and i % 2:
+                    asked["dimensions"] = int(asked.get("dimensions") or 8) - 1
+                status, body = self._answer(asked)
             self.lines_answered += 1
             record = {
                 "id": request_id,
@@ -340,11 +343,15 @@ class Batches:
                 "error": None,
             }
             (output if status == 200 else errors).append(json.dumps(record).encode())
+            if status == 200 and settings.batch_output_fault == "duplicate_lines":
+                output.append(json.dumps(record).encode())
         batch.completed = len(output)
         batch.failed = len(errors)
         if output:
             name = f"{batch.id}_output.jsonl"
             batch.output_file_id = self._store(name, "batch_output", b"\n".join(output)).id
+            if settings.batch_output_fault == "bad_file_id":
+                batch.output_file_id = ".."
         if errors:
             name = f"{batch.id}_error.jsonl"
             batch.error_file_id = self._store(name, "batch_output", b"\n".join(errors)).id

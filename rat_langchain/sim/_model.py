@@ -48,6 +48,12 @@ class SimConfig(BaseModel):
         le=1,
         description="Share of batches that expire with half their requests undone.",
     )
+    batch_output_fault: Literal["duplicate_lines", "mixed_sizes", "bad_file_id"] | None = Field(
+        None,
+        description="A damaged output file: every answer twice (duplicate_lines), every "
+        "other request answered with vectors one dimension short (mixed_sizes), or an output "
+        "file id that is not an id ('..', bad_file_id).",
+    )
     batch_enqueued_tokens: int | None = Field(
         None,
         gt=0,

@@ -244,3 +244,52 @@ class OpenAIEmbeddingsStub:
 
     def embed_query(self, text: str) -> list[float]:
         raise AssertionError("not called")
+
+
+async def test_a_repeated_output_line_stores_its_request_once(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Issue 21, item 15: an output file naming a request twice escaped as a bare ValueError
+    (the store refused the duplicate ids), and every rerun failed the same way."""
+    sim.configure(batch_output_fault="duplicate_lines")
+    report = await BatchIndexer(
+        pool.embeddings(), out=tmp_path / "index", mode="batch", batch=FAST, progress=False
+    ).aindex(corpus(250))
+    assert report.added == 250
+    assert not report.failed
+    assert len(FaissStore.load(tmp_path / "index", pool.embeddings())) == 250
+
+
+async def test_a_model_of_unknown_size_holds_every_line_to_the_first(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Item 16: with a deployment name (not in the size table) any size was stored and mixed
+    sizes were a bare ValueError from numpy; now the first answer sets the size and a line of
+    another size is a failed request, embedded online (the online path checks it too)."""
+    sim.configure(batch_output_fault="mixed_sizes")
+    report = await BatchIndexer(
+        pool.embeddings(model="my-deployment"),
+        out=tmp_path / "index",
+        mode="batch",
+        batch=FAST,
+        progress=False,
+    ).aindex(corpus(400))
+    assert report.batch is not None
+    assert report.added == 400
+    assert report.batch.embedded_online > 0  # the lines one dimension short, done again
+    store = FaissStore.load(tmp_path / "index", pool.embeddings(model="my-deployment"))
+    assert len(store) == 400
+
+
+async def test_an_output_file_id_that_is_not_an_id_is_not_read(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Item 20: an output_file_id of '..' escaped as the SDK's bare ValueError on every rerun;
+    now the file is not read and its requests count as not run (embedded online here)."""
+    sim.configure(batch_output_fault="bad_file_id")
+    report = await BatchIndexer(
+        pool.embeddings(), out=tmp_path / "index", mode="batch", batch=FAST, progress=False
+    ).aindex(corpus(150))
+    assert report.batch is not None
+    assert report.added == 150
+    assert report.batch.embedded_online == 150

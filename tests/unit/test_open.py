@@ -225,3 +225,19 @@ async def test_the_pace_admits_waiting_callers_without_waiting_for_answers() -> 
     assert row["in_flight"] == 0
     assert row["concurrency_limit"] is not None
     assert row["concurrency_limit"] >= 20
+
+
+def test_a_bucket_first_used_after_the_first_answer_is_not_held() -> None:
+    """The first burst's hold is for a bucket taken before the server answered; a key's
+    requests bucket is first used when its limit is announced (after the answer), and was
+    then held for first_hold_s with nothing to wait for (a 0.37 s stall in bench_never_slower's
+    cold announced row)."""
+    clock = FakeClock()
+    limiter = open_limiter(clock, tpm=None, first_hold_s=1.0)
+    assert limiter.try_acquire(KEY) is not None
+    limiter.acknowledge(KEY)  # the attempt ended (the pool reads headers as the body is read)
+    limiter.observe(
+        KEY, {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "599"}
+    )
+    clock.now += 0.5  # refilling at 10/s from the moment it was announced
+    assert sum(limiter.try_acquire(KEY) is not None for _ in range(50)) == 10

@@ -53,6 +53,9 @@ _log = logging.getLogger("rat_langchain.guards.redis")
 _DEFAULTS = RateLimitingConfig()  # one default per setting: the config model's
 
 
+_MAX_WORKERS = 1024  # a share of the limit is never below 1/this while Redis is down
+
+
 class RedisRateLimiter:
     """RPM + TPM buckets in Redis, shared by every process using it.
 
@@ -267,7 +270,7 @@ class RedisRateLimiter:
             count = await self._link.client().eval(lua("heartbeat"), 1, key, worker, ttl_ms)
         except self._link.errors:
             return  # the next take finds out whether Redis is down
-        self.workers = max(1, int(count))
+        self.workers = max(1, min(int(count), _MAX_WORKERS))
 
     # -- the script's arguments ----------------------------------------------------------------
 
@@ -282,6 +285,8 @@ class RedisRateLimiter:
         r_rate, r_burst = (0.0, 1.0) if requests_rate is None else requests_rate
         t_rate, t_burst = (0.0, 1.0) if tokens_rate is None else tokens_rate
         ttl = int(max(r_burst, t_burst) * 1000 * 2) + 1000
+        floors = self.learning.floors()  # what a rate read from Redis may not go below
+        limit = self.learning.limit_for(key)  # configured ceilings are not lifted by Redis
         return [
             r_rate / 60_000.0,
             r_rate * r_burst / 60.0,
@@ -291,6 +296,11 @@ class RedisRateLimiter:
             mode,
             requests,
             ttl,
+            floors[0] / 60_000.0,
+            floors[1] / 60_000.0,
+            self.local.max_pause_s * 1000.0,
+            "1" if limit.learn_rpm else "0",
+            "1" if limit.learn_tpm else "0",
         ]
 
     def _unavailable(self, exc: BaseException) -> None:
