@@ -80,6 +80,7 @@ class Learner:
         # while open: (time, amount) sent and answered over the last _ACCEPTED_S
         self._recent_sent: deque[tuple[float, float]] = deque()
         self._recent_answered: deque[float] = deque()
+        self._closing: tuple[float, float, int] | None = None  # sent, per request, refused
         self.burst_s = burst_s
         self._burst_frozen = False
         self.w_max = 0.0
@@ -194,11 +195,16 @@ class Learner:
 
     def close(self) -> float | None:
         """A 429 of an open key (this dimension's or another's: a silent server does not say
-        which): the rate from now on, what the server accepted over the last second (its
-        sends times the share of them answered), or None to stay open when nothing was
-        answered in that second: the refusal then says nothing of a rate (a server that
-        counts requests in flight refuses at once and answers later; the window steps down
-        instead). The 429 episode starts here: the curve climbs back to this rate and then
+        which): the rate from now on, or None to stay open when nothing was answered in the
+        last second (the refusal then says nothing of a rate: a server that counts requests in
+        flight refuses at once and answers later; the window steps down instead).
+
+        The rate is what was sent over the last second less what the server refused of it:
+        the first refusal takes one request's worth off, and each further 429 of the same burst
+        (``refine``) another, so a burst of 30 with 20 refused closes at 10 a second. Why not
+        the answers counted so far: they lag by the latency (100 ms answers, a refusal at
+        150 ms: 10 answered of the 50 the server would take), and the rate closed at a fifth
+        of the server's. The 429 episode starts here: CUBIC climbs back to the rate, then
         probes above it."""
         now = self._clock()
         _trim(self._recent_sent, now)
@@ -206,15 +212,30 @@ class Learner:
             self._recent_answered.popleft()
         sent = sum(amount for _, amount in self._recent_sent)
         requests = len(self._recent_sent)
-        answered = len(self._recent_answered)
-        if not (requests and answered):
+        if not (requests and self._recent_answered):
             return None
-        per_minute = sent * min(1.0, answered / requests) * 60.0 / _ACCEPTED_S
-        self.w_max = max(self.floor, per_minute)
+        mean = sent / requests
+        self._closing = (sent, mean, 1)
+        self.w_max = max(self.floor, (sent - mean) * 60.0 / _ACCEPTED_S)
         self.phase = "cubic"
         self._dropped_at = self._moved_at = now
         self._recent_sent.clear()
         self._recent_answered.clear()
+        return self.w_max
+
+    def refine(self) -> float | None:
+        """Another 429 of the burst that closed this dimension (sent before the pause the
+        first one began): one more request's worth the server refused. The lower rate, or
+        None when no closing burst is under way."""
+        if self._closing is None:
+            return None
+        if self._clock() - self._dropped_at >= EPISODE_S:
+            self._closing = None
+            return None
+        sent, mean, refused = self._closing
+        refused += 1
+        self._closing = (sent, mean, refused)
+        self.w_max = max(self.floor, (sent - refused * mean) * 60.0 / _ACCEPTED_S)
         return self.w_max
 
     def follow(self, per_minute: float, current: float) -> None:

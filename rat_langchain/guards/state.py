@@ -168,6 +168,17 @@ class KeyState:
         (Azure), ends."""
         unrefused = [name for name, learner in self.learners.items() if learner.unrefused]
         window = self.concurrency
+        if in_burst:  # more of the burst that closed the key: what the server refused of it
+            refined = False
+            for name, learner in self.learners.items():
+                rate, bucket = learner.refine(), self.bucket(name)
+                if rate is not None and bucket is not None:
+                    bucket.adopt(min(bucket.per_minute, rate))
+                    refined = True
+            if refined and not unrefused:
+                if window is not None and silent:
+                    window.throttled(self.in_flight, self.clock(), in_burst=True)
+                return True
         if not unrefused and not (window is not None and window.slow_start):
             return False
         # a refusal while the learned window binds (all of it in flight) is the window's: the

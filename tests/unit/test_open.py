@@ -66,15 +66,17 @@ def test_the_first_429_closes_the_key_at_what_the_server_accepted() -> None:
         if i < 10:
             limiter.observe(KEY, SILENT)
             limiter.acknowledge(KEY)
-    limiter.observe_429(KEY, SILENT)
+    limiter.observe_429(KEY, SILENT)  # 30 sent in the second, one refused so far
     row = limiter.limits()[KEY]
     assert row["requests"]["source"] == "cubic"
-    assert row["requests"]["per_minute"] == pytest.approx(600.0)  # 10 accepted in the second
+    assert row["requests"]["per_minute"] == pytest.approx(29 * 60.0)
+    for _ in range(19):  # the rest of the burst: sent before the pause, refused
+        limiter.observe_429(KEY, SILENT)
+    row = limiter.limits()[KEY]
+    assert row["requests"]["per_minute"] == pytest.approx(600.0)  # 30 sent, 20 refused
     assert row["tokens"]["per_minute"] == pytest.approx(60_000.0)  # their tokens, per minute
     # the window stepped down too (a silent server may count requests in flight)
     assert row["concurrency_limit"] is not None
-    limiter.observe_429(KEY, SILENT)  # another 429 of the same burst: no second drop
-    assert limiter.limits()[KEY]["requests"]["per_minute"] == pytest.approx(600.0)
     clock.now += 1.0  # past the pause (0.5 s, no retry-after): the bucket refilled from empty
     granted = sum(limiter.try_acquire(KEY, tokens=100) is not None for _ in range(50))
     assert granted == 10  # one second at 600 RPM: the rate applies now
