@@ -320,6 +320,12 @@ class Feedback:
             state = self.state(key)
             if state.learners:
                 state.refusals_to_ack += 1
+            window = state.concurrency
+            if seconds is None and window is not None and window.binds(state.in_flight):
+                # the learned window was full: the refusal is the window's, which now holds
+                # every attempt back until one completes; pausing the whole key as well cost a
+                # server counting 16 in flight a third of its throughput
+                seconds = 0.0
             if seconds is None:  # the server said nothing of when: back off, with jitter
                 left = state.paused_until - self._clock()
                 if left > 0:  # one burst's 429s, sent before the pause: one step, not many
@@ -357,6 +363,11 @@ class Feedback:
                 bucket.adopt(lowered)
             return
         binding = learner.binding(bucket.per_minute)
+        window_binds = state.concurrency is not None and state.concurrency.binds(state.in_flight)
+        if silent and not window_binds:  # the burst this 429 begins refines the rates
+            for each in state.learners.values():
+                if each.phase != "announced":
+                    each.burst()
         if state.concurrency is not None and refused == "requests" and silent:
             # a server that says nothing may count requests in flight (a gateway's or a model
             # server's queue) rather than a rate: both limits step down, and each grows back

@@ -80,7 +80,9 @@ class Learner:
         # while open: (time, amount) sent and answered over the last _ACCEPTED_S
         self._recent_sent: deque[tuple[float, float]] = deque()
         self._recent_answered: deque[float] = deque()
-        self._closing: tuple[float, float, int] | None = None  # sent, per request, refused
+        # a burst of 429s under way: (sent over the second before it, per request, refused)
+        self._closing: tuple[float, float, int] | None = None
+        self._burst_at = -math.inf
         self.burst_s = burst_s
         self._burst_frozen = False
         self.w_max = 0.0
@@ -103,10 +105,9 @@ class Learner:
         self._bucket_sum += amount
         if level_after <= 0.05 * capacity:
             self._spent_burst = True
-        if self._opens and self.phase in ("start", "open"):
-            now = self._clock()
-            self._recent_sent.append((now, amount))
-            _trim(self._recent_sent, now)
+        now = self._clock()  # every send of the last second: what a 429's burst is measured on
+        self._recent_sent.append((now, amount))
+        _trim(self._recent_sent, now)
 
     @property
     def unrefused(self) -> bool:
@@ -142,11 +143,11 @@ class Learner:
         self._tick()
         if self.phase == "start":
             self.phase = "open" if self._opens else "slow_start"
+        now = self._clock()  # every answer of the last second: what the server surely took
+        self._recent_answered.append(now)
+        while self._recent_answered and self._recent_answered[0] < now - _ACCEPTED_S:
+            self._recent_answered.popleft()
         if self.phase == "open":
-            now = self._clock()
-            self._recent_answered.append(now)
-            while self._recent_answered and self._recent_answered[0] < now - _ACCEPTED_S:
-                self._recent_answered.popleft()
             return None
         if self.phase == "announced":
             return None
@@ -215,28 +216,55 @@ class Learner:
         if not (requests and self._recent_answered):
             return None
         mean = sent / requests
-        self._closing = (sent, mean, 1)
+        self._closing, self._burst_at = (sent, mean, 1), now
         self.w_max = max(self.floor, (sent - mean) * 60.0 / _ACCEPTED_S)
         self.phase = "cubic"
         self._dropped_at = self._moved_at = now
         self._recent_sent.clear()
-        self._recent_answered.clear()
         return self.w_max
 
-    def refine(self) -> float | None:
-        """Another 429 of the burst that closed this dimension (sent before the pause the
-        first one began): one more request's worth the server refused. The lower rate, or
-        None when no closing burst is under way."""
+    def burst(self) -> None:
+        """A 429 that may begin a burst of them (a silent server refusing what a bucket let go
+        into its spent window): remember the last second's sends, for ``refine``."""
+        now = self._clock()
+        if self._closing is not None and now - self._burst_at < EPISODE_S:
+            return  # one under way
+        _trim(self._recent_sent, now)
+        sent, requests = sum(a for _, a in self._recent_sent), len(self._recent_sent)
+        self._closing = (sent, sent / requests, 1) if requests else None
+        self._burst_at = now
+
+    def refine(self, per_minute: float) -> float | None:
+        """Another 429 of the burst that closed this dimension or began with ``burst`` (sent
+        before the pause the first one began): one more request's worth the server refused of
+        the last second's sends. The lower rate, or None (no such burst under way, or the
+        estimate is not below ``per_minute``, the rate held now). Why: a per-minute bucket
+        that says nothing takes a whole first burst, so the key closes far above its steady
+        rate; the next burst is refused but for the refill, and this brings the rate down to
+        what the server took in one episode, not in one 0.7 step per second."""
         if self._closing is None:
             return None
-        if self._clock() - self._dropped_at >= EPISODE_S:
+        if self._clock() - self._burst_at >= EPISODE_S:
             self._closing = None
             return None
         sent, mean, refused = self._closing
         refused += 1
         self._closing = (sent, mean, refused)
-        self.w_max = max(self.floor, (sent - refused * mean) * 60.0 / _ACCEPTED_S)
-        return self.w_max
+        # never below what was answered over the last second: a client too busy to send its
+        # burst within a second (1000 at once, cold) sees refusals of sends older than that,
+        # and sends less refusals went to the floor (a 1 RPM key)
+        now = self._clock()
+        while self._recent_answered and self._recent_answered[0] < now - _ACCEPTED_S:
+            self._recent_answered.popleft()
+        took = max(sent - refused * mean, len(self._recent_answered) * mean)
+        accepted = max(self.floor, took * 60.0 / _ACCEPTED_S)
+        if accepted >= per_minute:
+            return None
+        self.w_max = min(self.w_max, accepted) if self.w_max > 0 else accepted
+        if self.phase != "cubic":
+            self.phase = "cubic"
+            self._dropped_at = self._moved_at = self._clock()
+        return accepted
 
     def follow(self, per_minute: float, current: float) -> None:
         """Another process sharing this limit moved it to ``per_minute`` (from ``current``): a

@@ -171,9 +171,10 @@ class KeyState:
         if in_burst:  # more of the burst that closed the key: what the server refused of it
             refined = False
             for name, learner in self.learners.items():
-                rate, bucket = learner.refine(), self.bucket(name)
+                bucket = self.bucket(name)
+                rate = None if bucket is None else learner.refine(bucket.per_minute)
                 if rate is not None and bucket is not None:
-                    bucket.adopt(min(bucket.per_minute, rate))
+                    bucket.adopt(rate)
                     refined = True
             if refined and not unrefused:
                 if window is not None and silent:

@@ -243,3 +243,36 @@ def test_a_bucket_first_used_after_the_first_answer_is_not_held() -> None:
     )
     clock.now += 0.5  # refilling at 10/s from the moment it was announced
     assert sum(limiter.try_acquire(KEY) is not None for _ in range(50)) == 10
+
+
+def test_a_later_burst_of_429s_learns_what_the_server_took_of_it() -> None:
+    """A silent per-minute bucket (issue 21, item 10): the first burst is accepted whole, so
+    the key closes far above the steady rate; the next burst into the spent window is refused
+    but for the refill, and its 429s (sent before the pause) bring the rate down to what the
+    server took, in one episode instead of one 0.7 step per second."""
+    clock = FakeClock()
+    limiter = open_limiter(clock, tpm=None)
+    for _ in range(600):  # a minute's bucket, spent in half a second
+        clock.now += 0.5 / 600
+        assert limiter.try_acquire(KEY) is not None
+        limiter.observe(KEY, SILENT)
+        limiter.acknowledge(KEY)
+    for _ in range(10):  # then ten more go, and are refused
+        assert limiter.try_acquire(KEY) is not None
+    for _ in range(10):
+        limiter.observe_429(KEY, SILENT)
+    assert rpm_of(limiter) > 30_000  # what the first second looked like
+    clock.now += 2.0  # past the pause and the episode
+    sent = 0
+    while limiter.try_acquire(KEY) is not None and sent < 100:
+        sent += 1
+    assert sent == 100
+    for _ in range(90):  # 10 of them taken (the refill), 90 refused
+        limiter.observe_429(KEY, SILENT)
+    assert rpm_of(limiter) <= 10 * 60 * 1.1  # 100 sent less 90 refused, per second
+
+
+def rpm_of(limiter: RateLimiter) -> float:
+    row = limiter.limits()[KEY]["requests"]
+    assert row is not None
+    return float(row["per_minute"])
