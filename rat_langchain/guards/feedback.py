@@ -193,15 +193,14 @@ class Feedback:
                 learner = state.learners.get(name)
                 if told.limit is not None and told.limit > 0:
                     limit = max(told.limit, self._floor(name)) * margin
-                    distrusted = learner is not None and learner.ceiling is not None
-                    if learns[name] and not distrusted:
+                    broken = None if learner is None else learner.ceiling  # distrusted
+                    if learns[name] and broken is None:
                         bucket.adopt(limit)  # up as well as down
                     else:  # a ceiling the user set, or an announced rate the server broke
                         bucket.shrink(limit)
-                        if distrusted:
-                            assert learner is not None
-                            learner.ceiling = min(learner.ceiling or limit, limit)
-                    if learner is not None and not distrusted:
+                        if learner is not None and broken is not None:
+                            learner.ceiling = min(broken, limit)
+                    if learner is not None and broken is None:
                         spent = learner.announced()  # sent while open, in its window
                         if spent > 0:
                             bucket.take(spent)
@@ -382,8 +381,7 @@ class Feedback:
         """What the limiter holds for each key now: per dimension the rate per minute it uses
         (after the safety margin), the burst in seconds, where the rate comes from
         (``configured``, ``start``, ``open``, ``announced``, ``slow_start``, ``cubic``) and the
-        send rate
-        measured per minute; ``None`` for a dimension that is not limited."""
+        send rate measured per minute; ``None`` for a dimension that is not limited."""
         out: dict[Key, dict[str, Any]] = {}
         with self.lock:
             for key, state in self._states.items():

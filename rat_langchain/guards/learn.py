@@ -79,7 +79,7 @@ class Learner:
         self._open_at_start = opens == "at_start"
         # while open: (time, amount) sent and answered over the last _ACCEPTED_S
         self._recent_sent: deque[tuple[float, float]] = deque()
-        self._recent_answered: deque[float] = deque()
+        self._recent_answered: deque[tuple[float, float]] = deque()
         # a burst of 429s under way: (sent over the second before it, per request, refused)
         self._closing: tuple[float, float, int] | None = None
         self._burst_at = -math.inf
@@ -144,9 +144,8 @@ class Learner:
         if self.phase == "start":
             self.phase = "open" if self._opens else "slow_start"
         now = self._clock()  # every answer of the last second: what the server surely took
-        self._recent_answered.append(now)
-        while self._recent_answered and self._recent_answered[0] < now - _ACCEPTED_S:
-            self._recent_answered.popleft()
+        self._recent_answered.append((now, 1.0))
+        _trim(self._recent_answered, now)
         if self.phase == "open":
             return None
         if self.phase == "announced":
@@ -208,12 +207,8 @@ class Learner:
         of the server's. The 429 episode starts here: CUBIC climbs back to the rate, then
         probes above it."""
         now = self._clock()
-        _trim(self._recent_sent, now)
-        while self._recent_answered and self._recent_answered[0] < now - _ACCEPTED_S:
-            self._recent_answered.popleft()
-        sent = sum(amount for _, amount in self._recent_sent)
-        requests = len(self._recent_sent)
-        if not (requests and self._recent_answered):
+        sent, requests = self._sent_last_second(now)
+        if not (requests and self._answered_last_second(now)):
             return None
         mean = sent / requests
         self._closing, self._burst_at = (sent, mean, 1), now
@@ -223,14 +218,22 @@ class Learner:
         self._recent_sent.clear()
         return self.w_max
 
+    def _sent_last_second(self, now: float) -> tuple[float, int]:
+        """(amount, requests) sent over the last ``_ACCEPTED_S``."""
+        _trim(self._recent_sent, now)
+        return sum(amount for _, amount in self._recent_sent), len(self._recent_sent)
+
+    def _answered_last_second(self, now: float) -> int:
+        _trim(self._recent_answered, now)
+        return len(self._recent_answered)
+
     def burst(self) -> None:
         """A 429 that may begin a burst of them (a silent server refusing what a bucket let go
         into its spent window): remember the last second's sends, for ``refine``."""
         now = self._clock()
         if self._closing is not None and now - self._burst_at < EPISODE_S:
             return  # one under way
-        _trim(self._recent_sent, now)
-        sent, requests = sum(a for _, a in self._recent_sent), len(self._recent_sent)
+        sent, requests = self._sent_last_second(now)
         self._closing = (sent, sent / requests, 1) if requests else None
         self._burst_at = now
 
@@ -254,9 +257,7 @@ class Learner:
         # burst within a second (1000 at once, cold) sees refusals of sends older than that,
         # and sends less refusals went to the floor (a 1 RPM key)
         now = self._clock()
-        while self._recent_answered and self._recent_answered[0] < now - _ACCEPTED_S:
-            self._recent_answered.popleft()
-        took = max(sent - refused * mean, len(self._recent_answered) * mean)
+        took = max(sent - refused * mean, self._answered_last_second(now) * mean)
         accepted = max(self.floor, took * 60.0 / _ACCEPTED_S)
         if accepted >= per_minute:
             return None
@@ -282,8 +283,7 @@ class Learner:
         spent = 0.0
         if self.open:
             now = self._clock()
-            _trim(self._recent_sent, now)
-            spent = sum(amount for _, amount in self._recent_sent)
+            spent, _ = self._sent_last_second(now)
             self._recent_sent.clear()
             self._recent_answered.clear()
         self.phase = "announced"

@@ -109,7 +109,7 @@ class KeyState:
 
     def applied(self, name: str) -> TokenBucket | None:
         """The bucket of dimension ``name`` if it limits sends now (not one left open)."""
-        bucket = self.requests if name == "requests" else self.tokens
+        bucket = self.bucket(name)
         if bucket is None:
             return None
         learner = self.learners.get(name)
@@ -163,9 +163,9 @@ class KeyState:
         own learning handles it). Each open dimension closes at what the server accepted
         (``Learner.close``), from an empty bucket (the server's window is spent), or stays
         open if nothing was answered to measure that by, or if the learned window was full
-        (the refusal is the window's); the window steps down (a silent
-        server may count requests in flight) or, where the server reports what is left
-        (Azure), ends."""
+        (the refusal is the window's); the window steps down (a silent server may count
+        requests in flight) or, where the server reports what is left (Azure), ends. A further
+        429 of the burst (``in_burst``) refines each rate to what the server took of it."""
         unrefused = [name for name, learner in self.learners.items() if learner.unrefused]
         window = self.concurrency
         if in_burst:  # more of the burst that closed the key: what the server refused of it
