@@ -40,7 +40,16 @@ from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
-__all__ = ["BETA", "CUBIC_K_S", "EPISODE_S", "INITIAL_WINDOW", "PACE_S", "Concurrency", "Learner"]
+__all__ = [
+    "BETA",
+    "CUBIC_K_S",
+    "EPISODE_S",
+    "FIRST_PACE_S",
+    "INITIAL_WINDOW",
+    "PACE_S",
+    "Concurrency",
+    "Learner",
+]
 
 BETA = 0.7  # the rate kept after a 429 (botocore's adaptive mode; TCP CUBIC's beta)
 CUBIC_K_S = 3.0  # seconds to climb back to the rate a 429 interrupted
@@ -52,6 +61,10 @@ _MAX_BURST_S = 60.0
 _ACCEPTED_S = 1.0  # what the server accepted over this long is the rate an open key closes at
 INITIAL_WINDOW = 10  # attempts in flight before the first answer (TCP's initial window, RFC 6928)
 PACE_S = 0.04  # while callers wait, an open window doubles at least this often (see Concurrency)
+# ... and before the server's first answer, this often: it may limit ten a second, or a first
+# connection may be slow, but a local model's first answer takes seconds (a 1 s server left the
+# pool 0.9 s behind plain ChatOpenAI at 100 callers while ten were in flight)
+FIRST_PACE_S = 0.1
 
 Phase = Literal["start", "open", "announced", "slow_start", "cubic"]
 
@@ -342,8 +355,10 @@ class Concurrency:
       is in use adds one (doubling per round trip, clocked by the answers); and once the
       server has answered, while callers wait, the window doubles at least every ``PACE_S``
       whatever the round trip, so a server whose answers take seconds (a local model) is not
-      ramped over seconds. Before the first answer nothing is known (a per-second limit of
-      ten, a slow first connection): the initial window holds. It ends at
+      ramped over seconds. Before the first answer little is known (a per-second limit of
+      ten, a slow first connection): it doubles every ``FIRST_PACE_S``, so a server that
+      refuses says so (a 429 comes back fast) while only a few times the initial window is
+      out, and a slow one is not left idle for its whole first round trip. It ends at
       ``ceiling`` (off: only ``max_parallel_llm_calls`` bounds the key), when the server
       announces its limits (the rate then bounds the key), or at the first 429;
     - *AIMD* (Netflix concurrency-limits' AIMD limit), from the first 429 of a silent server
@@ -376,7 +391,7 @@ class Concurrency:
         self._at_drop, self._refused = 0.0, 0  # in flight at the episode's drop; its 429s
         self._blocked_at: float | None = None  # since when callers have been waiting
         self._blocked_limit = 0.0  # the window when they started to
-        self._answered = False  # no pace before the server's first answer
+        self._answered = False  # a slower pace before the server's first answer
 
     def throttled(self, in_flight: int, now: float, *, in_burst: bool = False) -> None:
         """A 429 with ``in_flight`` out (the refused attempt included). ``in_burst``: it was
@@ -441,8 +456,6 @@ class Concurrency:
         does not apply, out of slow start)."""
         if not self.slow_start or self.limit is None or self._clock is None:
             return None
-        if not self._answered:
-            return None  # before the first answer the server is unknown: ten, and no more
         now = self._clock()
         if self._blocked_at is None:
             self._blocked_at, self._blocked_limit = now, self.limit
@@ -450,16 +463,19 @@ class Concurrency:
         if self.limit is None:
             return None
         wanted = (int(self.limit) + 1) / self._blocked_limit
-        return max(0.0, self._blocked_at + PACE_S * math.log2(wanted) - now)
+        return max(0.0, self._blocked_at + self._pace_s() * math.log2(wanted) - now)
+
+    def _pace_s(self) -> float:
+        return PACE_S if self._answered else FIRST_PACE_S
 
     def pace(self) -> None:
-        """Apply the pace: the window is at least what doubling every ``PACE_S`` since callers
-        started waiting makes it."""
+        """Apply the pace: the window is at least what doubling every ``PACE_S`` (before the
+        first answer ``FIRST_PACE_S``) since callers started waiting makes it."""
         if not self.slow_start or self._blocked_at is None or self._clock is None:
             return
         assert self.limit is not None
         elapsed = self._clock() - self._blocked_at
-        floor = self._blocked_limit * 2.0 ** min(elapsed / PACE_S, 30.0)
+        floor = self._blocked_limit * 2.0 ** min(elapsed / self._pace_s(), 30.0)
         if floor > self.limit:
             self.limit = floor
             if self.limit >= self.ceiling:

@@ -10,7 +10,7 @@ import asyncio
 import pytest
 
 from rat_langchain.guards.key import Key
-from rat_langchain.guards.learn import BETA, INITIAL_WINDOW, PACE_S, Concurrency
+from rat_langchain.guards.learn import BETA, FIRST_PACE_S, INITIAL_WINDOW, PACE_S, Concurrency
 from rat_langchain.guards.limiter import RateLimiter
 from tests.support.clock import FakeClock, settle
 
@@ -145,7 +145,13 @@ def test_the_window_slow_starts_per_answer_while_used() -> None:
 def test_while_callers_wait_the_window_doubles_every_pace_whatever_the_round_trip() -> None:
     clock = FakeClock()
     window = Concurrency(1024, initial=10, clock=clock)
-    assert window.blocked() is None  # before the first answer: the initial window, no pace
+    delay = window.blocked()  # before the first answer: the slower first pace
+    assert delay == pytest.approx(FIRST_PACE_S * 0.1375, rel=0.01)  # log2(11/10) of it
+    clock.now += FIRST_PACE_S
+    window.pace()
+    assert window.limit == pytest.approx(20)
+    window.unblocked()
+    window.limit = 10.0
     window.completed(in_flight=1)  # the server answered (one at a time: no growth)
     delay = window.blocked()  # the window is full and a caller waits
     assert delay == pytest.approx(PACE_S * 0.1375, rel=0.01)  # log2(11/10) of a pace
