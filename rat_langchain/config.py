@@ -43,6 +43,7 @@ __all__ = [
     "CircuitBreakerConfig",
     "ConnectionPoolingConfig",
     "EndpointConfig",
+    "KeysConfig",
     "ModelRateLimit",
     "ParallelExecutionConfig",
     "PerformanceConfig",
@@ -334,6 +335,24 @@ class BackgroundTasksConfig(_Section):
     verification: bool = Field(True, description="Verify step results in the background.")
 
 
+class KeysConfig(_Section):
+    """What is kept per (endpoint, model, tenant): limiter state, breaker, metrics series. Model
+    names and API keys can be user input; without a bound each new one is kept for ever."""
+
+    max_keys: int = Field(
+        1000,
+        gt=0,
+        description="Keys kept at most. Past it, idle keys are forgotten, least recently used "
+        "first, and metrics of further models count under '(other)'; a warning says so.",
+    )
+    idle_s: float = Field(
+        3600.0,
+        gt=0,
+        description="A key unused this long (give or take a tenth) is forgotten (what it "
+        "learned is learned again on its next call). An open breaker is never forgotten.",
+    )
+
+
 class PerformanceConfig(_Section):
     """One block per optimisation; each can be switched off on its own to measure it."""
 
@@ -345,6 +364,7 @@ class PerformanceConfig(_Section):
     batch_embeddings: BatchEmbeddingsConfig = Field(default_factory=BatchEmbeddingsConfig)
     caching: CachingConfig = Field(default_factory=CachingConfig)
     background_tasks: BackgroundTasksConfig = Field(default_factory=BackgroundTasksConfig)
+    keys: KeysConfig = Field(default_factory=KeysConfig)
 
 
 class EndpointConfig(_Section):

@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from rat_langchain.config import CircuitBreakerConfig
+from rat_langchain.config import CircuitBreakerConfig, KeysConfig
 from rat_langchain.errors import CircuitOpenError
+from rat_langchain.guards._keytable import KeyTable
 from rat_langchain.guards.classify import Outcome, classify
 from rat_langchain.guards.key import Key, KeyLike
 
@@ -45,6 +46,7 @@ __all__ = [
 REMOTE_REASON = "opened by another process"
 # One default per setting: the config model's (performance.circuit_breaker).
 _DEFAULTS = CircuitBreakerConfig()
+_KEYS = KeysConfig()
 
 
 class State(enum.StrEnum):
@@ -188,6 +190,8 @@ class CircuitBreaker:
         self.transitions: Counter[tuple[State, State]] = Counter()
         self.calls: Counter[str] = Counter()
         self.shared: Any = None  # a SharedBreakerState when openings are shared (Redis)
+        self.shared_name: str | None = None  # its name there (a Key's id), if not ``name``
+        self.used_at = clock()  # the last call admitted (a registry forgets the longest unused)
 
     @classmethod
     def from_config(cls, config: CircuitBreakerConfig, name: str, **kwargs: Any) -> CircuitBreaker:
@@ -259,6 +263,7 @@ class CircuitBreaker:
                 error = self._open_error(state)
             else:
                 self.calls["permitted"] += 1
+                self.used_at = self._clock()
         self._emit(change)
         if permit is None:
             raise error
@@ -353,12 +358,14 @@ class CircuitBreaker:
         return self._open_for
 
     def open_remotely(self, seconds: float) -> None:
-        """Another process opened this breaker for ``seconds`` more: fail fast here too. Only a
-        closed breaker follows (a half-open one is already probing on its own)."""
+        """Another process opened this breaker for ``seconds`` more: fail fast here too, for at
+        most this breaker's ``max_wait_s`` (the Redis value is untrusted). Only a closed breaker
+        follows (a half-open one is already probing on its own)."""
         with self._lock:
             if self._state != State.CLOSED:
                 return
-            self._open_for = max(0.0, seconds)
+            # a peer's (or a tampered) opening lasts at most what this process would open for
+            self._open_for = min(max(0.0, seconds), self.max_wait_s)
             change = self._transition(State.OPEN, f"{REMOTE_REASON} ({seconds:.2f} s left)")
         self._emit(change)
 
@@ -411,28 +418,39 @@ class BreakerRegistry:
         *,
         shared: Any = None,
         listeners: Iterable[Callable[[StateChange], None]] = (),
+        max_keys: int = _KEYS.max_keys,
+        idle_s: float = _KEYS.idle_s,
         **kwargs: Any,
     ) -> None:
+        """``max_keys`` / ``idle_s`` (``performance.keys``): closed breakers unused that long,
+        or the longest unused past the cap, are forgotten; one that is not closed never is."""
         self.config = config or CircuitBreakerConfig()
         self.shared = shared  # a SharedBreakerState: openings published to other processes
         self.listeners = list(listeners)  # added to every breaker, e.g. metrics
         self._kwargs = kwargs
-        self._breakers: dict[Key, CircuitBreaker] = {}
+        self._breakers: KeyTable[CircuitBreaker] = KeyTable(
+            self._new,
+            busy=lambda breaker: breaker.state != State.CLOSED,
+            max_keys=max_keys,
+            idle_s=idle_s,
+            clock=kwargs.get("clock", time.monotonic),
+            what="circuit breakers",
+            last_used=lambda breaker: breaker.used_at,
+        )
         self._lock = threading.Lock()
 
+    def _new(self, key: Key) -> CircuitBreaker:
+        breaker = CircuitBreaker.from_config(self.config, str(key), **self._kwargs)
+        if self.shared is not None:
+            self.shared.attach(breaker, key)
+        for listener in self.listeners:
+            breaker.add_listener(listener)
+        return breaker
+
     def get(self, key: KeyLike) -> CircuitBreaker:
-        key = Key.of(key)
         with self._lock:
-            breaker = self._breakers.get(key)
-            if breaker is None:
-                name = str(key)
-                breaker = CircuitBreaker.from_config(self.config, name, **self._kwargs)
-                if self.shared is not None:
-                    self.shared.attach(breaker)
-                for listener in self.listeners:
-                    breaker.add_listener(listener)
-                self._breakers[key] = breaker
-            return breaker
+            return self._breakers.obtain(Key.of(key))
 
     def __iter__(self) -> Iterator[CircuitBreaker]:
-        return iter(list(self._breakers.values()))
+        with self._lock:
+            return self._breakers.values()

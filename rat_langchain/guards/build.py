@@ -69,7 +69,7 @@ def build_guards(
     ``limiter=`` / ``breakers=`` replace a part (``None`` switches it off)."""
     cfg = config if config is not None else RatConfig.load()
     perf = cfg.performance
-    metrics = metrics if metrics is not None else Metrics()
+    metrics = metrics if metrics is not None else Metrics(max_series=perf.keys.max_keys)
     if limiter is _FROM_CONFIG:
         limiter = _limiter(cfg) if perf.rate_limiting.enabled else None
     if breakers is _FROM_CONFIG:
@@ -80,6 +80,8 @@ def build_guards(
                 if perf.circuit_breaker.share_open_state
                 else None,
                 listeners=[metrics.record_breaker],
+                max_keys=perf.keys.max_keys,
+                idle_s=perf.keys.idle_s,
             )
             if perf.circuit_breaker.enabled
             else None
@@ -102,6 +104,8 @@ def _limiter(config: RatConfig) -> Limiter:
     common: dict[str, Any] = {
         "max_concurrency": perf.parallel_execution.max_parallel_llm_calls,
         "max_pause_s": perf.retries.max_server_wait_s,  # no server header holds a key longer
+        "max_keys": perf.keys.max_keys,
+        "idle_s": perf.keys.idle_s,
     }
     if settings.backend == "redis":
         from rat_langchain.guards.redis.limiter import RedisRateLimiter  # needs the redis extra

@@ -21,7 +21,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rat_langchain.config import RateLimitingConfig, RetriesConfig
+from rat_langchain.config import KeysConfig, RateLimitingConfig, RetriesConfig
+from rat_langchain.guards._keytable import KeyTable
 from rat_langchain.guards.bucket import EPSILON, RateLimit
 from rat_langchain.guards.headers import announced, parse_duration, retry_after_seconds
 from rat_langchain.guards.key import Key, KeyLike
@@ -33,6 +34,7 @@ _BACKOFF_S = 0.5  # the first pause after a 429 that says nothing of when to com
 _TOKEN_FLOOR = 1000.0  # tokens per minute below which no announced or learned limit goes
 _DEFAULTS = RateLimitingConfig()  # one default per setting: the config model's
 _RETRY_DEFAULTS = RetriesConfig()
+_KEYS = KeysConfig()
 
 
 class Feedback:
@@ -55,6 +57,8 @@ class Feedback:
         borrow: bool = False,
         max_pause_s: float = _RETRY_DEFAULTS.max_server_wait_s,
         open_until_refused: bool = False,
+        max_keys: int = _KEYS.max_keys,
+        idle_s: float = _KEYS.idle_s,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
     ) -> None:
@@ -70,7 +74,14 @@ class Feedback:
         self.max_pause_s = max_pause_s
         self._clock = clock
         self._random = random  # the jitter of backoffs (a parameter: tests fix it)
-        self._states: dict[Key, KeyState] = {}
+        self._states: KeyTable[KeyState] = KeyTable(
+            self._new_state,
+            busy=KeyState.busy,
+            max_keys=max_keys,
+            idle_s=idle_s,
+            clock=clock,
+            what="rate limiter",
+        )
         self.lock = threading.Lock()  # guards every key state: held by its users too
 
     def fresh(self) -> Feedback:
@@ -84,6 +95,8 @@ class Feedback:
             borrow=self.borrow,
             max_pause_s=self.max_pause_s,
             open_until_refused=self.open_until_refused,
+            max_keys=self._states.max_keys,
+            idle_s=self._states.idle_s,
             clock=self._clock,
             random=self._random,
         )
@@ -105,23 +118,24 @@ class Feedback:
     def limit_for(self, key: KeyLike) -> RateLimit:
         return self.per_model.get(Key.of(key).model, self.default)
 
+    def _new_state(self, key: Key) -> KeyState:
+        return KeyState(
+            self.limit_for(key),
+            self._clock,
+            self.first_hold_s,
+            borrow=self.borrow,
+            max_concurrency=self.max_concurrency,
+            open_until_refused=self.open_until_refused,
+        )
+
     def state(self, key: Key) -> KeyState:
-        """The state of ``key``, made on first use. Lock held."""
-        state = self._states.get(key)
-        if state is None:
-            state = self._states[key] = KeyState(
-                self.limit_for(key),
-                self._clock,
-                self.first_hold_s,
-                borrow=self.borrow,
-                max_concurrency=self.max_concurrency,
-                open_until_refused=self.open_until_refused,
-            )
-        return state
+        """The state of ``key``, made on first use (or after it was forgotten idle). Lock held."""
+        return self._states.obtain(key)
 
     def known(self, key: Key) -> KeyState | None:
-        """The state of ``key`` if it has one (no lock needed: states are never removed)."""
-        return self._states.get(key)
+        """The state of ``key`` if it has one (no lock needed: only idle states are removed,
+        and what an idle state is given back is moot)."""
+        return self._states.peek(key)
 
     # -- feedback from the server --------------------------------------------------------------
 
@@ -132,11 +146,11 @@ class Feedback:
         this limiter measured). True when the key's capacity changed: its queue should look
         again."""
         key = Key.of(key)
-        known = self._states.get(key)
+        known = self._states.peek(key)
         if known is not None and known.acknowledged and not known.learners:
             return False  # every call after the first: no lock (the flag only goes False -> True)
         with self.lock:
-            state = self._states.get(key)
+            state = self._states.peek(key)
             if state is None:
                 return False
             if not state.acknowledged:

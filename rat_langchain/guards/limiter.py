@@ -28,7 +28,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from rat_langchain.config import RateLimitingConfig, RetriesConfig
+from rat_langchain.config import KeysConfig, RateLimitingConfig, RetriesConfig
 from rat_langchain.errors import BackpressureError, RequestTooLarge
 from rat_langchain.guards.adapter import LangChainRateLimiter
 from rat_langchain.guards.bucket import START_RPM, START_TPM, RateLimit, TokenBucket, check_size
@@ -54,6 +54,7 @@ __all__ = [
 # One default per setting: the config model's (performance.rate_limiting, .retries).
 _DEFAULTS = RateLimitingConfig()
 _RETRY_DEFAULTS = RetriesConfig()
+_KEYS = KeysConfig()
 
 CallLater = Callable[[float, Callable[[], None]], TimerHandle]
 Settle = Callable[[Key, int, int], None]  # (key, tokens back, requests back)
@@ -163,6 +164,8 @@ class RateLimiter:
         borrow: bool = False,
         max_pause_s: float = _RETRY_DEFAULTS.max_server_wait_s,
         open_until_refused: bool = True,
+        max_keys: int = _KEYS.max_keys,
+        idle_s: float = _KEYS.idle_s,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
         random: Callable[[], float] = _random.random,
@@ -178,7 +181,9 @@ class RateLimiter:
         ``open_until_refused`` (the default): a limit left on ``"auto"`` is not applied until
         the server refuses (a 429) or announces it; until then a slow-starting window of
         attempts in flight bounds the key, as plain ``ChatOpenAI`` is bounded by its callers
-        (see ``guards.learn``). ``False``: start at ``START_RPM``/``START_TPM`` and grow."""
+        (see ``guards.learn``). ``False``: start at ``START_RPM``/``START_TPM`` and grow.
+
+        ``max_keys`` / ``idle_s``: the keys whose state is kept (``performance.keys``)."""
         if max_queue is not None and max_queue < 0:
             raise ValueError(f"max_queue must be >= 0 or None, got {max_queue}")
         if max_queue_wait_s is not None and max_queue_wait_s < 0:
@@ -195,6 +200,8 @@ class RateLimiter:
             borrow=borrow,
             max_pause_s=max_pause_s,
             open_until_refused=open_until_refused,
+            max_keys=max_keys,
+            idle_s=idle_s,
             clock=clock,
             random=random,
         )

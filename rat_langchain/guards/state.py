@@ -103,6 +103,18 @@ class KeyState:
         self.waiters: deque[Waiter] = deque()
         self.timer: TimerHandle | None = None
 
+    def busy(self) -> bool:
+        """In use: attempts in flight, callers queued, a timer set or a pause running. A key
+        that is not busy can be forgotten (``KeyTable``) and made afresh when next used."""
+        return bool(
+            self.in_flight
+            or self.waiters
+            or self.gate_waiters
+            or self.timer is not None
+            or self.gate_timer is not None
+            or self.paused_until > self.clock()
+        )
+
     def check_size(self, tokens: int, key: Key) -> None:
         if not self.borrow:
             check_size(key, tokens, self.tokens.per_minute if self.tokens is not None else None)

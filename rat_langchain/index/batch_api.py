@@ -46,7 +46,7 @@ from langchain_core.documents import Document
 from rat_langchain._tokens import encode
 from rat_langchain._vectors import NATIVE_DIMENSIONS, decode_vectors
 from rat_langchain.errors import BatchJobError, EmbeddingResponseError
-from rat_langchain.guards.key import Key
+from rat_langchain.guards.key import Key, tenant_of
 from rat_langchain.index._atomic import atomic_file
 from rat_langchain.index._files import parse_json, read_bytes, require
 
@@ -274,7 +274,9 @@ class _Run:
         pool = embedding.pool
         key = embedding.api_key.get_secret_value() if embedding.api_key else None
         self.client = pool.async_client(base_url=embedding.base_url, api_key=key, max_retries=0)
-        self.guard = pool.guards.guard(Key(str(self.client.base_url).rstrip("/"), "batch-api"))
+        self.guard = pool.guards.guard(
+            Key(str(self.client.base_url).rstrip("/"), "batch-api", tenant_of(self.client.api_key))
+        )
         self.dims = embedding.dimensions or NATIVE_DIMENSIONS.get(embedding.model)
 
     async def call(self, attempt: Callable[[], Awaitable[Any]]) -> Any:

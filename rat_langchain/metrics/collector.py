@@ -12,6 +12,7 @@ test; percentiles are nearest-rank over the last ``max_samples`` latencies of ea
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -32,7 +33,11 @@ __all__ = ["ConnectionCounter", "Metrics", "MetricsCallbackHandler"]
 if TYPE_CHECKING:
     from rat_langchain.guards.breaker import StateChange
 
-SeriesKey = tuple[str, str]  # (endpoint, model): a guards.Key is one
+# (endpoint, model[, tenant]): a guards.Key is one. Series drop the tenant (one series per
+# endpoint and model, however many API keys call it); the limits keep it (each tenant's quota).
+SeriesKey = tuple[str, ...]
+OTHER = "(other)"  # the model of the series that collects what comes past ``max_series``
+_log = logging.getLogger("rat_langchain.metrics")
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -113,11 +118,20 @@ class Metrics:
     """
 
     def __init__(
-        self, *, max_samples: int = 10_000, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        max_samples: int = 10_000,
+        max_series: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_samples < 1:
             raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+        if max_series < 1:
+            raise ValueError(f"max_series must be >= 1, got {max_series}")
         self.max_samples = max_samples
+        # model names can be user input: without a cap, each new one is a series for ever (the
+        # memory and the Prometheus page grow without bound); past it, calls count under OTHER
+        self.max_series = max_series
         self._clock = clock
         self._lock = threading.Lock()
         self._series: dict[SeriesKey, _Series] = {}
@@ -130,9 +144,22 @@ class Metrics:
         return f"Metrics(series={len(self._series)})"
 
     def _get(self, key: SeriesKey) -> _Series:
-        series = self._series.get(key)
+        name = (key[0], key[1])
+        series = self._series.get(name)
         if series is None:
-            series = self._series[key] = _Series(self.max_samples)
+            if len(self._series) >= self.max_series:
+                name = (key[0], OTHER)
+                series = self._series.get(name)
+                if series is None:
+                    _log.warning(
+                        "metrics: %d series (max_series); calls to further models of %s are "
+                        "counted under model %r",
+                        self.max_series,
+                        key[0] or "unnamed endpoints",
+                        OTHER,
+                    )
+            if series is None:
+                series = self._series[name] = _Series(self.max_samples)
         return series
 
     # -- recording -----------------------------------------------------------------------------
@@ -195,11 +222,19 @@ class Metrics:
     # -- reading -------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Plain data: one entry per ``"endpoint model"`` series, breakers, connections."""
+        """Plain data: one entry per ``"endpoint model"`` series (each row also holds its
+        ``endpoint`` and ``model``: names may contain spaces), limits, breakers, connections."""
         read = self._limits
-        limits = {f"{e} {m}".strip(): row for (e, m), row in (read() if read else {}).items()}
+        limits = {}
+        for key, row in (read() if read else {}).items():
+            endpoint, model, tenant = (*key, "")[:3]
+            name = f"{endpoint} {model}".strip() + (f" #{tenant}" if tenant else "")
+            limits[name] = {**row, "endpoint": endpoint, "model": model, "tenant": tenant}
         with self._lock:
-            series = {f"{e} {m}".strip(): s.snapshot() for (e, m), s in self._series.items()}
+            series = {
+                f"{e} {m}".strip(): {**s.snapshot(), "endpoint": e, "model": m}
+                for (e, m), s in self._series.items()
+            }
             return {
                 "series": series,
                 "limits": limits,

@@ -30,51 +30,54 @@ class Instrument:
     samples: Callable[[dict[str, Any]], Samples]
 
 
-def series_labels(key: str) -> dict[str, str]:
-    """``{"endpoint", "model"}`` of a snapshot's ``"endpoint model"`` series key."""
-    endpoint, _, model = key.rpartition(" ") if " " in key else ("", "", key)
-    return {"endpoint": endpoint, "model": model}
+def series_labels(row: dict[str, Any]) -> dict[str, str]:
+    """``{"endpoint", "model"}`` (and ``"tenant"`` when known) of a snapshot row: read from
+    the row's own fields, never split out of its name (a model name may hold a space)."""
+    labels = {"endpoint": str(row.get("endpoint", "")), "model": str(row.get("model", ""))}
+    if row.get("tenant"):
+        labels["tenant"] = str(row["tenant"])
+    return labels
 
 
 def _per_series(field: str) -> Callable[[dict[str, Any]], Samples]:
     def samples(snapshot: dict[str, Any]) -> Samples:
-        for key, values in snapshot["series"].items():
-            yield series_labels(key), values[field]
+        for values in snapshot["series"].values():
+            yield series_labels(values), values[field]
 
     return samples
 
 
 def _errors(snapshot: dict[str, Any]) -> Samples:
-    for key, values in snapshot["series"].items():
+    for values in snapshot["series"].values():
         for error_type, count in values["errors"].items():
-            yield {**series_labels(key), "type": error_type}, count
+            yield {**series_labels(values), "type": error_type}, count
 
 
 def _latency(snapshot: dict[str, Any]) -> Samples:
-    for key, values in snapshot["series"].items():
+    for values in snapshot["series"].values():
         for quantile, name in _QUANTILES:
-            yield {**series_labels(key), "quantile": quantile}, values["latency_ms"][name] / 1000
+            yield {**series_labels(values), "quantile": quantile}, values["latency_ms"][name] / 1000
 
 
 def _limit(field: str) -> Callable[[dict[str, Any]], Samples]:
     """One figure of each limited dimension the limiter holds (``RateLimiter.limits``)."""
 
     def samples(snapshot: dict[str, Any]) -> Samples:
-        for key, row in snapshot["limits"].items():
+        for row in snapshot["limits"].values():
             for dimension in ("requests", "tokens"):
                 held = row.get(dimension)
                 if held is not None and held.get(field) is not None:
-                    yield {**series_labels(key), "dimension": dimension}, held[field]
+                    yield {**series_labels(row), "dimension": dimension}, held[field]
 
     return samples
 
 
 def _limit_source(snapshot: dict[str, Any]) -> Samples:
-    for key, row in snapshot["limits"].items():
+    for row in snapshot["limits"].values():
         for dimension in ("requests", "tokens"):
             held = row.get(dimension)
             if held is not None:
-                labels = {**series_labels(key), "dimension": dimension, "source": held["source"]}
+                labels = {**series_labels(row), "dimension": dimension, "source": held["source"]}
                 yield labels, 1.0
 
 

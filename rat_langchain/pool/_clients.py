@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
@@ -23,6 +22,7 @@ from rat_langchain.config import RatConfig
 from rat_langchain.errors import ConfigError, PoolClosedError
 from rat_langchain.guards import build_guards
 from rat_langchain.guards.breaker import BreakerRegistry
+from rat_langchain.guards.key import tenant_of
 from rat_langchain.guards.limiter import Limiter
 from rat_langchain.guards.retry import RetryPolicy
 from rat_langchain.metrics.collector import Metrics
@@ -54,11 +54,6 @@ def _prime_platform(client: openai.AsyncOpenAI) -> None:
     """
     if getattr(client, "_platform", "unknown") is None:
         client._platform = _platform()
-
-
-def _fingerprint(api_key: str) -> str:
-    """A short, one-way tag of the key: enough to tell endpoints apart, useless to an attacker."""
-    return hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -141,7 +136,7 @@ class Clients:
                 ]
             )
         org = organization or endpoint.organization or os.environ.get("OPENAI_ORG_ID")
-        return _Endpoint(url, _fingerprint(key), org), key
+        return _Endpoint(url, tenant_of(key), org), key
 
     def _check_open(self) -> None:
         if self._closed:

@@ -20,14 +20,17 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, SecretStr
 
 from rat_langchain import _portal
 from rat_langchain._tokens import count_request_tokens, encode
 from rat_langchain.guards import Guard, Guards, Key
+from rat_langchain.guards.key import tenant_of
 from rat_langchain.guards.limiter import Reservation
 
 __all__ = ["ResilientChatOpenAI"]
+
+_MAX_CACHED_GUARDS = 64  # a guard is cheap to make again; the registries keep the state
 
 # Reserved for the answer when the request sets no max_tokens; reconciled with usage afterwards.
 DEFAULT_COMPLETION_ESTIMATE = 256
@@ -93,11 +96,15 @@ class ResilientChatOpenAI(ChatOpenAI):
         cache_key = (id(self.rat_guards), self.rat_max_attempts, name)
         guard = self._guards_by_model.get(cache_key)
         if guard is None:
-            guard = self.rat_guards.guard(Key(self.openai_api_base or "", name))
+            guard = self.rat_guards.guard(
+                Key(self.openai_api_base or "", name, tenant_of(_secret(self.openai_api_key)))
+            )
             if self.rat_max_attempts is not None and guard.retry is not None:
                 guard = replace(
                     guard, retry=replace(guard.retry, max_attempts=self.rat_max_attempts)
                 )
+            if len(self._guards_by_model) >= _MAX_CACHED_GUARDS:
+                self._guards_by_model.clear()  # per-call model names can be user input
             self._guards_by_model[cache_key] = guard
         return guard
 
@@ -253,3 +260,9 @@ class ResilientChatOpenAI(ChatOpenAI):
             if run_manager is not None:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
+
+
+def _secret(value: Any) -> str | None:
+    """The API key's text when it is a fixed key (a ``SecretStr``); ``None`` when it is a
+    callable that fetches one per call (then the tenant is unknown and calls share a key)."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else None

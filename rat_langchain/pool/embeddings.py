@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import hashlib
 import json
 import math
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
@@ -35,7 +34,7 @@ from rat_langchain.errors import (
     EmbeddingResponseError,
     MalformedResponseError,
 )
-from rat_langchain.guards.key import Key
+from rat_langchain.guards.key import Key, tenant_of
 from rat_langchain.index.embedding_cache import EmbeddingCache
 from rat_langchain.pool._clients import Clients
 
@@ -70,7 +69,7 @@ def _default_pool(config: RatConfig) -> Clients:
     configs that differ only in their key would share a pool (and the rebuilt config would
     lose its key)."""
     secret = config.endpoint.api_key
-    key = hashlib.sha256(secret.get_secret_value().encode()).hexdigest() if secret else ""
+    key = tenant_of(secret.get_secret_value() if secret else None)
     name = f"{config.model_dump_json()}|{key}"
     pool = _DEFAULT_POOLS.get(name)
     if pool is None:
@@ -254,7 +253,9 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         pool = self.pool
         key = self.api_key.get_secret_value() if self.api_key else None
         client = pool.async_client(base_url=self.base_url, api_key=key, max_retries=0)
-        guard = pool.guards.guard(Key(str(client.base_url).rstrip("/"), self.model))
+        guard = pool.guards.guard(
+            Key(str(client.base_url).rstrip("/"), self.model, tenant_of(client.api_key))
+        )
         settings = pool.config.performance.batch_embeddings
         gate = asyncio.Semaphore(self.max_concurrent_batches or settings.requests_in_flight)
         vectors: list[np.ndarray | None] = [None] * len(pieces)

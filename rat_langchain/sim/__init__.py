@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rat_langchain.sim._limits import format_reset
-from rat_langchain.sim._model import Reply, SimConfig, SimStats, ToolCallReply
+from rat_langchain.sim._model import Reply, SimConfig, SimStats, Tenant, ToolCallReply
 from rat_langchain.sim._runners import (
     READY_PREFIX,
     SimulatorProcess,
@@ -21,6 +21,7 @@ __all__ = [
     "Simulator",
     "SimulatorProcess",
     "SimulatorThread",
+    "Tenant",
     "ToolCallReply",
     "endpoint_or_simulator",
     "format_reset",

@@ -7,6 +7,18 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
+class Tenant(BaseModel):
+    """One API key's account (``SimConfig.tenants``): its own limits, or out of credit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: int | None = Field(None, gt=0, description="This key's requests per minute.")
+    tpm: int | None = Field(None, gt=0, description="This key's tokens per minute.")
+    out_of_quota: bool = Field(
+        False, description="Every request is a 429 insufficient_quota (no credit left)."
+    )
+
+
 class SimConfig(BaseModel):
     """How the simulated endpoint behaves. Every field can be changed while it runs."""
 
@@ -90,6 +102,11 @@ class SimConfig(BaseModel):
     embedding_dimensions: int = Field(1536, ge=1, description="Vector size when not requested.")
     api_key: str | None = Field(
         None, description="If set, requests must carry exactly this bearer key (else 401)."
+    )
+    tenants: dict[str, Tenant] | None = Field(
+        None,
+        description="Accounts by bearer key, each with its own limits (as OpenAI keeps one "
+        "quota per organisation); a key not listed is a 401. None: one account for every key.",
     )
     seed: int | None = Field(None, description="Seeds the fault and jitter draws.")
     invalid_marker: str | None = Field(

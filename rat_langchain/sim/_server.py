@@ -95,7 +95,7 @@ class Simulator:
         self._clock = clock
         self._rng = random.Random(self.config.seed)
         # one pair of buckets per model, as OpenAI limits each model separately
-        self._limits: dict[str, RateLimits] = {}
+        self._limits: dict[tuple[str, str], RateLimits] = {}  # by (tenant, model)
         self._scripts: dict[str, deque[Reply]] = {name: deque() for name in _ENDPOINTS}
         self._stats = SimStats()
         self._busy = 0  # requests admitted and not yet answered (max_in_flight)
@@ -195,19 +195,20 @@ class Simulator:
     def configure(self, **changes: Any) -> None:
         """Change settings while running, e.g. ``sim.configure(error_rate=0.5)``."""
         self.config = SimConfig.model_validate({**self.config.model_dump(), **changes})
-        limit_fields = {"rpm", "tpm", "limit_window_s", "limit_style", "limit_headers"}
+        limit_fields = {"rpm", "tpm", "limit_window_s", "limit_style", "limit_headers", "tenants"}
         if (limit_fields | {"retry_after", "lying_headers"}) & changes.keys():
             self._limits = {}
         if "seed" in changes:
             self._rng = random.Random(self.config.seed)
 
-    def _limits_for(self, model: str) -> RateLimits:
-        limits = self._limits.get(model)
+    def _limits_for(self, model: str, tenant: str = "") -> RateLimits:
+        limits = self._limits.get((tenant, model))
         if limits is None:
             cfg = self.config
-            limits = self._limits[model] = RateLimits(
-                cfg.rpm,
-                cfg.tpm,
+            account = (cfg.tenants or {}).get(tenant)
+            limits = self._limits[(tenant, model)] = RateLimits(
+                account.rpm if account else cfg.rpm,
+                account.tpm if account else cfg.tpm,
                 self._clock,
                 cfg.limit_window_s,
                 style=cfg.limit_style,
@@ -272,15 +273,15 @@ class Simulator:
         status = "500"
         busy = False
         try:
-            self._check_auth(request)
+            tenant = self._check_auth(request)
             body = await self._json_body(request)
             tokens = cost(body)  # validates the body too
             self._check_in_flight()
             self._busy += 1
             busy = True
-            decision = self._limits_for(str(body.get("model"))).admit(tokens)
+            decision = self._limits_for(str(body.get("model")), tenant).admit(tokens)
             if not decision.allowed:  # before taking a scripted reply: a 429 must not eat it
-                raise self._rate_limit_error(decision, body, tokens)
+                raise self._rate_limit_error(decision, body, tokens, tenant)
             scripted = self._scripts[endpoint].popleft() if self._scripts[endpoint] else None
             fault = self._draw_fault(scripted)
             await self._delay(scripted)
@@ -326,7 +327,8 @@ class Simulator:
                 headers={"retry-after": "1"} if self.config.retry_after else {},
             )
 
-    def _check_auth(self, request: web.Request) -> None:
+    def _check_auth(self, request: web.Request) -> str:
+        """The request's account: its bearer key when ``tenants`` are set, else ``""``."""
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer ") or not header[7:].strip():
             raise _ApiError(
@@ -338,6 +340,20 @@ class Simulator:
         if expected is not None and header[7:] != expected:
             # Like the real API, never echo the key back in full.
             raise _ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+        tenants = self.config.tenants
+        if tenants is None:
+            return ""
+        account = tenants.get(header[7:])
+        if account is None:
+            raise _ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+        if account.out_of_quota:
+            raise _ApiError(
+                429,
+                "You exceeded your current quota, please check your plan and billing details.",
+                type_="insufficient_quota",
+                code="insufficient_quota",
+            )
+        return header[7:]
 
     @staticmethod
     async def _json_object(request: web.Request) -> dict[str, Any]:
@@ -357,10 +373,12 @@ class Simulator:
             raise _ApiError(400, "you must provide a model parameter", param="model")
         return body
 
-    def _rate_limit_error(self, decision: Any, body: dict[str, Any], tokens: int) -> _ApiError:
+    def _rate_limit_error(
+        self, decision: Any, body: dict[str, Any], tokens: int, tenant: str
+    ) -> _ApiError:
         model = body["model"]
         if decision.too_large:
-            bucket = self._limits_for(model).tokens
+            bucket = self._limits_for(model, tenant).tokens
             limit = bucket.limit if bucket else 0
             message = (
                 f"Request too large for {model} on tokens per min (TPM): Limit {limit}, "

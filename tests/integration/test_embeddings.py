@@ -12,6 +12,7 @@ from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 
 from rat_langchain import ClientPool, RatConfig
 from rat_langchain.errors import MalformedResponseError
+from rat_langchain.guards.key import Key, tenant_of
 from rat_langchain.pool.embeddings import (
     EmbeddingInputError,
     EmbeddingResponseError,
@@ -121,7 +122,8 @@ def test_malformed_200_bodies_are_retried_counted_and_finally_named(sim: Simulat
     assert sim.stats().count("embeddings") == 3
     series = pool.metrics.series(sim.base_url, MODEL)
     assert series["retries"] == 2
-    breaker = pool.breakers.get((sim.base_url, MODEL)) if pool.breakers else None
+    key = Key(sim.base_url, MODEL, tenant_of(API_KEY))  # the pool's key is its tenant
+    breaker = pool.breakers.get(key) if pool.breakers else None
     assert breaker is not None
     assert breaker.calls["failure"] == 2  # the endpoint's fault, not a success
     sim.push(*[Reply(fault="malformed")] * 6, endpoint="embeddings")

@@ -116,6 +116,7 @@ async def test_metrics_show_learned_limits_window_and_concurrency(sim: Any) -> N
     and how many attempts were in flight."""
     import asyncio
 
+    from rat_langchain.guards.key import tenant_of
     from tests.conftest import API_KEY
 
     sim.configure(rpm=6000, tpm=2_000_000)
@@ -127,7 +128,7 @@ async def test_metrics_show_learned_limits_window_and_concurrency(sim: Any) -> N
             llm = pool.chat_model(model="gpt-4o-mini", max_tokens=5)
             await asyncio.gather(*(llm.ainvoke(f"hello {i}") for i in range(6)))
             snapshot = pool.metrics.snapshot()
-            row = snapshot["limits"][f"{sim.base_url} gpt-4o-mini"]
+            row = snapshot["limits"][f"{sim.base_url} gpt-4o-mini #{tenant_of(API_KEY)}"]
             margin = config.performance.rate_limiting.safety_margin
             assert row["requests"]["per_minute"] == pytest.approx(6000 * margin)
             assert row["tokens"]["per_minute"] == pytest.approx(2_000_000 * margin)

@@ -45,7 +45,7 @@ async def test_a_rate_in_redis_never_lifts_a_configured_ceiling(redis_server: Re
     learned hash, let a process configured with rpm_limit 600 send thousands at once."""
     client = redis.asyncio.Redis.from_url(redis_server.url)
     for prefix, rpm in (("lifts-high", "1000000"), ("lifts-zero", "0")):
-        learned = f"{prefix}:rl:{Key.of(KEY)}:learned"
+        learned = f"{prefix}:rl:{Key.of(KEY).id}:learned"
         await client.hset(learned, mapping={"rpm": rpm, "rburst": "60", "epoch": "0"})
         a = _limiter(redis_server.url, prefix, rpm=600, tpm=None)
         assert _at_once(a) == 10  # one second of the configured 600, whatever Redis says
@@ -60,7 +60,8 @@ async def test_a_pause_or_a_rate_in_redis_is_bounded_by_the_reader(
     a peer's 0.001 RPM stalled every process, configured limits included; each is bounded by
     the reader's max_server_wait_s, its floors and at most a minute of debt."""
     client = redis.asyncio.Redis.from_url(redis_server.url)
-    base = Key.of(KEY)
+    key = Key.of(KEY)
+    base = key.id
     cap_ms = 2_000.0
     cases = {
         "pause": {f"pause:rl:{base}:pause": "1e30"},
@@ -76,7 +77,7 @@ async def test_a_pause_or_a_rate_in_redis_is_bounded_by_the_reader(
             else:
                 await client.set(name, value)
         a = _limiter(redis_server.url, prefix, rpm=600, tpm=None, max_pause_s=cap_ms / 1000)
-        wait_ms = await a._take(base, 0)
+        wait_ms = await a._take(key, 0)
         a.try_acquire(KEY)  # whatever it answers, it answers (no error: garbage is ignored)
         assert wait_ms <= 61_000, prefix  # a minute of debt and one request at most
         if prefix in ("pause", "slow"):
@@ -102,7 +103,7 @@ async def test_a_key_of_the_wrong_type_is_not_redis_down(redis_server: RedisServ
     """Item 18: a bucket or pause key of the wrong type made take.lua fail, which reads as
     "Redis is down": with fail_closed every call of that model failed while the value stayed."""
     client = redis.asyncio.Redis.from_url(redis_server.url)
-    base = Key.of(KEY)
+    base = Key.of(KEY).id
     await client.set(f"wrongtype:rl:{base}:rpm", "a string where a hash belongs")
     await client.hset(f"wrongtype:rl:{base}:pause", mapping={"a": "hash"})
     await client.set(f"wrongtype:rl:{base}:learned", "not a hash")
@@ -110,4 +111,16 @@ async def test_a_key_of_the_wrong_type_is_not_redis_down(redis_server: RedisServ
     assert a.try_acquire(KEY) is not None  # no RateLimiterUnavailable
     assert not a.degraded
     await client.aclose()
+    await a.aclose()
+
+
+async def test_keys_that_print_alike_share_nothing_in_redis(redis_server: RedisServer) -> None:
+    """Item 3: the flat ``{endpoint}/{model}`` made endpoint ``…/v1/x`` + model ``y`` and
+    endpoint ``…/v1`` + model ``x/y`` one bucket; tenants of one endpoint share none either."""
+    a = _limiter(redis_server.url, "collide", rpm=600, tpm=None)
+    keys = [Key("http://h/v1/x", "y"), Key("http://h/v1", "x/y"), Key("http://h/v1", "x/y", "t")]
+    names = [set(a._keys(key)) for key in keys]
+    assert not (names[0] & names[1])
+    assert not (names[1] & names[2])
+    assert not (names[0] & names[2])
     await a.aclose()

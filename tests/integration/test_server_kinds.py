@@ -8,6 +8,7 @@ from typing import Any
 
 from rat_langchain import ClientPool, RatConfig
 from rat_langchain.guards import Key
+from rat_langchain.guards.key import tenant_of
 from rat_langchain.sim import SimulatorThread
 from tests.conftest import API_KEY
 
@@ -68,7 +69,7 @@ def test_with_nothing_configured_the_limits_are_learned_from_the_server(
         llm = pool.chat_model()
         llm.invoke("hi")
         limiter: Any = pool.limiter
-        state = limiter._state(Key(sim.base_url, llm.model_name))
+        state = limiter._state(Key(sim.base_url, llm.model_name, tenant_of(API_KEY)))
         assert state.requests.per_minute == 6000 * 0.9
         assert state.tokens.per_minute == 2_000_000 * 0.9
 

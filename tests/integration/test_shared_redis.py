@@ -337,7 +337,7 @@ async def test_a_learned_limit_is_shared_and_one_process_429_slows_all(
     assert rate[0] < 500
     # the 429's pause is shared too; lift it to see the rate (the script's key layout)
     await redis.asyncio.Redis.from_url(redis_server.url).delete(
-        f"learn-test:rl:{Key.of(silent_key)}:pause"
+        f"learn-test:rl:{Key.of(silent_key).id}:pause"
     )
     assert _at_once(b, silent_key) == int(rate[0] / 60)  # b's own view is still 500/min
     await a.aclose()

@@ -244,3 +244,15 @@ def test_registry_shares_one_breaker_per_key_from_config() -> None:
 def test_bad_policy_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_wait_s"):
         CircuitBreaker(wait_s=10, max_wait_s=5)
+
+
+@pytest.mark.parametrize("seconds", [864_000.0, 1e30, float("inf"), float("nan"), -5.0])
+def test_an_opening_read_from_a_peer_lasts_at_most_this_breakers_max_wait(seconds: float) -> None:
+    """A peer's (or a tampered) opening in Redis held this process's breaker for the key's
+    whole TTL (up to 10 days): it now lasts at most this breaker's own ``max_wait_s``."""
+    clock = FakeClock(100.0)
+    b = breaker(clock)  # max_wait_s = 20
+    b.open_remotely(seconds)
+    assert 0.0 <= b.open_for_s <= 20.0
+    clock.now += 20.0
+    assert b.state != State.OPEN  # half-open (probing) once this breaker's own cap has passed

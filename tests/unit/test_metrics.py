@@ -123,3 +123,28 @@ def test_opentelemetry_export_reads_the_same_figures() -> None:
     assert first["rat.breaker.transitions"] == [({"change": "sim/m: closed->open"}, 1)]
     metrics.record_call(KEY, 0.04)
     assert points()["rat.calls"] == [(series, 5)]  # cumulative, read afresh at each collection
+
+
+def test_series_are_capped(caplog: pytest.LogCaptureFixture) -> None:
+    """Model names can be user input: 3000 of them were 3000 series for ever (29 MB, a 5.4 MB
+    Prometheus page). Past ``max_series`` they count under ``(other)``, with one warning."""
+    metrics = Metrics(max_series=10)
+    with caplog.at_level("WARNING", logger="rat_langchain.metrics"):
+        for n in range(3000):
+            metrics.record_call(("http://sim/v1", f"model-{n}"), 0.01)
+    series = metrics.snapshot()["series"]
+    assert len(series) == 11
+    assert series["http://sim/v1 (other)"]["calls"] == 2990
+    assert sum(row["calls"] for row in series.values()) == 3000  # nothing dropped
+    assert len([r for r in caplog.records if "max_series" in r.getMessage()]) == 1
+    with pytest.raises(ValueError, match="max_series"):
+        Metrics(max_series=0)
+
+
+def test_a_model_name_with_a_space_is_labelled_whole() -> None:
+    metrics = Metrics()
+    metrics.record_call(("http://sim/v1", "my model v2"), 0.01)
+    metrics.record_call(("http://sim/v1", "m", "a1b2c3"), 0.01)  # a tenant: same series as "m"
+    text = metrics.to_prometheus()
+    assert 'rat_calls_total{endpoint="http://sim/v1",model="my model v2"} 1' in text
+    assert 'rat_calls_total{endpoint="http://sim/v1",model="m"} 1' in text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from rat_langchain.guards.breaker import REMOTE_REASON, CircuitBreaker, State, StateChange
+from rat_langchain.guards.key import Key
 from rat_langchain.guards.redis._link import Link, safe_url
 
 __all__ = ["SharedBreakerState"]
@@ -42,10 +43,14 @@ class SharedBreakerState:
         return f"SharedBreakerState({safe_url(self._link.url)!r})"
 
     def _key(self, breaker: CircuitBreaker) -> str:
-        return f"{self.prefix}:breaker:{breaker.name}"
+        return f"{self.prefix}:breaker:{breaker.shared_name or breaker.name}"
 
-    def attach(self, breaker: CircuitBreaker) -> None:
+    def attach(self, breaker: CircuitBreaker, key: Key | None = None) -> None:
+        """Share ``breaker``'s openings; named in Redis by ``key.id`` (unambiguous, unlike the
+        breaker's display name) when a key is given."""
         breaker.shared = self
+        if key is not None:
+            breaker.shared_name = key.id
         breaker.add_listener(lambda change: self._on_change(breaker, change))
 
     def _on_change(self, breaker: CircuitBreaker, change: StateChange) -> None:

@@ -275,7 +275,7 @@ class RedisRateLimiter:
     # -- the script's arguments ----------------------------------------------------------------
 
     def _keys(self, key: Key) -> list[str]:
-        base = f"{self.prefix}:rl:{key}"
+        base = f"{self.prefix}:rl:{key.id}"  # unambiguous: endpoint, model, tenant
         return [f"{base}:rpm", f"{base}:tpm", f"{base}:pause", f"{base}:learned"]
 
     def _args(self, key: Key, tokens: int, mode: str, requests: int = 0) -> list[Any]:
