@@ -440,6 +440,11 @@ class Concurrency:
         """Whether a learned (AIMD) limit is what holds the key: all of it in flight."""
         return not self.slow_start and self.limit is not None and in_flight >= int(self.limit)
 
+    def full(self, in_flight: int) -> bool:
+        """Whether the window, slow-starting or learned, is all in flight: a refusal now is
+        the window's to answer (it holds the next attempts back), not a pause of the key."""
+        return self.limit is not None and in_flight >= int(self.limit)
+
     def admits(self, in_flight: int) -> bool:
         if self.credit is not None and self.credit < 1 and in_flight > 0:
             return False

@@ -282,3 +282,21 @@ def rpm_of(limiter: RateLimiter) -> float:
     row = limiter.limits()[KEY]["requests"]
     assert row is not None
     return float(row["per_minute"])
+
+
+def test_a_silent_429_with_retry_after_on_a_full_window_pauses_only_the_refused_attempt() -> None:
+    """A server counting 16 in flight answers one more with a 429 and ``retry-after: 1``: the
+    refused attempt waits its second (the retry policy honours it), but the key is not paused
+    for everyone (1 s lost per 429: 240 calls took 7.9 s against plain's 3.5 s); the window,
+    stepped down, holds the others back. With nothing full, the key still pauses."""
+    clock = FakeClock()
+    limiter = open_limiter(clock, tpm=None)
+    state = limiter.feedback.state(Key.of(KEY))
+    state.in_flight = INITIAL_WINDOW  # the slow-starting window, all of it out
+    assert limiter.observe_429(KEY, {"retry-after": "1"}) == 0.0
+    assert limiter.pauses() == {}
+    assert limiter.limits()[KEY]["concurrency_limit"] == pytest.approx(BETA * INITIAL_WINDOW)
+    state.in_flight = 1  # one out of a window of seven: the refusal is not the window's
+    clock.now += 10.0
+    assert limiter.observe_429(KEY, {"retry-after": "1"}) == 1.0
+    assert limiter.pauses()[KEY] == pytest.approx(1.0)
