@@ -14,7 +14,7 @@ $(PY):
 
 # Stamp files make re-runs fast: pip runs again only when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[demo]'
+	$(PIP) install --quiet -e '.[demo,agents,serve]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(PY)

@@ -303,6 +303,12 @@ class BatchEmbeddingsConfig(_Section):
         gt=0,
         description="Embedding requests in flight (overlaps latency; the limiter bounds the rate).",
     )
+    coalesce: bool = Field(
+        True,
+        description="Concurrent calls for one endpoint, model and size share requests when "
+        "they would wait anyway (for the limiter or a free slot): a served app's embedding "
+        "rate is then bound by tokens per minute, not requests. No added latency alone.",
+    )
 
     @property
     def texts_per_request(self) -> int | None:
@@ -397,14 +403,13 @@ class RatConfig(_Section):
         cls, data: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None
     ) -> RatConfig:
         """Validate ``data``, then apply ``RAT_…`` variables from ``env`` (default os.environ)."""
-        merged = _merge(
-            copy.deepcopy(dict(data or {})), _env_overrides(os.environ if env is None else env)
-        )
+        variables = os.environ if env is None else env
+        merged = _merge(copy.deepcopy(dict(data or {})), _env_overrides(variables))
         _drop_retired(merged)
         try:
             return cls.model_validate(merged)
         except ValidationError as exc:
-            raise ConfigError(_key_errors(exc)) from None
+            raise ConfigError(_named_variables(_key_errors(exc), variables)) from None
 
     @classmethod
     def load(
@@ -544,6 +549,26 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
         else:
             node[leaf] = None if value.lower() in ("null", "none") else value
     return out
+
+
+def _named_variables(
+    errors: list[tuple[str, str]], env: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """Errors of keys set by a ``RAT_…`` variable name the variable: a mistyped
+    ``RAT_PERFORMANCE__RATE_LIMITNG__RPM_LIMIT`` was reported as ``performance.rate_limitng:
+    unknown key``, which sent users looking through a config.yaml that does not have it."""
+    paths = {
+        ".".join(name[len(ENV_PREFIX) :].lower().split("__")): name
+        for name in env
+        if name.startswith(ENV_PREFIX) and "__" in name
+    }
+    named = []
+    for path, message in errors:
+        found = [v for p, v in paths.items() if p == path or p.startswith(path + ".")]
+        if found:
+            message += f" (set by the environment variable {', '.join(sorted(found))})"
+        named.append((path, message))
+    return named
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

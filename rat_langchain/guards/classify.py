@@ -20,6 +20,7 @@ from rat_langchain.errors import (
     MalformedResponseError,
     RateLimiterUnavailable,
     RequestTooLarge,
+    shorten,
 )
 
 __all__ = [
@@ -115,4 +116,17 @@ def explain(exc: BaseException, endpoint: str = "") -> BaseException:
             response=exc.response,
             body=exc.body,
         )
+    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
+        url = exc.request.url  # no query, no user info: nothing secret in the message
+        port = f":{url.port}" if url.port else ""
+        # the SDK says only "Connection error.": which endpoint, and why, is what a user needs.
+        # The message is amended in place: the type (langchain-openai's subclass too) stays
+        cause = exc.__cause__ or exc.__context__
+        while cause is not None and isinstance(cause, openai.APIConnectionError):
+            cause = cause.__cause__ or cause.__context__
+        why = f" ({type(cause).__name__}: {shorten(str(cause), 200)})" if cause else ""
+        message = f"could not connect to {url.scheme}://{url.host}{port}{url.path}{why}"
+        if not str(exc).startswith("could not connect"):
+            exc.message = message
+            exc.args = (message,)
     return exc

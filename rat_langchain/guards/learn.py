@@ -45,6 +45,7 @@ __all__ = [
     "CUBIC_K_S",
     "EPISODE_S",
     "FIRST_PACE_S",
+    "FIRST_WAIT_S",
     "INITIAL_WINDOW",
     "PACE_S",
     "Concurrency",
@@ -61,10 +62,13 @@ _MAX_BURST_S = 60.0
 _ACCEPTED_S = 1.0  # what the server accepted over this long is the rate an open key closes at
 INITIAL_WINDOW = 10  # attempts in flight before the first answer (TCP's initial window, RFC 6928)
 PACE_S = 0.04  # while callers wait, an open window doubles at least this often (see Concurrency)
-# ... and before the server's first answer, this often: it may limit ten a second, or a first
-# connection may be slow, but a local model's first answer takes seconds (a 1 s server left the
-# pool 0.9 s behind plain ChatOpenAI at 100 callers while ten were in flight)
-FIRST_PACE_S = 0.1
+# ... and before the server's first answer, once callers have waited FIRST_WAIT_S for it, this
+# often: a local model's first answer takes seconds (a 1 s server left the pool 0.9 s behind
+# plain ChatOpenAI at 100 callers while ten were in flight), but a cold client's own first
+# request (a connection, the tokenizer's tables) takes a tenth of that, and a server that limits
+# ten a second refused what the pace let out meanwhile (bench_zero_config: 77 calls failed)
+FIRST_WAIT_S = 0.25
+FIRST_PACE_S = 0.05
 
 Phase = Literal["start", "open", "announced", "slow_start", "cubic"]
 
@@ -356,9 +360,10 @@ class Concurrency:
       server has answered, while callers wait, the window doubles at least every ``PACE_S``
       whatever the round trip, so a server whose answers take seconds (a local model) is not
       ramped over seconds. Before the first answer little is known (a per-second limit of
-      ten, a slow first connection): it doubles every ``FIRST_PACE_S``, so a server that
-      refuses says so (a 429 comes back fast) while only a few times the initial window is
-      out, and a slow one is not left idle for its whole first round trip. It ends at
+      ten, a slow first connection): the initial window holds for ``FIRST_WAIT_S``, then
+      doubles every ``FIRST_PACE_S``, so a server that answers in milliseconds is never sent
+      more than ten before it has answered, and a slow one is not left idle for its whole
+      first round trip. It ends at
       ``ceiling`` (off: only ``max_parallel_llm_calls`` bounds the key), when the server
       announces its limits (the rate then bounds the key), or at the first 429;
     - *AIMD* (Netflix concurrency-limits' AIMD limit), from the first 429 of a silent server
@@ -419,7 +424,14 @@ class Concurrency:
     def completed(self, in_flight: int) -> None:
         """An attempt came back with ``in_flight`` (itself included) out: the limit grows only
         while it is being used (half of it, as Netflix's AIMD), not while idle."""
-        self._answered = True
+        if not self._answered:
+            if self._blocked_at is not None and self._clock is not None:
+                # the faster pace starts now, from the window the first pace made: counted from
+                # when callers began to wait, it jumped (2^10 for 0.4 s) to the ceiling at once
+                self.pace()
+                self._blocked_at = self._clock()
+                self._blocked_limit = self.limit if self.limit is not None else 0.0
+            self._answered = True
         in_episode = self._clock is not None and self._clock() - self._dropped_at < EPISODE_S
         if in_episode and not self.slow_start:
             return  # the drop's episode: answers of what was in flight before it
@@ -468,18 +480,25 @@ class Concurrency:
         if self.limit is None:
             return None
         wanted = (int(self.limit) + 1) / self._blocked_limit
-        return max(0.0, self._blocked_at + self._pace_s() * math.log2(wanted) - now)
+        return max(0.0, self._paced_from() + self._pace_s() * math.log2(wanted) - now)
 
     def _pace_s(self) -> float:
         return PACE_S if self._answered else FIRST_PACE_S
 
+    def _paced_from(self) -> float:
+        """When the pace started: when callers began to wait, or before the first answer,
+        ``FIRST_WAIT_S`` later."""
+        assert self._blocked_at is not None
+        return self._blocked_at + (0.0 if self._answered else FIRST_WAIT_S)
+
     def pace(self) -> None:
-        """Apply the pace: the window is at least what doubling every ``PACE_S`` (before the
-        first answer ``FIRST_PACE_S``) since callers started waiting makes it."""
+        """Apply the pace: the window is at least what doubling every ``PACE_S`` since callers
+        started waiting makes it (before the first answer: every ``FIRST_PACE_S`` from
+        ``FIRST_WAIT_S`` after they started)."""
         if not self.slow_start or self._blocked_at is None or self._clock is None:
             return
         assert self.limit is not None
-        elapsed = self._clock() - self._blocked_at
+        elapsed = max(0.0, self._clock() - self._paced_from())
         floor = self._blocked_limit * 2.0 ** min(elapsed / self._pace_s(), 30.0)
         if floor > self.limit:
             self.limit = floor

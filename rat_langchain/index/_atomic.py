@@ -102,11 +102,31 @@ def atomic_dir(target: Path) -> Iterator[Path]:
             _ACTIVE.discard(tmp)
 
 
+@contextmanager
+def folder_lock(folder: Path, what: str) -> Iterator[None]:
+    """Hold ``folder``'s lock file for the block, or raise ``BlockingIOError`` at once if
+    another process (or another run in this one) holds it: two indexers started together on
+    one folder both submitted, and paid for, the same batch."""
+    import fcntl  # POSIX; the lock is advisory, for runs of this library
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BlockingIOError(f"another {what} is using {folder}") from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def atomic_file(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` as a whole: written beside it, flushed to disk, renamed
     over it, the folder flushed too (a journal must survive the crash it is there for)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    # 0600: a journal names the corpus's documents; only its owner reads it
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())

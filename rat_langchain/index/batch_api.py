@@ -47,7 +47,7 @@ from rat_langchain._tokens import encode
 from rat_langchain._vectors import NATIVE_DIMENSIONS, decode_vectors
 from rat_langchain.errors import BatchJobError, EmbeddingResponseError
 from rat_langchain.guards.key import Key, tenant_of
-from rat_langchain.index._atomic import atomic_file
+from rat_langchain.index._atomic import atomic_file, folder_lock
 from rat_langchain.index._files import parse_json, read_bytes, require
 
 if TYPE_CHECKING:
@@ -97,6 +97,21 @@ PRICES_PER_MILLION = {
 _JOURNAL = "batches.json"
 _MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 _MAX_LINE_BYTES = 64 * 1024 * 1024  # one output line: 2048 vectors of 3072 floats in base64
+_MAX_DIMS = 4096  # the largest vector a model of unknown size is allowed (OpenAI's: 3072)
+_FLOAT_CHARS = 26  # one float as JSON text, at most ("-1.2345678901234567e-123, ")
+_LINE_ENVELOPE = 64 * 1024  # a line's JSON around its vectors (ids, usage, headers)
+_ERROR_LINE_BYTES = 64 * 1024  # one line of an error file
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """What one file from the server may hold: bytes per line, lines, bytes in all."""
+
+    line: int
+    lines: int
+    total: int
+
+
 _STATES = ("planned", "submitting", "submitted", "stored")
 
 
@@ -127,6 +142,7 @@ class BatchSettings:
     max_poll_s: float = 60.0
     on_failed: Literal["online", "report"] = "online"
     store_chunk: int = 2000  # documents upserted at once while an output file is read
+    max_read_s: float = 3600.0  # reading one output or error file takes at most this long
 
     def __post_init__(self) -> None:
         for name in ("inputs_per_request", "max_requests", "max_inputs", "max_file_bytes"):
@@ -134,6 +150,8 @@ class BatchSettings:
                 raise ValueError(f"BatchSettings.{name} must be > 0, got {getattr(self, name)}")
         if self.inputs_per_request > 2048:
             raise ValueError("BatchSettings.inputs_per_request must be <= 2048 (the API's cap)")
+        if not self.max_read_s > 0:
+            raise ValueError(f"BatchSettings.max_read_s must be > 0, got {self.max_read_s}")
         if not 0 < self.poll_s <= self.max_poll_s:
             raise ValueError("BatchSettings: need 0 < poll_s <= max_poll_s")
         if self.on_failed not in ("online", "report"):
@@ -245,7 +263,14 @@ async def batch_embed(
     store that must be saved to keep them saves there). ``sleep`` is a parameter so tests need
     not wait for polls."""
     run = _Run(embedding, documents, store_add, Path(folder), settings, sleep, checkpoint, tokens)
-    await run.go(todo)
+    try:
+        with folder_lock(Path(folder), "batch indexing run"):
+            await run.go(todo)
+    except BlockingIOError as exc:
+        raise BatchJobError(
+            f"{exc}: two runs on one journal would submit, and pay for, the same batches; "
+            "wait for the other run or give this one another folder"
+        ) from None
     return run.report
 
 
@@ -374,7 +399,9 @@ class _Run:
             body["dimensions"] = self.embedding.dimensions
         self.journal.folder.mkdir(parents=True, exist_ok=True)
         path = self.journal.folder / f"{job.key}.jsonl"
-        with open(path, "w", encoding="utf-8") as handle:
+        # 0600: it holds the corpus's texts (removed once uploaded, or when the upload fails)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as handle:
             for n, (custom_id, ids) in enumerate(job.requests.items()):
                 line = {
                     "custom_id": custom_id,
@@ -437,9 +464,11 @@ class _Run:
                         file=(f"rat-{job.key}.jsonl", handle), purpose="batch"
                     )
 
-            uploaded = await self.call(upload)
+            try:
+                uploaded = await self.call(upload)
+            finally:
+                path.unlink(missing_ok=True)  # a rerun writes it again
             job.file_id = uploaded.id
-            path.unlink(missing_ok=True)
         job.state = "submitting"
         self.journal.save()  # before the create: a crash after it is found by the key
         batch = await self.call(
@@ -526,7 +555,7 @@ class _Run:
         if output_id:
             done |= await self.read_output(job, output_id, undone)
         if error_id:
-            await self.read_errors(error_id, undone)
+            await self.read_errors(job, error_id, undone)
         for custom_id in job.requests:
             if custom_id not in done and custom_id not in undone:
                 undone[custom_id] = f"batch {batch.status}: request not run"
@@ -536,31 +565,73 @@ class _Run:
         job.state = "stored"
         self.journal.save()
 
-    async def each_line(self, file_id: str, handle: Callable[[bytes], Awaitable[None]]) -> None:
+    async def each_line(
+        self,
+        file_id: str,
+        handle: Callable[[bytes], Awaitable[None]],
+        bounds: _Bounds,
+    ) -> None:
         """Download ``file_id`` and hand each line to ``handle`` as it arrives (a retried
-        download starts over: ``handle`` must be idempotent). No line may exceed
-        ``_MAX_LINE_BYTES``: an endless line from the server costs that much memory at most."""
+        download starts over: ``handle`` must be idempotent). The server's file is untrusted:
+        no line over ``bounds.line`` bytes (checked before it is parsed), no more than
+        ``bounds.lines`` lines or ``bounds.total`` bytes, and no longer than ``max_read_s``
+        (an endless file kept a run reading for ever); past any, ``BatchJobError``."""
+
+        def over(what: str) -> BatchJobError:
+            return BatchJobError(
+                f"the Batch API's file {file_id} is over {what}: not read further (a batch's "
+                "answers fit well within it; the file is damaged or not the batch's)"
+            )
 
         async def download() -> None:
+            lines = total = 0
             async with self.client.files.with_streaming_response.content(file_id) as response:
                 pending = bytearray()  # the line being read: each chunk is scanned once
                 async for chunk in response.iter_bytes():
+                    total += len(chunk)
+                    if total > bounds.total:
+                        raise over(f"{bounds.total} bytes")
                     start = 0
                     while (end := chunk.find(b"\n", start)) != -1:
                         pending += chunk[start:end]
+                        if len(pending) > bounds.line:
+                            raise over(f"{bounds.line} bytes in one line")
                         if pending.strip():
+                            lines += 1
+                            if lines > bounds.lines:
+                                raise over(f"{bounds.lines} lines")
                             await handle(bytes(pending))
                         pending.clear()
                         start = end + 1
                     pending += chunk[start:]
-                    if len(pending) > _MAX_LINE_BYTES:
-                        raise BatchJobError(
-                            f"a line of {file_id} is over {_MAX_LINE_BYTES} bytes: not read"
-                        )
+                    if len(pending) > bounds.line:
+                        raise over(f"{bounds.line} bytes in one line")
                 if pending.strip():
+                    if lines + 1 > bounds.lines:
+                        raise over(f"{bounds.lines} lines")
                     await handle(bytes(pending))
 
-        await self.call(download)
+        try:
+            async with asyncio.timeout(self.settings.max_read_s):
+                await self.call(download)
+        except TimeoutError:
+            raise BatchJobError(
+                f"reading the Batch API's file {file_id} took over {self.settings.max_read_s} s "
+                "(BatchSettings.max_read_s): not read further"
+            ) from None
+
+    def bounds(self, job: _Job) -> _Bounds:
+        """What a file of ``job``'s answers can hold at most: a line per request (twice over,
+        for retried lines), each of its inputs' vectors as JSON floats (the server may ignore
+        base64) with room for the envelope. One line of 64 MiB used to be parsed before it was
+        checked, costing ~1.8 GB."""
+        dims = self.dims or _MAX_DIMS
+        widest = max((len(inputs) for inputs in job.requests.values()), default=1)
+        inputs = sum(len(v) for v in job.requests.values())
+        line = min(_MAX_LINE_BYTES, _LINE_ENVELOPE + widest * dims * _FLOAT_CHARS)
+        lines = 2 * len(job.requests) + 100
+        total = lines * _LINE_ENVELOPE + 2 * inputs * dims * _FLOAT_CHARS
+        return _Bounds(line=line, lines=lines, total=total)
 
     async def read_output(self, job: _Job, file_id: str, undone: dict[str, str]) -> set[str]:
         done: set[str] = set()
@@ -587,7 +658,7 @@ class _Run:
                 chunk, chunk_rows, docs, rows = docs, rows, [], []
                 await self.store(chunk, chunk_rows)
 
-        await self.each_line(file_id, handle)
+        await self.each_line(file_id, handle, self.bounds(job))
         if docs:
             await self.store(docs, rows)
         return done
@@ -602,7 +673,7 @@ class _Run:
         try:
             record = json.loads(raw)
             custom_id = record["custom_id"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):  # deep nesting: the fuzz test
             _log.warning("an output line of a batch is not JSON with a custom_id: skipped")
             return None, None, None
         if not isinstance(custom_id, str) or custom_id not in job.requests:
@@ -622,7 +693,7 @@ class _Run:
             self.dims = int(vectors.shape[1])  # answer sets it, and every other is held to it
         return custom_id, vectors, None
 
-    async def read_errors(self, file_id: str, undone: dict[str, str]) -> None:
+    async def read_errors(self, job: _Job, file_id: str, undone: dict[str, str]) -> None:
         async def handle(raw: bytes) -> None:
             try:
                 record = json.loads(raw)
@@ -634,12 +705,14 @@ class _Run:
                     or error.get("message")
                     or f"status {response.get('status_code')}"
                 )
-            except (ValueError, KeyError, TypeError, AttributeError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
                 return
             if isinstance(custom_id, str):
                 undone[custom_id] = str(reason)[:200]
 
-        await self.each_line(file_id, handle)
+        lines = 2 * len(job.requests) + 100
+        bounds = _Bounds(line=_ERROR_LINE_BYTES, lines=lines, total=lines * _ERROR_LINE_BYTES)
+        await self.each_line(file_id, handle, bounds)
 
     async def recover(self, job: _Job, undone: Mapping[str, str]) -> None:
         """Requests the batch did not answer well: embedded now, or reported by id."""

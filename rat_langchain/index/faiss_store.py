@@ -76,6 +76,9 @@ class FaissStore(VectorStore):
         self._keys: dict[str, int] = {}  # document id -> int64 FAISS id
         self._ids: dict[int, str] = {}
         self._next_key = 0
+        # the embedding model the vectors were made with (saved in the manifest): searching
+        # with another model's vectors returns nonsense, or a bare AssertionError from FAISS
+        self.embedding_model: str | None = _model_of(embedding)
         self._lock = threading.Lock()  # one writer or reader of the FAISS index at a time
 
     @property
@@ -88,6 +91,16 @@ class FaissStore(VectorStore):
 
     def __len__(self) -> int:
         return len(self._docs)
+
+    def _mismatch(self, what: str, size: int) -> str:
+        """Why vectors of ``size`` do not fit: the sizes, and the models where known."""
+        built = f" (made with {self.embedding_model})" if self.embedding_model else ""
+        now = _model_of(self.embedding)
+        using = f"; this store embeds with {now}" if now else ""
+        return (
+            f"{what} has {size} dimensions, the index {self._index.d}{built}{using}: search "
+            "and add with the embedding model the index was built with"
+        )
 
     def __contains__(self, doc_id: object) -> bool:
         """Whether a document with this id is in the store (e.g. to skip it when resuming)."""
@@ -135,9 +148,7 @@ class FaissStore(VectorStore):
                 )
                 self._index = faiss.IndexIDMap2(base)
             if vectors.shape[1] != self._index.d:
-                raise ValueError(
-                    f"vectors have {vectors.shape[1]} dimensions, the index has {self._index.d}"
-                )
+                raise ValueError(self._mismatch("vectors", vectors.shape[1]))
             replaced = [self._keys[i] for i in ids if i in self._keys]
             if replaced:
                 self._index.remove_ids(np.asarray(replaced, dtype=np.int64))
@@ -265,6 +276,8 @@ class FaissStore(VectorStore):
         if self._index is None or self._index.ntotal == 0 or k <= 0:
             return []
         query = np.asarray([vector], dtype=np.float32)
+        if query.ndim != 2 or query.shape[1] != self._index.d:
+            raise ValueError(self._mismatch("the query vector", query.shape[-1]))
         if self.metric == "cosine":
             faiss.normalize_L2(query)
         wanted = min(self._index.ntotal, fetch_k if filter else k)
@@ -437,6 +450,7 @@ class FaissStore(VectorStore):
                 "version": FORMAT_VERSION,
                 "metric": self.metric,
                 "dimension": self.dimension,
+                "embedding_model": self.embedding_model,
                 "count": len(docs),
                 "next_key": self._next_key,
                 "index_bytes": len(index_bytes),
@@ -502,7 +516,23 @@ class FaissStore(VectorStore):
                 folder / name,
                 "does not match its checksum in the manifest: damaged or replaced",
             )
+        built_with = manifest.get("embedding_model")
+        require(
+            built_with is None or (isinstance(built_with, str) and len(built_with) <= 256),
+            where,
+            "embedding_model must be a model name",
+        )
+        given = _model_of(embedding)
+        require(
+            built_with is None or given is None or given == built_with,
+            where,
+            f"the index was built with {shorten(built_with, 80)} "
+            f"({shorten(manifest.get('dimension'), 12)} dimensions); loading it with {given} "
+            "would search with another model's vectors. Load it with the model it was built "
+            "with, or build a new index",
+        )
         store = cls(embedding, metric=metric)
+        store.embedding_model = built_with or given
         if size:
             dimension = checked_int(
                 manifest.get("dimension"), where, "dimension", low=1, high=2**16
@@ -517,6 +547,18 @@ class FaissStore(VectorStore):
 
 
 _MAX_MANIFEST_BYTES = 64 * 1024
+
+
+def _model_of(embedding: Embeddings) -> str | None:
+    """The model name of an embeddings object (``model`` or ``model_name``), if it says."""
+    for name in ("model", "model_name"):
+        value = getattr(embedding, name, None)
+        if isinstance(value, str) and value:
+            dims = getattr(embedding, "dimensions", None)
+            return f"{value}@{dims}" if isinstance(dims, int) else value
+    return None
+
+
 # FAISS's deserialisation byte limit is process-wide: one load sets it at a time.
 _FAISS_LIMIT = threading.Lock()
 

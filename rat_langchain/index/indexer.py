@@ -25,8 +25,8 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 from pydantic import ValidationError
-from tqdm import tqdm
 
+from rat_langchain._progress import SILENT, progress
 from rat_langchain._tokens import encode
 from rat_langchain.errors import EmbeddingInputError
 from rat_langchain.index._atomic import readable_dir
@@ -201,7 +201,7 @@ class BatchIndexer:
 
     async def _sync(self, documents: Iterable[Document], report: IndexReport) -> None:
         last_save = time.monotonic()
-        bar = tqdm(desc="indexing", unit="doc", disable=not self.progress)
+        bar = progress("indexing", "doc") if self.progress else SILENT
         try:
             async for batch in self._batches(documents, report):
                 await self._add(batch, report)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -105,6 +106,10 @@ class Clients:
         self._sync_http: httpx2.Client | None = None
         self._async: dict[tuple[_Endpoint, int], openai.AsyncOpenAI] = {}
         self._sync: dict[tuple[_Endpoint, int], openai.OpenAI] = {}
+        # the embedding queues (pool._coalesce), per event loop: a queue's waiters live on one
+        self.coalescers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[tuple[Any, ...], Any]
+        ] = weakref.WeakKeyDictionary()
         self._closed = False
 
     # -- endpoint resolution -------------------------------------------------------------------

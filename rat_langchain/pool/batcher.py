@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from rat_langchain._progress import progress
 from rat_langchain.config import RatConfig
 from rat_langchain.guards import Guards, build_guards
 from rat_langchain.pool.chat import ResilientChatOpenAI
@@ -118,9 +119,7 @@ class LLMBatcher(Generic[Input, Output]):
         show = self.progress if self.progress is not None else total > 100
         if not show:
             return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc="LLM calls", unit="call")
+        return progress("LLM calls", "call", total)
 
 
 _MISSING: Any = object()

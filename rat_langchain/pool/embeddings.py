@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import httpx2
 import numpy as np
@@ -34,9 +34,11 @@ from rat_langchain.errors import (
     EmbeddingResponseError,
     MalformedResponseError,
 )
+from rat_langchain.guards.engine import Guard
 from rat_langchain.guards.key import Key, tenant_of
 from rat_langchain.index.embedding_cache import EmbeddingCache
 from rat_langchain.pool._clients import Clients
+from rat_langchain.pool._coalesce import Coalescer, SendRows
 
 __all__ = ["EmbeddingInputError", "EmbeddingResponseError", "PooledOpenAIEmbeddings"]
 
@@ -225,16 +227,15 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
             split.groups.append(group)
         return split
 
-    def _batches(
-        self, split: _Split, limits: tuple[float | None, float | None] = (None, None)
-    ) -> list[list[int]]:
-        """``split``'s pieces grouped into requests. ``limits``: the (requests, tokens) per
-        minute the limiter holds for the key, which size the requests when no ``batch_size``
-        is set (see ``_per_request``)."""
+    def _size(self, split: _Split, limits: tuple[float | None, float | None] = (None, None)) -> int:
+        """Texts per request. ``limits``: the (requests, tokens) per minute the limiter holds
+        for the key, which size the requests when no ``batch_size`` is set (``_per_request``)."""
         settings = self.pool.config.performance.batch_embeddings
         size = self.batch_size or settings.texts_per_request
-        if size is None:
-            size = _per_request(split.tokens, *limits)
+        return size if size is not None else _per_request(split.tokens, *limits)
+
+    def _batches(self, split: _Split, size: int) -> list[list[int]]:
+        """``split``'s pieces grouped into requests of at most ``size`` texts."""
         batches: list[list[int]] = []
         current: list[int] = []
         tokens = 0
@@ -262,25 +263,49 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         failed: dict[int, str] = {}
         expected = self.dimensions or NATIVE_DIMENSIONS.get(self.model)
 
-        async def send(batch: list[int]) -> None:
-            inputs = [pieces[i] for i in batch]
-            tokens = sum(split.tokens[i] for i in batch)
+        limits: tuple[float | None, float | None] = (None, None)
+        if guard.limiter is not None:
+            limits = guard.limiter.per_minute(guard.key)
+        size = self._size(split, limits)
+
+        async def send_rows(inputs: list[str]) -> tuple[np.ndarray, Any]:
             body: dict[str, Any] = {"model": self.model, "input": inputs}
             body["encoding_format"] = "base64"
             if self.dimensions is not None:
                 body["dimensions"] = self.dimensions
+            # The SDK's documented raw `post`: its `embeddings.create` walks every input
+            # string through a type-driven transform, a quarter of the client's CPU here.
+            response = await client.post("/embeddings", cast_to=httpx2.Response, body=body)
+            # decoded inside the attempt: a malformed body is retried and counted as the
+            # endpoint's failure, like any other fault of the server
+            return decode_vectors(_payload(response), len(inputs), expected), response.headers
+
+        coalescer = self._coalescer(guard, send_rows) if settings.coalesce else None
+
+        async def send(batch: list[int]) -> None:
+            inputs = [pieces[i] for i in batch]
+            tokens = sum(split.tokens[i] for i in batch)
+            if coalescer is not None:
+                async with gate:
+                    answers = await coalescer.embed(
+                        inputs,
+                        [split.tokens[i] for i in batch],
+                        max_texts=size,
+                        max_tokens=self.max_tokens_per_request,
+                    )
+                for i, answer in zip(batch, answers, strict=True):
+                    if isinstance(answer, str):
+                        failed[i] = answer
+                    else:
+                        vectors[i] = answer
+                return
 
             def settle(answer: tuple[np.ndarray, Any], reservation: Any) -> None:
                 if guard.limiter is not None:
                     guard.limiter.observe(guard.key, answer[1])
 
             async def attempt() -> tuple[np.ndarray, Any]:
-                # The SDK's documented raw `post`: its `embeddings.create` walks every input
-                # string through a type-driven transform, a quarter of the client's CPU here.
-                response = await client.post("/embeddings", cast_to=httpx2.Response, body=body)
-                # decoded inside the attempt: a malformed body is retried and counted as the
-                # endpoint's failure, like any other fault of the server
-                return decode_vectors(_payload(response), len(batch), expected), response.headers
+                return await send_rows(inputs)
 
             try:
                 async with gate:
@@ -295,11 +320,18 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
             for i, row in zip(batch, rows, strict=True):
                 vectors[i] = row
 
-        limits: tuple[float | None, float | None] = (None, None)
-        if guard.limiter is not None:
-            limits = guard.limiter.per_minute(guard.key)
-        await _gather(*(send(batch) for batch in self._batches(split, limits)))
+        await _gather(*(send(batch) for batch in self._batches(split, size)))
         return vectors, failed
+
+    def _coalescer(self, guard: Guard, send_rows: SendRows) -> Coalescer:
+        """The queue this call's requests join: one per event loop, endpoint, model, tenant and
+        size on the pool (see ``pool._coalesce``)."""
+        queues = self.pool.coalescers.setdefault(asyncio.get_running_loop(), {})
+        name = (guard.key, self.dimensions)
+        coalescer = queues.get(name)
+        if coalescer is None:
+            coalescer = queues[name] = Coalescer(guard, send_rows, _reason)
+        return cast(Coalescer, coalescer)
 
     # -- sync callers run the async path on the portal loop (see _portal) ----------------------
 

@@ -347,6 +347,12 @@ class Batches:
                 output.append(json.dumps(record).encode())
         batch.completed = len(output)
         batch.failed = len(errors)
+        if output and settings.batch_output_fault == "huge_line":  # 2,000,000 floats in a line
+            record = json.loads(output[0])
+            record["response"]["body"]["data"][0]["embedding"] = [0.5] * 2_000_000
+            output[0] = json.dumps(record).encode()
+        if output and settings.batch_output_fault == "endless":  # far more lines than requests
+            output = output + [output[0]] * (100 * len(batch.lines) + 1000)
         if output:
             name = f"{batch.id}_output.jsonl"
             batch.output_file_id = self._store(name, "batch_output", b"\n".join(output)).id

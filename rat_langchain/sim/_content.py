@@ -176,8 +176,50 @@ def structured_content(
         schema = (response_format.get("json_schema") or {}).get("schema") or {}
         return json.dumps(json_from_schema(schema, text=text, hints=Hints(instructions)))
     if kind == "json_object":
+        schema = _schema_in(instructions)
+        if schema is not None:  # format instructions that carry the schema (PydanticOutputParser)
+            return json.dumps(json_from_schema(schema, text=text))
         keys = list(dict.fromkeys(a or b for a, b in _QUOTED.findall(instructions)))
-        return json.dumps({key: text for key in keys} if keys else {"answer": text})
+        if not keys:
+            return json.dumps({"answer": text})
+        return json.dumps({key: _typed(key, instructions, text) for key in keys})
+    return None
+
+
+_TYPE_WORDS = (
+    (re.compile(r"\b(?:int|integer|whole number|count)\b", re.I), 1),
+    (re.compile(r"\b(?:float|number|decimal|score)\b", re.I), 1.0),
+    (re.compile(r"\b(?:bool|boolean|true or false|yes or no)\b", re.I), True),
+    (re.compile(r"\b(?:list|array)\b", re.I), None),
+)
+
+
+def _typed(key: str, instructions: str, text: str) -> Any:
+    """The value of a JSON-mode key, of the type the instructions give it near its name
+    (``'rating' (an integer)``): a JSON-mode answer of strings only failed any integer field."""
+    at = instructions.find(key)
+    near = instructions[at + len(key) + 1 : at + len(key) + 60] if at >= 0 else ""
+    near = re.split(r"[\"']", near, maxsplit=1)[0]  # up to the next key
+    for pattern, value in _TYPE_WORDS:
+        if pattern.search(near):
+            return [text] if value is None else value
+    return text
+
+
+def _schema_in(instructions: str) -> dict[str, Any] | None:
+    """The first JSON object with ``properties`` in ``instructions`` (at most 50 tried)."""
+    decoder = json.JSONDecoder()
+    start = instructions.find("{")
+    for _ in range(50):
+        if start < 0:
+            return None
+        try:
+            found, _ = decoder.raw_decode(instructions, start)
+        except ValueError:
+            found = None
+        if isinstance(found, dict) and isinstance(found.get("properties"), dict):
+            return found
+        start = instructions.find("{", start + 1)
     return None
 
 

@@ -60,11 +60,14 @@ class SimConfig(BaseModel):
         le=1,
         description="Share of batches that expire with half their requests undone.",
     )
-    batch_output_fault: Literal["duplicate_lines", "mixed_sizes", "bad_file_id"] | None = Field(
+    batch_output_fault: (
+        Literal["duplicate_lines", "mixed_sizes", "bad_file_id", "huge_line", "endless"] | None
+    ) = Field(
         None,
         description="A damaged output file: every answer twice (duplicate_lines), every "
-        "other request answered with vectors one dimension short (mixed_sizes), or an output "
-        "file id that is not an id ('..', bad_file_id).",
+        "other request answered with vectors one dimension short (mixed_sizes), an output "
+        "file id that is not an id ('..', bad_file_id), a first line with 2,000,000 floats "
+        "(huge_line), or a file that goes on far past its requests (endless).",
     )
     batch_enqueued_tokens: int | None = Field(
         None,
@@ -102,6 +105,11 @@ class SimConfig(BaseModel):
     embedding_dimensions: int = Field(1536, ge=1, description="Vector size when not requested.")
     api_key: str | None = Field(
         None, description="If set, requests must carry exactly this bearer key (else 401)."
+    )
+    models: list[str] | None = Field(
+        None,
+        description="The models this server knows; any other is a 404 model_not_found, as "
+        "OpenAI answers (a typo such as gpt-4o-mnii is caught offline). None: any name.",
     )
     tenants: dict[str, Tenant] | None = Field(
         None,

@@ -275,6 +275,15 @@ class Simulator:
         try:
             tenant = self._check_auth(request)
             body = await self._json_body(request)
+            known = self.config.models
+            if known is not None and body["model"] not in known:
+                raise _ApiError(
+                    404,
+                    f"The model `{str(body['model'])[:100]}` does not exist or you do not have "
+                    "access to it.",
+                    type_="invalid_request_error",
+                    code="model_not_found",
+                )
             tokens = cost(body)  # validates the body too
             self._check_in_flight()
             self._busy += 1

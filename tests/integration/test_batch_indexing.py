@@ -4,6 +4,7 @@ lines recovered, a full queue waited out."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from langchain_core.documents import Document
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from rat_langchain import BatchIndexer, ClientPool, RatConfig
+from rat_langchain.errors import BatchJobError
 from rat_langchain.index.batch_api import BatchSettings
 from rat_langchain.index.faiss_store import FaissStore
 from rat_langchain.sim import SimulatorThread
@@ -293,3 +295,42 @@ async def test_an_output_file_id_that_is_not_an_id_is_not_read(
     assert report.batch is not None
     assert report.added == 150
     assert report.batch.embedded_online == 150
+
+
+@pytest.mark.parametrize(
+    ("fault", "names"), [("huge_line", "bytes in one line"), ("endless", r"over \d+ (lines|bytes)")]
+)
+async def test_an_output_file_past_its_batchs_bounds_is_a_batch_job_error(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path, fault: str, names: str
+) -> None:
+    """Items 12 and 13: a line under the 64 MiB cap was parsed before it was checked (~1.8 GB
+    for one line), and an output file that never ends kept the run reading for ever. A file
+    is now held to what its batch can answer (a line per request, each request's vectors) and
+    checked before any line is parsed."""
+    sim.configure(batch_output_fault=fault)
+    indexer = BatchIndexer(
+        pool.embeddings(), out=tmp_path / "index", mode="batch", batch=FAST, progress=False
+    )
+    with pytest.raises(BatchJobError, match=names):
+        await indexer.aindex(corpus(150))
+
+
+async def test_two_runs_on_one_folder_never_both_submit(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Item 14: two indexers started together on one folder both submitted, and paid for, the
+    same batches. The journal folder is locked: the second run stops with BatchJobError."""
+    runs = [
+        BatchIndexer(
+            pool.embeddings(), out=tmp_path / "index", mode="batch", batch=FAST, progress=False
+        ).aindex(corpus(150))
+        for _ in range(2)
+    ]
+    results = await asyncio.gather(*runs, return_exceptions=True)
+    reports = [r for r in results if not isinstance(r, BaseException)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert all(isinstance(e, BatchJobError) and "another" in str(e) for e in errors), errors
+    submitted = sum(r.batch.batches_submitted for r in reports if r.batch is not None)
+    assert sim.stats().batches_created == submitted > 0  # no batch paid for twice
+    journal = tmp_path / "index.batches"
+    assert all(p.stat().st_mode & 0o077 == 0 for p in journal.iterdir() if p.is_file())

@@ -231,3 +231,24 @@ def test_unclosed_loop_clients_do_not_leak_loops(sim: SimulatorThread) -> None:
     gc.collect()
     assert pool._http is not None
     assert pool._http._per_loop.loops == 0
+
+
+def test_an_unreachable_endpoint_is_named_in_the_error() -> None:
+    """The SDK's "Connection error." after the retries said neither where nor why."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = RatConfig.from_dict(
+        {
+            "endpoint": {"base_url": f"http://127.0.0.1:{port}/v1", "api_key": "sk-x"},
+            "performance": {"retries": {"max_attempts": 1}},
+        },
+        env={},
+    )
+    with ClientPool(config) as pool, pytest.raises(openai.APIConnectionError) as caught:
+        pool.chat_model().invoke("hi")
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}/v1/chat/completions" in message
+    assert "sk-x" not in message

@@ -235,3 +235,24 @@ def test_embeddings_without_a_pool_keep_the_configs_key(sim: SimulatorThread) ->
     assert len(emb.embed_query("hello")) == 1536
     other = config.with_endpoint(api_key="sk-another")
     assert PooledOpenAIEmbeddings(model=MODEL, config=other).pool is not emb.pool
+
+
+async def test_concurrent_queries_share_requests_under_a_request_limit(
+    sim: SimulatorThread,
+) -> None:
+    """300 users' queries at once against 600 RPM enforced per second (10 a second): one
+    request each would take 30 s; they leave together (issue 22), with no 429, each caller
+    getting its own text's vector."""
+    sim.configure(rpm=600, limit_window_s=1.0, latency_ms=20)
+    pool = ClientPool(
+        RatConfig.from_dict({"performance": {"rate_limiting": {"rpm_limit": 600}}}, env={})
+    )
+    _POOLS.append(pool)
+    emb = _emb(sim, pool)
+    texts = [f"question {i} about item {i * 31 % 97}" for i in range(300)]
+    vectors = await asyncio.gather(*(emb.aembed_query(t) for t in texts))
+    stats = sim.stats()
+    assert stats.count("embeddings", 429) == 0
+    assert stats.count("embeddings", 200) <= 12  # 300 requests without coalescing
+    for text, vector in zip(texts, vectors, strict=True):
+        assert np.allclose(vector, embed(text, 1536), atol=1e-6)

@@ -131,3 +131,26 @@ def test_afrom_texts_with_the_pooled_embeddings(sim: SimulatorThread) -> None:
 
     asyncio.run(main())
     assert sim.stats().count("embeddings") == 5 + 1  # 500 texts in batches of 100, one query
+
+
+def test_another_embedding_model_is_named_not_a_bare_assertion(
+    sim: SimulatorThread, tmp_path: Path
+) -> None:
+    """An index built with one model, searched with another: a bare ``AssertionError`` from
+    FAISS (``assert d == self.d``) when the sizes differed, nonsense when they did not. The
+    manifest now records the model: loading with another is an ``IndexLoadError`` naming
+    both, and a query of the wrong size a ``ValueError`` naming both sizes."""
+    pool = ClientPool(
+        RatConfig.from_dict({"performance": {"rate_limiting": {"enabled": False}}}, env={})
+    )
+    small = pool.embeddings("text-embedding-3-small", base_url=sim.base_url, api_key=API_KEY)
+    large = pool.embeddings("text-embedding-3-large", base_url=sim.base_url, api_key=API_KEY)
+    store = FaissStore.from_texts(["a note about cats", "one about dogs"], small)
+    store.save(tmp_path / "idx")
+    with pytest.raises(IndexLoadError, match=r"text-embedding-3-small.*text-embedding-3-large"):
+        FaissStore.load(tmp_path / "idx", large)
+    assert len(FaissStore.load(tmp_path / "idx", small)) == 2
+    store.embedding = large  # swapped by hand: the sizes differ (1536 against 3072)
+    with pytest.raises(ValueError, match="3072 dimensions, the index 1536"):
+        store.similarity_search("cats")
+    pool.close()

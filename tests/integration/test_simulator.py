@@ -338,3 +338,28 @@ def test_thread_runner_serves_sync_clients(sim: SimulatorThread) -> None:
         client.chat.completions.create(model="gpt-4o-mini", messages=USER)
     assert API_KEY not in str(info.value)
     client.close()
+
+
+def test_json_mode_answers_typed_values_and_unknown_models_are_404(sim: SimulatorThread) -> None:
+    """``with_structured_output(method="json_mode")`` failed on an integer field (every value
+    was a string); a mistyped model name could not be caught offline."""
+    from langchain_openai import ChatOpenAI
+    from pydantic import BaseModel
+
+    class Joke(BaseModel):
+        setup: str
+        punchline: str
+        rating: int
+
+    llm = ChatOpenAI(model="gpt-4o-mini", base_url=sim.base_url, api_key=API_KEY)
+    joke = llm.with_structured_output(Joke, method="json_mode").invoke(
+        "Tell a joke. Respond in JSON with 'setup', 'punchline' and 'rating' (an integer) keys"
+    )
+    assert isinstance(joke, Joke)
+    assert joke.rating == 1
+    sim.configure(models=["gpt-4o-mini", "text-embedding-3-small"])
+    typo = ChatOpenAI(model="gpt-4o-mnii", base_url=sim.base_url, api_key=API_KEY, max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="gpt-4o-mnii") as caught:
+        typo.invoke("hi")
+    assert caught.value.code == "model_not_found"
+    assert llm.invoke("hi").content  # a known model still answers

@@ -304,3 +304,14 @@ def test_error_messages_cut_a_huge_value() -> None:
     with pytest.raises(ConfigError) as caught:
         RatConfig.from_dict({"performance": {"rate_limiting": {"rpm_limit": "9" * 100_000}}})
     assert len(str(caught.value)) < 600
+
+
+def test_an_error_from_an_environment_variable_names_the_variable() -> None:
+    """A mistyped variable was reported as ``performance.rate_limitng: unknown key``, without
+    naming the variable that set it."""
+    name = "RAT_PERFORMANCE__RATE_LIMITNG__RPM_LIMIT"
+    with pytest.raises(ConfigError, match=name):
+        RatConfig.from_dict({}, env={name: "5"})
+    with pytest.raises(ConfigError) as caught:
+        RatConfig.from_dict({"performance": {"rate_limitng": {}}}, env={})
+    assert "environment variable" not in str(caught.value)  # a file's key is not a variable's

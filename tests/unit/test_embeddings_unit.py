@@ -22,7 +22,7 @@ def test_requests_are_sized_so_the_request_limit_binds_no_earlier_than_the_token
         config = RatConfig.from_dict({}, env={})
         emb = PooledOpenAIEmbeddings(config=config, api_key="sk-x", **kwargs)  # type: ignore[arg-type]
         split = _Split(pieces=["t"] * count, tokens=[10] * count)
-        return [len(b) for b in emb._batches(split, limits)]
+        return [len(b) for b in emb._batches(split, emb._size(split, limits))]
 
     assert sizes(1000, (None, None)) == [100] * 10  # nothing known: 100 a request
     # 3000 RPM, 5M TPM, 10 tokens a text: 167 texts a request would just balance; 1.5 x that

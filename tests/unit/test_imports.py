@@ -188,3 +188,42 @@ def test_import_rules_fail_on_a_forbidden_import(tmp_path: Path) -> None:
     assert broken.returncode != 0
     assert "sim stands alone" in broken.stdout
     assert "BROKEN" in broken.stdout
+
+
+def test_every_examples_third_party_import_is_installed_by_make_install() -> None:
+    """examples/agent.py failed after `make install` with "No module named 'langchain'" (it was
+    only in the dev extra): every distribution an example imports is a dependency or in an
+    extra that `make install` installs."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    makefile = (ROOT / "Makefile").read_text()
+    installed = [line for line in makefile.splitlines() if "install --quiet -e '.[" in line]
+    extras = {
+        e
+        for line in installed
+        if "dev" not in line
+        for e in line.split("[")[1].split("]")[0].split(",")
+    }
+    requirements = list(project["dependencies"])
+    for extra in extras:
+        requirements += project["optional-dependencies"][extra]
+    names = {
+        req.split(">")[0].split("[")[0].split("=")[0].strip().replace("-", "_")
+        for req in requirements
+    }
+    names |= {"langchain_core", "openai", "numpy", "rat_langchain"}
+    for example in (ROOT / "examples").glob("*.py"):
+        for node in ast.walk(ast.parse(example.read_text())):
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or not top:
+                    continue
+                assert top in names, f"{example.name} imports {top}, which `make install` lacks"

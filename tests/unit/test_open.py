@@ -10,7 +10,14 @@ import asyncio
 import pytest
 
 from rat_langchain.guards.key import Key
-from rat_langchain.guards.learn import BETA, FIRST_PACE_S, INITIAL_WINDOW, PACE_S, Concurrency
+from rat_langchain.guards.learn import (
+    BETA,
+    FIRST_PACE_S,
+    FIRST_WAIT_S,
+    INITIAL_WINDOW,
+    PACE_S,
+    Concurrency,
+)
 from rat_langchain.guards.limiter import RateLimiter
 from tests.support.clock import FakeClock, settle
 
@@ -145,8 +152,11 @@ def test_the_window_slow_starts_per_answer_while_used() -> None:
 def test_while_callers_wait_the_window_doubles_every_pace_whatever_the_round_trip() -> None:
     clock = FakeClock()
     window = Concurrency(1024, initial=10, clock=clock)
-    delay = window.blocked()  # before the first answer: the slower first pace
-    assert delay == pytest.approx(FIRST_PACE_S * 0.1375, rel=0.01)  # log2(11/10) of it
+    delay = window.blocked()  # before the first answer: a wait, then the first pace
+    assert delay == pytest.approx(FIRST_WAIT_S + FIRST_PACE_S * 0.1375, rel=0.01)
+    clock.now += FIRST_WAIT_S
+    window.pace()
+    assert window.limit == pytest.approx(10)  # a cold client's own first request: no growth
     clock.now += FIRST_PACE_S
     window.pace()
     assert window.limit == pytest.approx(20)

@@ -1,0 +1,63 @@
+"""examples/fastapi_rag.py under uvicorn on a free loopback port, against the simulator: async
+and sync routes answer concurrent users, /metrics is Prometheus text, shutdown closes the pool."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+import pytest
+
+from rat_langchain import RatConfig
+from rat_langchain.sim import SimulatorThread
+from tests.conftest import API_KEY
+
+uvicorn = pytest.importorskip("uvicorn")
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_rag.py"
+
+
+def _example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fastapi_rag_example", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # pydantic resolves the route models' annotations here
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_fastapi_example_serves_concurrent_users(sim: SimulatorThread) -> None:
+    config = RatConfig.from_dict(
+        {"endpoint": {"base_url": sim.base_url, "api_key": API_KEY}}, env={}
+    )
+    app = _example().create_app(config)
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))  # a free port, listening before uvicorn starts: the
+    listening.listen(128)  # requests wait in the backlog until it serves (no polling for it)
+    port = listening.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error"))
+    async with asyncio.TaskGroup() as group:
+        group.create_task(server.serve(sockets=[listening]))
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                asked = await asyncio.gather(
+                    *(
+                        client.post(route, json={"question": f"what is pooling? {i}"})
+                        for i in range(20)
+                        for route in ("/ask", "/ask-sync")
+                    )
+                )
+                page = await client.get("/metrics")
+        finally:
+            server.should_exit = True
+    listening.close()
+    assert [r.status_code for r in asked] == [200] * 40
+    assert all(r.json()["answer"] for r in asked)
+    assert page.status_code == 200
+    assert 'rat_calls_total{endpoint="' in page.text
+    assert API_KEY not in page.text
