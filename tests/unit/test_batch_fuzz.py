@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import json
 import random
 import time
@@ -63,8 +64,17 @@ def _line(rng: random.Random) -> bytes:
 
 
 def test_ten_thousand_hostile_output_lines_parse_fast_and_never_raise() -> None:
-    rng = random.Random(12)
     run = object.__new__(_Run)
+    gc.collect()
+    gc.disable()  # a collection's pause (tens of ms on a loaded machine) is not the parser's
+    try:
+        slowest = _fuzz_lines(random.Random(12), run)
+    finally:
+        gc.enable()
+    assert slowest < 0.1  # the goal is < 10 ms; looser so a loaded CI pause is no regression
+
+
+def _fuzz_lines(rng: random.Random, run: _Run) -> float:
     slowest = 0.0
     for _ in range(10_000):
         run.dims = 8
@@ -79,7 +89,7 @@ def test_ten_thousand_hostile_output_lines_parse_fast_and_never_raise() -> None:
             assert np.isfinite(vectors).all()
         else:
             assert problem is None or isinstance(problem, str)
-    assert slowest < 0.1  # the goal is < 10 ms; looser so a loaded CI pause is no regression
+    return slowest
 
 
 def test_ten_thousand_hostile_journals_load_or_raise_index_load_error(tmp_path: Path) -> None:
@@ -105,8 +115,12 @@ def test_ten_thousand_hostile_journals_load_or_raise_index_load_error(tmp_path: 
         folder.mkdir(exist_ok=True)
         (folder / "batches.json").write_bytes(data)
         journal = _Journal(folder)
-        started = time.perf_counter()
-        with contextlib.suppress(IndexLoadError):
-            journal.load()
-        slowest = max(slowest, time.perf_counter() - started)
+        gc.disable()  # as above: the loader's time, not a collection's
+        try:
+            started = time.perf_counter()
+            with contextlib.suppress(IndexLoadError):
+                journal.load()
+            slowest = max(slowest, time.perf_counter() - started)
+        finally:
+            gc.enable()
     assert slowest < 0.1
