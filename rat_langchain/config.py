@@ -534,14 +534,22 @@ def _drop_retired(data: dict[str, Any]) -> None:
             )
 
 
+def _env_path(name: str) -> list[str] | None:
+    """The key path a ``RAT_A__B__C`` variable sets (``["a", "b", "c"]``); None for others."""
+    if not name.startswith(ENV_PREFIX) or "__" not in name:
+        return None
+    return name[len(ENV_PREFIX) :].lower().split("__")
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     """Nested dict from ``RAT_A__B__C=value``; values stay strings for pydantic to coerce."""
     out: dict[str, Any] = {}
     for name, value in env.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        path = _env_path(name)
+        if path is None:
             continue
         node = out
-        *parents, leaf = name[len(ENV_PREFIX) :].lower().split("__")
+        *parents, leaf = path
         for part in parents:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
@@ -557,11 +565,7 @@ def _named_variables(
     """Errors of keys set by a ``RAT_…`` variable name the variable: a mistyped
     ``RAT_PERFORMANCE__RATE_LIMITNG__RPM_LIMIT`` was reported as ``performance.rate_limitng:
     unknown key``, which sent users looking through a config.yaml that does not have it."""
-    paths = {
-        ".".join(name[len(ENV_PREFIX) :].lower().split("__")): name
-        for name in env
-        if name.startswith(ENV_PREFIX) and "__" in name
-    }
+    paths = {".".join(parts): name for name in env if (parts := _env_path(name)) is not None}
     named = []
     for path, message in errors:
         found = [v for p, v in paths.items() if p == path or p.startswith(path + ".")]

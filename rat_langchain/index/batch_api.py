@@ -620,16 +620,18 @@ class _Run:
                 "(BatchSettings.max_read_s): not read further"
             ) from None
 
-    def bounds(self, job: _Job) -> _Bounds:
-        """What a file of ``job``'s answers can hold at most: a line per request (twice over,
-        for retried lines), each of its inputs' vectors as JSON floats (the server may ignore
-        base64) with room for the envelope. One line of 64 MiB used to be parsed before it was
-        checked, costing ~1.8 GB."""
+    def bounds(self, job: _Job, *, errors: bool = False) -> _Bounds:
+        """What a file of ``job``'s answers (``errors``: its error file) can hold at most: a
+        line per request (twice over, for retried lines), each of its inputs' vectors as JSON
+        floats (the server may ignore base64) with room for the envelope. One line of 64 MiB
+        used to be parsed before it was checked, costing ~1.8 GB."""
+        lines = 2 * len(job.requests) + 100
+        if errors:
+            return _Bounds(line=_ERROR_LINE_BYTES, lines=lines, total=lines * _ERROR_LINE_BYTES)
         dims = self.dims or _MAX_DIMS
         widest = max((len(inputs) for inputs in job.requests.values()), default=1)
         inputs = sum(len(v) for v in job.requests.values())
         line = min(_MAX_LINE_BYTES, _LINE_ENVELOPE + widest * dims * _FLOAT_CHARS)
-        lines = 2 * len(job.requests) + 100
         total = lines * _LINE_ENVELOPE + 2 * inputs * dims * _FLOAT_CHARS
         return _Bounds(line=line, lines=lines, total=total)
 
@@ -710,9 +712,7 @@ class _Run:
             if isinstance(custom_id, str):
                 undone[custom_id] = str(reason)[:200]
 
-        lines = 2 * len(job.requests) + 100
-        bounds = _Bounds(line=_ERROR_LINE_BYTES, lines=lines, total=lines * _ERROR_LINE_BYTES)
-        await self.each_line(file_id, handle, bounds)
+        await self.each_line(file_id, handle, self.bounds(job, errors=True))
 
     async def recover(self, job: _Job, undone: Mapping[str, str]) -> None:
         """Requests the batch did not answer well: embedded now, or reported by id."""
