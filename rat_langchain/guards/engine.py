@@ -120,8 +120,8 @@ class Guard:
                 while True:
                     call.next_attempt()
                     try:
-                        async with self._admitted(tokens) as reservation:
-                            result = await self._send(attempt, call)
+                        async with self._admitted(tokens) as (reservation, number):
+                            result = await self._send(attempt, call, number)
                         break
                     except Exception as exc:
                         wait = call.retry_in(exc)
@@ -182,11 +182,11 @@ class Guard:
         and frees the slots)."""
         admitted = self._admitted(tokens)
         try:
-            reservation = _portal.run(_within(admitted.__aenter__(), call.remaining()))
+            reservation, number = _portal.run(_within(admitted.__aenter__(), call.remaining()))
         except TimeoutError as exc:  # the deadline ran out while queued for admission
             raise self._deadline_error() from exc
         try:
-            with self._outstanding():
+            with self._outstanding(number):
                 result = attempt()
         except BaseException as exc:
             _portal.run(admitted.__aexit__(type(exc), exc, exc.__traceback__))
@@ -202,10 +202,12 @@ class Guard:
         )
 
     @contextlib.asynccontextmanager
-    async def _admitted(self, tokens: int) -> AsyncIterator[Reservation | None]:
+    async def _admitted(self, tokens: int) -> AsyncIterator[tuple[Reservation | None, int | None]]:
         """One attempt's admission, the same for both drivers: another process's open
         breaker, the breaker's permit (it records the attempt's outcome on exit), the
-        limiter's reservation, the concurrency bound and the key's learned gate."""
+        limiter's reservation, the concurrency bound and the key's learned gate. Yields the
+        reservation and the gate's admission number (None without a gate), which a 429 of
+        the attempt reports to the limiter."""
         if self.breaker is not None and self.breaker.shared is not None:
             await self.breaker.shared.refresh(self.breaker)  # another process may have tripped
         limiter = self.limiter
@@ -216,7 +218,7 @@ class Guard:
             # refused); taking the rate first would release a queue that had passed an open
             # rate all at once into a rate that had closed
             gate = limiter.gate(self.key) if limiter is not None else None  # learned, per key
-            async with gate or _ANULL:
+            async with gate or _ANULL as number:
                 reservation = await limiter.acquire(self.key, tokens) if limiter else None
                 if self.metrics is not None and limiter is not None:
                     waited = time.monotonic() - waited
@@ -226,13 +228,15 @@ class Guard:
                 async with semaphore or _ANULL:
                     if permit is not None:
                         permit.restart()  # the limiter's wait is not the call's duration
-                    yield reservation
+                    yield reservation, number
 
-    async def _send(self, attempt: Callable[[], Awaitable[T]], call: _Call) -> T:
+    async def _send(
+        self, attempt: Callable[[], Awaitable[T]], call: _Call, number: int | None
+    ) -> T:
         """The attempt itself, within its share of the deadline, counted in flight."""
         budget = call.budget()
         share = asyncio.timeout(budget) if budget is not None else None
-        with self._outstanding():
+        with self._outstanding(number):
             try:
                 async with share or _ANULL:
                     return await attempt()
@@ -247,16 +251,17 @@ class Guard:
                 raise
 
     @contextlib.contextmanager
-    def _outstanding(self) -> Iterator[None]:
-        """One attempt out: counted in flight, a 429 reported to the limiter, and the limiter
-        told when it ends, however it ends (sync and async attempts alike)."""
+    def _outstanding(self, number: int | None) -> Iterator[None]:
+        """One attempt out (``number``: its admission through the gate): counted in flight, a
+        429 reported to the limiter, and the limiter told when it ends, however it ends (sync
+        and async attempts alike)."""
         metrics = self.metrics
         if metrics is not None:
             metrics.record_in_flight(self.series, 1)
         try:
             yield
         except openai.RateLimitError as exc:
-            self._rate_limited(exc)
+            self._rate_limited(exc, number)
             raise
         finally:
             if metrics is not None:
@@ -278,12 +283,12 @@ class Guard:
         self.stats.attempts += 1
         self.stats.max_attempts_seen = max(self.stats.max_attempts_seen, number)
 
-    def _rate_limited(self, exc: openai.RateLimitError) -> None:
+    def _rate_limited(self, exc: openai.RateLimitError, number: int | None) -> None:
         self.stats.rate_limited += 1
         if self.metrics is not None:
             self.metrics.record_rate_limited(self.series)
         if self.limiter is not None:
-            self.limiter.observe_429(self.key, exc.response.headers)
+            self.limiter.observe_429(self.key, exc.response.headers, admitted=number)
 
 
 @dataclass

@@ -316,10 +316,13 @@ class Feedback:
             state.paused_until = max(state.paused_until, self._clock() + seconds)
         return seconds
 
-    def throttled(self, key: KeyLike, headers: Mapping[str, str]) -> float:
+    def throttled(
+        self, key: KeyLike, headers: Mapping[str, str], *, admitted: int | None = None
+    ) -> float:
         """A 429: slow down the dimension that was refused, follow the answer's headers, and
         return how long to pause the key: the server's retry-after (or reset; without either,
-        an exponential backoff with jitter), never over ``max_pause_s``. The caller pauses."""
+        an exponential backoff with jitter), never over ``max_pause_s``. The caller pauses.
+        ``admitted``: the refused attempt's admission number through the gate, if known."""
         key = Key.of(key)
         seconds = retry_after_seconds(headers)
         if seconds is None:
@@ -354,16 +357,18 @@ class Feedback:
                     state.throttles += 1
                     ceiling = _BACKOFF_S * 2.0 ** min(state.throttles - 1, 30)
                     seconds = min(ceiling, self.max_pause_s) * (0.5 + 0.5 * self._random())
-            self._slow_down(state, headers, silent)
+            self._slow_down(state, headers, silent, admitted)
         self._follow(key, headers, answered=False)
         return min(max(0.0, seconds), self.max_pause_s)  # untrusted: never longer than this
 
-    def _slow_down(self, state: KeyState, headers: Mapping[str, str], silent: bool) -> None:
+    def _slow_down(
+        self, state: KeyState, headers: Mapping[str, str], silent: bool, admitted: int | None
+    ) -> None:
         """A 429: the learned rate of the refused dimension drops (see ``guards.learn``); a
         dimension refused below its announced rate has a shorter window: its burst narrows.
         Lock held."""
         in_burst = state.paused_until > self._clock()  # sent before the last 429's pause
-        if state.refused(silent, in_burst):
+        if state.refused(silent, in_burst, admitted):
             return  # a refusal of a key left open (see KeyState.refused)
         refused = _refused(state, headers)
         if refused is None:

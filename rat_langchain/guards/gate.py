@@ -32,27 +32,33 @@ def gate_for(feedback: Feedback, key: KeyLike) -> Gate | None:
 class Gate:
     """``async with gate``: one attempt of the key in flight."""
 
-    __slots__ = ("_lock", "_state")
+    __slots__ = ("_lock", "_number", "_state")
+
+    # ``async with gate as number``: the attempt's admission number (see ``KeyState.admit``),
+    # which its 429 reports (``observe_429(..., admitted=number)``): whether it went before or
+    # after a refusal tells a window's overshoot from a spent rate
 
     def __init__(self, lock: threading.Lock, state: KeyState) -> None:
         self._lock = lock
         self._state = state
+        self._number = 0
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> int:
         state = self._state
         assert state.concurrency is not None
         concurrency = state.concurrency
         with self._lock:
             if not state.gate_waiters and concurrency.admits(state.in_flight):
-                state.in_flight += 1
                 concurrency.admitted()
-                return
+                self._number = state.admit()
+                return self._number
             loop = asyncio.get_running_loop()
-            waiter: asyncio.Future[None] = loop.create_future()
+            waiter: asyncio.Future[int] = loop.create_future()
             state.gate_waiters.append(waiter)
             self._arm(loop)
         try:
-            await waiter
+            self._number = await waiter
+            return self._number
         except asyncio.CancelledError:
             with self._lock:
                 if waiter.done() and not waiter.cancelled():  # admitted, then cancelled
@@ -64,10 +70,12 @@ class Gate:
                         self._disarm()
             raise
 
-    async def __aexit__(self, *_exc: object) -> None:
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         state = self._state
         assert state.concurrency is not None
         with self._lock:
+            if exc is None:
+                state.concurrency.answered(self._number, state.in_flight)
             state.concurrency.completed(state.in_flight)
             state.in_flight -= 1
             self._admit()
@@ -82,9 +90,8 @@ class Gate:
             waiter = state.gate_waiters.popleft()
             if waiter.done():
                 continue
-            state.in_flight += 1
             concurrency.admitted()
-            self._resolve(waiter)
+            self._resolve(waiter, state.admit())
         if not state.gate_waiters:
             concurrency.unblocked()
             self._disarm()
@@ -117,7 +124,7 @@ class Gate:
             state.gate_timer = None
             self._admit()
 
-    def _resolve(self, waiter: asyncio.Future[None]) -> None:
+    def _resolve(self, waiter: asyncio.Future[int], number: int) -> None:
         """Wake ``waiter`` on its own loop (a limiter serves every loop of the process)."""
         loop = waiter.get_loop()
         try:
@@ -125,12 +132,12 @@ class Gate:
         except RuntimeError:
             here = False
         if here:
-            waiter.set_result(None)
+            waiter.set_result(number)
             return
 
         def wake() -> None:
             if not waiter.done():
-                waiter.set_result(None)
+                waiter.set_result(number)
                 return
             with self._lock:  # cancelled on the way: its slot goes to the next
                 self._state.in_flight -= 1

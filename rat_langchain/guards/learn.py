@@ -48,11 +48,17 @@ __all__ = [
     "FIRST_WAIT_S",
     "INITIAL_WINDOW",
     "PACE_S",
+    "WINDOW_BETA",
     "Concurrency",
     "Learner",
 ]
 
 BETA = 0.7  # the rate kept after a 429 (botocore's adaptive mode; TCP CUBIC's beta)
+# the window kept after a 429 (Netflix concurrency-limits' AIMD default): its drop is refined
+# by the burst's refusals to what the server took at once (``Concurrency.throttled``), so it
+# needs no deep cut; at 0.7 a 16-slot server's sawtooth ran at 12 for seconds after each 429
+WINDOW_BETA = 0.9
+_OVERSHOOT = 2  # refusals after a drop that a window's overshoot explains (see ``overshot``)
 CUBIC_K_S = 3.0  # seconds to climb back to the rate a 429 interrupted
 EPISODE_S = 1.0  # 429s closer together than this are one episode: one drop
 STEP_S = 0.5  # the rate moves at most once per step (botocore measures in half seconds)
@@ -224,12 +230,36 @@ class Learner:
         of the server's. The 429 episode starts here: CUBIC climbs back to the rate, then
         probes above it."""
         now = self._clock()
+        if not self._answered_last_second(now):
+            return None  # keep any burst under way (``burst``): this says nothing new
+        self.estimate()
+        if self._closing is None:
+            return None
+        self.phase = "cubic"
+        self._dropped_at = self._moved_at = now
+        self._recent_sent.clear()
+        return self.w_max
+
+    def estimate(self) -> None:
+        """What ``close`` would close at (``w_max``), without closing: a key whose refusals may
+        be its window's stays open (see ``KeyState.refused``), and its burst's refusals refine
+        this (``refine``) until ``close_late`` applies it or the episode ends. Nothing is
+        estimated when nothing was answered in the last second."""
+        now = self._clock()
         sent, requests = self._sent_last_second(now)
         if not (requests and self._answered_last_second(now)):
-            return None
+            self._closing = None
+            return
         mean = sent / requests
         self._closing, self._burst_at = (sent, mean, 1), now
         self.w_max = max(self.floor, (sent - mean) * 60.0 / _ACCEPTED_S)
+
+    def close_late(self) -> float | None:
+        """Close at the estimate of the episode under way (see ``estimate``), or as ``close``
+        without one: the refusals were a spent rate's after all."""
+        if self._closing is None or self._clock() - self._burst_at >= EPISODE_S:
+            return self.close()
+        now = self._clock()
         self.phase = "cubic"
         self._dropped_at = self._moved_at = now
         self._recent_sent.clear()
@@ -276,6 +306,9 @@ class Learner:
         now = self._clock()
         took = max(sent - refused * mean, self._answered_last_second(now) * mean)
         accepted = max(self.floor, took * 60.0 / _ACCEPTED_S)
+        if self.unrefused:  # an estimate kept aside (see ``estimate``): the rate is not applied
+            self.w_max = min(self.w_max, accepted)
+            return None
         if accepted >= per_minute:
             return None
         self.w_max = min(self.w_max, accepted) if self.w_max > 0 else accepted
@@ -368,7 +401,7 @@ class Concurrency:
       announces its limits (the rate then bounds the key), or at the first 429;
     - *AIMD* (Netflix concurrency-limits' AIMD limit), from the first 429 of a silent server
       (a gateway's or a self-hosted model's queue counts requests *in flight*, which a rate
-      does not see): on a 429 the limit drops to ``BETA`` x what was in flight; each attempt
+      does not see): on a 429 the limit drops to ``WINDOW_BETA`` x what was in flight; each attempt
       that completes adds ``1 / limit`` (one more per round of answers) up to ``ceiling``,
       where it turns off again.
 
@@ -394,15 +427,36 @@ class Concurrency:
         self._clock = clock
         self._dropped_at = -math.inf
         self._at_drop, self._refused = 0.0, 0  # in flight at the episode's drop; its 429s
+        self._drop_number = 0  # attempts admitted by the drop (see ``after_drop``)
+        self._overshoots = 0  # refusals of attempts admitted after the drop
+        # after the drop of an open key: attempts let in since, None when not probing; at most
+        # ``_allowed`` of them, which each answer of one raises by two (see ``throttled``);
+        # ``windowed``: probing reached the window, so the server's refusals were its window's
+        self._probes: int | None = None
+        self._allowed = 0
+        self.windowed = False
         self._blocked_at: float | None = None  # since when callers have been waiting
         self._blocked_limit = 0.0  # the window when they started to
         self._answered = False  # a slower pace before the server's first answer
 
-    def throttled(self, in_flight: int, now: float, *, in_burst: bool = False) -> None:
+    def throttled(
+        self,
+        in_flight: int,
+        now: float,
+        *,
+        in_burst: bool = False,
+        admissions: int = 0,
+        probe: bool = False,
+    ) -> None:
         """A 429 with ``in_flight`` out (the refused attempt included). ``in_burst``: it was
         sent before the pause the previous 429 of this episode began (nothing new went out
         since), so the episode's refusals tell how many of what was in flight the server took
-        at once: the limit goes no higher than that."""
+        at once: the limit goes no higher than that. ``admissions``: attempts admitted so far
+        (a drop remembers it: see ``after_drop``). ``probe``: the refusal may be a spent
+        rate's (the key is open): after the drop, ``_OVERSHOOT`` + 1 attempts go, and each
+        answer of one lets two more go (TCP's slow start), until the window is reached. A spent
+        rate refuses them (``overshot``) or answers them at its refill; the window's worth
+        that would have gone at once cost a 50-a-second server 16 more 429s."""
         self.slow_start = False
         self.credit = None
         self._blocked_at = None
@@ -411,10 +465,56 @@ class Concurrency:
                 self._refused += 1
                 self.limit = max(1.0, min(self.limit, self._at_drop - self._refused))
             return
-        self._dropped_at = now
+        self._dropped_at, self._drop_number, self._overshoots = now, admissions, 0
+        self._probes = 0 if probe and not self.windowed else None
+        self._allowed = _OVERSHOOT + 1
         base = in_flight if self.limit is None else min(in_flight, self.limit)
         self._at_drop, self._refused = float(in_flight), 1
-        self.limit = max(1.0, BETA * max(base, 1))
+        self.limit = max(1.0, WINDOW_BETA * max(base, 1))
+
+    def in_episode(self, now: float) -> bool:
+        """Whether a drop's episode is under way: its 429s are one signal."""
+        return now - self._dropped_at < EPISODE_S
+
+    def after_drop(self, admitted: int, now: float) -> bool:
+        """Whether the attempt admitted ``admitted``-th went after this episode's drop (it was
+        let in under the stepped-down window)."""
+        return self.in_episode(now) and admitted > self._drop_number
+
+    @property
+    def refusals(self) -> int:
+        """429s of the episode under way (one, at its drop)."""
+        return self._refused
+
+    def overshot(self, in_flight: int) -> bool:
+        """A refusal of an attempt admitted after the drop, with ``in_flight`` out (itself
+        included): the window, stepped down to what the server took at once, is still over
+        (what was in flight counted answers on their way back) and goes down one more; or the
+        server refuses whatever comes: a spent rate. True (the latter) at the third, or at
+        once with fewer in flight than the window less that overshoot: a server counting
+        requests in flight refuses only a full window."""
+        self._refused += 1
+        self._overshoots += 1
+        below = self.limit is not None and in_flight < self.limit - _OVERSHOOT
+        if self.limit is not None:
+            self.limit = max(1.0, self.limit - 1.0)
+        if self._overshoots <= _OVERSHOOT and not below:
+            return False
+        self._probes = None  # a spent rate: the rate holds the key back from now on
+        return True
+
+    def answered(self, admitted: int, in_flight: int) -> None:
+        """The attempt admitted ``admitted``-th was answered (not refused), with ``in_flight``
+        out: while probing, one let in after the drop lets two more go; one answered with
+        the window (less its overshoot) in flight shows the server holding a full window and
+        taking new work as its own completed, as a window does: probing is over. (A spent
+        rate that refills answers probes too, but refuses before the window fills.)"""
+        if self._probes is None or admitted <= self._drop_number:
+            return
+        self._allowed += 2
+        if self.limit is None or in_flight >= self.limit - _OVERSHOOT:
+            self._probes = None
+            self.windowed = True
 
     def announced(self) -> None:
         """The server announced its limits: a slow-starting window has nothing more to find."""
@@ -460,11 +560,15 @@ class Concurrency:
     def admits(self, in_flight: int) -> bool:
         if self.credit is not None and self.credit < 1 and in_flight > 0:
             return False
+        if self._probes is not None and self._probes >= self._allowed and in_flight > 0:
+            return False  # probing after a drop (see ``throttled``)
         return self.limit is None or in_flight < max(1, int(self.limit))
 
     def admitted(self) -> None:
         if self.credit is not None:
             self.credit -= 1
+        if self._probes is not None:
+            self._probes += 1
 
     # -- the pace of slow start while callers wait ---------------------------------------------
 

@@ -118,13 +118,15 @@ class Limiter(Protocol):
 
     def semaphore(self) -> asyncio.Semaphore | None: ...
 
-    def gate(self, key: KeyLike) -> AbstractAsyncContextManager[None] | None: ...
+    def gate(self, key: KeyLike) -> AbstractAsyncContextManager[int] | None: ...
 
     def acknowledge(self, key: KeyLike) -> None: ...
 
     def observe(self, key: KeyLike, headers: Mapping[str, str]) -> None: ...
 
-    def observe_429(self, key: KeyLike, headers: Mapping[str, str]) -> float: ...
+    def observe_429(
+        self, key: KeyLike, headers: Mapping[str, str], *, admitted: int | None = None
+    ) -> float: ...
 
     def pause(self, key: KeyLike, seconds: float) -> None: ...
 
@@ -402,10 +404,13 @@ class RateLimiter:
         """Follow the server's ``x-ratelimit-*`` headers (see ``Feedback.observe``)."""
         self.feedback.observe(key, headers)
 
-    def observe_429(self, key: KeyLike, headers: Mapping[str, str]) -> float:
+    def observe_429(
+        self, key: KeyLike, headers: Mapping[str, str], *, admitted: int | None = None
+    ) -> float:
         """A 429: slow down what was refused and pause the key for the server's retry-after (or
-        reset, or a backoff with jitter); returns the pause."""
-        seconds = self.feedback.throttled(key, headers)
+        reset, or a backoff with jitter); returns the pause. ``admitted``: the refused
+        attempt's admission number through the key's gate (see ``KeyState.refused``)."""
+        seconds = self.feedback.throttled(key, headers, admitted=admitted)
         self.pause(key, seconds)
         return seconds
 

@@ -96,7 +96,9 @@ class KeyState:
             else None
         )
         self.in_flight = 0
-        self.gate_waiters: deque[asyncio.Future[None]] = deque()
+        self.admissions = 0  # attempts admitted through the gate so far (see ``admit``)
+        self.closed_after = 0  # admissions when an open rate closed (see ``refused``)
+        self.gate_waiters: deque[asyncio.Future[int]] = deque()
         self.gate_timer: asyncio.TimerHandle | None = None  # the slow start's pace
         self.paused_until = 0.0
         self.acknowledged = False
@@ -114,6 +116,13 @@ class KeyState:
             or self.gate_timer is not None
             or self.paused_until > self.clock()
         )
+
+    def admit(self) -> int:
+        """One more attempt in flight: its admission number, which its 429 reports (see
+        ``refused``)."""
+        self.in_flight += 1
+        self.admissions += 1
+        return self.admissions
 
     def check_size(self, tokens: int, key: Key) -> None:
         if not self.borrow:
@@ -170,16 +179,29 @@ class KeyState:
             if learner is not None and bucket is not None:
                 learner.sent(amount, bucket.capacity, bucket.last_level)
 
-    def refused(self, silent: bool, in_burst: bool) -> bool:
+    def refused(self, silent: bool, in_burst: bool, admitted: int | None = None) -> bool:
         """A 429 while the key is open or its window slow-starts (False otherwise: the rate's
         own learning handles it). Each open dimension closes at what the server accepted
         (``Learner.close``), from an empty bucket (the server's window is spent), or stays
         open if nothing was answered to measure that by, or if the learned window was full
         (the refusal is the window's); the window steps down (a silent server may count
         requests in flight) or, where the server reports what is left (Azure), ends. A further
-        429 of the burst (``in_burst``) refines each rate to what the server took of it."""
+        429 of the burst (``in_burst``) refines each rate to what the server took of it.
+
+        ``admitted``: the refused attempt's admission number (``admit``), where the caller
+        knows it. Then a silent server's refusals of an open key are told apart first
+        (``_window_or_rate``): the rate stays open while they are the window's."""
         unrefused = [name for name, learner in self.learners.items() if learner.unrefused]
         window = self.concurrency
+        if admitted is not None and silent and window is not None:
+            if unrefused:
+                if not self._window_or_rate(admitted, unrefused):
+                    return True  # the window's: it stepped down, the rate stays open
+                self._close(unrefused, late=True)
+                self.closed_after = self.admissions
+                return True
+            # an attempt let in before the rate closed: more of the burst that closed it
+            in_burst = in_burst or admitted <= self.closed_after
         if in_burst:  # more of the burst that closed the key: what the server refused of it
             refined = False
             for name, learner in self.learners.items():
@@ -197,21 +219,59 @@ class KeyState:
         # a refusal while the learned window binds (all of it in flight) is the window's: the
         # server counts requests in flight, and the window, not a rate, steps down
         binds = window is not None and window.binds(self.in_flight)
-        for name in [] if binds else unrefused:
-            bucket = self.bucket(name)
-            assert bucket is not None
-            rate = self.learners[name].close()
-            if rate is None:
-                continue
-            bucket.adopt(rate)
-            bucket.take(bucket.level())
-            bucket.release_hold()  # after the take: a bucket's first take arms its hold
+        self._close([] if binds else unrefused)
         if window is not None:
             if silent:
                 window.throttled(self.in_flight, self.clock(), in_burst=in_burst)
             else:
                 window.announced()
         return True
+
+    def _window_or_rate(self, admitted: int, unrefused: list[str]) -> bool:
+        """A silent 429 of an open key, whose attempt was admitted ``admitted``-th: whether it
+        shows a spent rate (True) rather than a window over what the server holds at once.
+
+        A server that counts requests in flight (a gateway's ``max_parallel_requests``, a model
+        server that refuses instead of queueing) refuses what goes over its count, and takes
+        the next attempt as soon as one of its own completes. A spent rate refuses whatever
+        comes, until its window refills. So the first refusal steps the window down to what
+        was in flight, the refusals of attempts admitted before it (``Concurrency.throttled``,
+        in the burst) bring it to what the server took at once, and the rate stays open;
+        only refusals of attempts admitted *after* that, more than a window's overshoot
+        (``Concurrency.overshot``), close the rate. Why: closing at the first refusal measured
+        a cold second (a 16-slot server serving 80 a second closed at 33, and took 7 s to climb
+        back); a spent rate costs a few more 429s to be told apart. Lock held."""
+        window = self.concurrency
+        assert window is not None
+        now = self.clock()
+        if window.after_drop(admitted, now):
+            return window.overshot(self.in_flight)
+        in_burst = window.in_episode(now)
+        for name in unrefused:  # what the rate would close at, should it be a rate's
+            learner = self.learners[name]
+            if in_burst:
+                learner.refine(0.0)
+            else:
+                learner.estimate()
+        window.throttled(
+            self.in_flight, now, in_burst=in_burst, admissions=self.admissions, probe=True
+        )
+        return False
+
+    def _close(self, names: list[str], *, late: bool = False) -> None:
+        """Close each open dimension in ``names`` at what the server accepted (see
+        ``Learner.close``; ``late``: at the estimate its episode made, ``close_late``), from
+        an empty bucket: the server's window is spent."""
+        for name in names:
+            bucket = self.bucket(name)
+            assert bucket is not None
+            learner = self.learners[name]
+            rate = learner.close_late() if late else learner.close()
+            if rate is None:
+                continue
+            bucket.adopt(rate)
+            bucket.take(bucket.level())
+            bucket.release_hold()  # after the take: a bucket's first take arms its hold
 
     def bucket(self, name: str) -> TokenBucket | None:
         return self.requests if name == "requests" else self.tokens

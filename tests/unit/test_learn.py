@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from rat_langchain.guards.key import Key
-from rat_langchain.guards.learn import BETA, CUBIC_K_S, Learner
+from rat_langchain.guards.learn import BETA, CUBIC_K_S, WINDOW_BETA, Learner
 from rat_langchain.guards.limiter import START_RPM, RateLimiter
 from tests.support.clock import FakeClock
 
@@ -174,7 +174,7 @@ def test_learner_floor_keeps_a_rate() -> None:
 
 
 async def test_a_429_from_a_silent_server_limits_attempts_in_flight_then_it_grows_back() -> None:
-    """AIMD on concurrency: off until a 429, then BETA x what was in flight, first in first
+    """AIMD on concurrency: off until a 429, then WINDOW_BETA x what was in flight, first in first
     out, growing by 1/limit per completed attempt until the ceiling turns it off."""
     import asyncio
 
@@ -189,7 +189,7 @@ async def test_a_429_from_a_silent_server_limits_attempts_in_flight_then_it_grow
     for g in held:
         await g.__aenter__()  # type: ignore[union-attr]
     limiter.observe_429(KEY, NO_HEADERS)
-    assert limiter.limits()[KEY]["concurrency_limit"] == pytest.approx(7.0)
+    assert limiter.limits()[KEY]["concurrency_limit"] == pytest.approx(WINDOW_BETA * 10)
     assert rpm(limiter) == START_RPM  # and the rate is left alone
     entered: list[int] = []
 
@@ -200,18 +200,17 @@ async def test_a_429_from_a_silent_server_limits_attempts_in_flight_then_it_grow
 
     waiting = [asyncio.create_task(attempt(i)) for i in range(2)]
     await settle()
-    assert entered == []  # 10 in flight, limit 7
-    for g in held[:3]:
-        await g.__aexit__(None, None, None)  # type: ignore[union-attr]
+    assert entered == []  # 10 in flight, limit 9
+    await held[0].__aexit__(None, None, None)  # type: ignore[union-attr]
     await settle()
-    assert entered == []  # 7 in flight: still at the limit (no growth in the drop's episode)
-    await held[3].__aexit__(None, None, None)  # type: ignore[union-attr]
+    assert entered == []  # 9 in flight: still at the limit (no growth in the drop's episode)
+    await held[1].__aexit__(None, None, None)  # type: ignore[union-attr]
     await settle()
     assert entered == [0]  # first in, first out
     for task in waiting:
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
-    for g in held[4:]:
+    for g in held[2:]:
         await g.__aexit__(None, None, None)  # type: ignore[union-attr]
     row = limiter.limits()[KEY]
     assert row["in_flight"] == 0

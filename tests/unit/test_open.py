@@ -11,11 +11,11 @@ import pytest
 
 from rat_langchain.guards.key import Key
 from rat_langchain.guards.learn import (
-    BETA,
     FIRST_PACE_S,
     FIRST_WAIT_S,
     INITIAL_WINDOW,
     PACE_S,
+    WINDOW_BETA,
     Concurrency,
 )
 from rat_langchain.guards.limiter import RateLimiter
@@ -103,7 +103,7 @@ def test_a_429_before_any_answer_steps_the_window_down_and_leaves_the_rate_open(
     limiter.observe_429(KEY, SILENT)
     row = limiter.limits()[KEY]
     assert row["requests"]["source"] == "start"  # open, not answered yet
-    assert row["concurrency_limit"] == pytest.approx(BETA * INITIAL_WINDOW)
+    assert row["concurrency_limit"] == pytest.approx(WINDOW_BETA * INITIAL_WINDOW)
     for _ in range(3):  # the same burst (sent before the pause): 10 out, 4 refused
         limiter.observe_429(KEY, SILENT)
     assert limiter.limits()[KEY]["concurrency_limit"] == pytest.approx(INITIAL_WINDOW - 4)
@@ -183,12 +183,12 @@ def test_a_429_ends_slow_start_into_aimd_and_announced_limits_turn_it_off() -> N
     window.completed(in_flight=10)
     window.throttled(in_flight=11, now=clock())
     assert not window.slow_start
-    assert window.limit == pytest.approx(BETA * 11)
+    assert window.limit == pytest.approx(WINDOW_BETA * 11)
     window.completed(in_flight=8)  # an answer of the drop's episode: sent before it
-    assert window.limit == pytest.approx(BETA * 11)
+    assert window.limit == pytest.approx(WINDOW_BETA * 11)
     clock.now += 1.0
     window.completed(in_flight=8)
-    assert window.limit == pytest.approx(BETA * 11 + 1 / (BETA * 11))  # +1/limit now
+    assert window.limit == pytest.approx(WINDOW_BETA * 11 + 1 / (WINDOW_BETA * 11))  # +1/limit now
     assert window.blocked() is None  # no pace out of slow start
     other = Concurrency(1024, initial=10, clock=clock)
     other.announced()
@@ -305,8 +305,96 @@ def test_a_silent_429_with_retry_after_on_a_full_window_pauses_only_the_refused_
     state.in_flight = INITIAL_WINDOW  # the slow-starting window, all of it out
     assert limiter.observe_429(KEY, {"retry-after": "1"}) == 0.0
     assert limiter.pauses() == {}
-    assert limiter.limits()[KEY]["concurrency_limit"] == pytest.approx(BETA * INITIAL_WINDOW)
+    assert limiter.limits()[KEY]["concurrency_limit"] == pytest.approx(WINDOW_BETA * INITIAL_WINDOW)
     state.in_flight = 1  # one out of a window of seven: the refusal is not the window's
     clock.now += 10.0
     assert limiter.observe_429(KEY, {"retry-after": "1"}) == 1.0
     assert limiter.pauses()[KEY] == pytest.approx(1.0)
+
+
+class _Refused(Exception):
+    """An attempt's 429, as the gate sees it leave."""
+
+
+async def _full_window_refused() -> tuple[RateLimiter, list[object]]:
+    """An open key, answered once, with 20 attempts admitted through its gate (the window
+    grown to 20); the 24th admitted is refused, then the 21st to 23rd: a server that holds 16
+    at once (or a spent rate)."""
+    clock = FakeClock()
+    limiter = open_limiter(clock, tpm=None)
+    state = limiter.feedback.state(Key.of(KEY))
+    assert state.concurrency is not None
+    state.concurrency.limit = 20.0
+    gates: list[object] = []
+    numbers: list[int] = []
+
+    async def admit() -> None:
+        gate = limiter.gate(KEY)
+        assert gate is not None
+        numbers.append(await gate.__aenter__())
+        gates.append(gate)
+        assert limiter.try_acquire(KEY) is not None
+
+    for _ in range(20):
+        await admit()
+    for gate in gates[:4]:  # four answered
+        limiter.observe(KEY, SILENT)
+        limiter.acknowledge(KEY)
+        await gate.__aexit__(None, None, None)  # type: ignore[attr-defined]
+    state.concurrency.limit = 20.0  # as it was: the answers grew it (slow start)
+    for _ in range(4):
+        await admit()
+    for i in (23, 20, 21, 22):  # the last admitted first: it was the one over
+        limiter.observe_429(KEY, {"retry-after": "1"}, admitted=numbers[i])
+        await gates[i].__aexit__(_Refused, _Refused(), None)  # type: ignore[attr-defined]
+    return limiter, gates
+
+
+async def test_refusals_of_a_full_window_step_it_down_and_leave_the_rate_open() -> None:
+    """Issue 20: a server counting requests in flight refuses what goes over its count and
+    takes the next as soon as one of its own completes. The window steps down to what it took
+    at once (20 out, 4 refused: 16) and the rate stays open. Closing it at the first 429 (what
+    a cold second sent) held a 16-slot server serving 80 a second to 33, for seconds."""
+    limiter, gates = await _full_window_refused()
+    row = limiter.limits()[KEY]
+    assert row["concurrency_limit"] == pytest.approx(16)
+    assert row["requests"]["source"] == "open"
+    state = limiter.feedback.state(Key.of(KEY))
+    assert state.in_flight == 16
+    await gates[4].__aexit__(None, None, None)  # type: ignore[attr-defined]
+    gate = limiter.gate(KEY)
+    assert gate is not None
+    assert await gate.__aenter__() == 25  # let in after the drop, and answered with 16 out
+    await gate.__aexit__(None, None, None)
+    assert limiter.limits()[KEY]["requests"]["source"] == "open"
+    assert state.concurrency is not None
+    assert state.concurrency.windowed
+    assert sum(limiter.try_acquire(KEY) is not None for _ in range(1000)) == 1000  # no rate
+
+
+async def test_refusals_after_the_drop_show_a_spent_rate_and_close_it() -> None:
+    """The same refusals from a spent rate: after the drop only three attempts go until one is
+    answered (a rate refuses them all), and one refused with fewer in flight than the window
+    less its overshoot closes the rate at what the first burst showed: 24 sent in the second,
+    4 refused, 20 a second."""
+    limiter, gates = await _full_window_refused()
+    for gate in gates[4:20]:  # the rest of what was in flight answered
+        limiter.observe(KEY, SILENT)
+        limiter.acknowledge(KEY)
+        await gate.__aexit__(None, None, None)  # type: ignore[attr-defined]
+    state = limiter.feedback.state(Key.of(KEY))
+    assert state.concurrency is not None
+    probes = []
+    for _ in range(3):
+        gate = limiter.gate(KEY)
+        assert gate is not None
+        probes.append((gate, await gate.__aenter__()))
+    assert not state.concurrency.admits(state.in_flight)  # probing: three until an answer
+    gate, number = probes[0]
+    limiter.observe_429(KEY, {"retry-after": "1"}, admitted=number)
+    await gate.__aexit__(_Refused, _Refused(), None)
+    row = limiter.limits()[KEY]
+    assert row["requests"]["source"] == "cubic"
+    assert row["requests"]["per_minute"] == pytest.approx(20 * 60.0)
+    for gate, _ in probes[1:]:
+        await gate.__aexit__(None, None, None)

@@ -156,7 +156,7 @@ class RedisRateLimiter:
     def semaphore(self) -> asyncio.Semaphore | None:
         return self.local.semaphore()
 
-    def gate(self, key: KeyLike) -> AbstractAsyncContextManager[None] | None:
+    def gate(self, key: KeyLike) -> AbstractAsyncContextManager[int] | None:
         """This process's attempts in flight for ``key`` (a concurrency limit is per process)."""
         return gate_for(self.learning, key)
 
@@ -416,11 +416,14 @@ class RedisRateLimiter:
             tokens, requests = (-1 if r is None else int(r) for r in remaining)
             self._send(key, "cap", tokens, requests)
 
-    def observe_429(self, key: KeyLike, headers: Mapping[str, str]) -> float:
-        """Pause the key everywhere for the server's retry-after (or reset)."""
+    def observe_429(
+        self, key: KeyLike, headers: Mapping[str, str], *, admitted: int | None = None
+    ) -> float:
+        """Pause the key everywhere for the server's retry-after (or reset). ``admitted``:
+        the attempt's number through this process's gate, which ``learning`` keeps."""
         key = Key.of(key)
         seconds = self.local.observe_429(key, headers)
-        self.learning.throttled(key, headers)
+        self.learning.throttled(key, headers, admitted=admitted)
         self._share_learned(key, drop=True)
         self._share_pause(key, seconds)
         self.observe(key, headers)
