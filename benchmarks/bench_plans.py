@@ -3,9 +3,11 @@
 200 random DAGs (8-40 steps, mixed widths) whose tools sleep a log-normal time (median 5 ms);
 (a) ParallelPlanExecutor (eager), (b) a level-by-level executor (the old design: each level waits
 for its slowest step), (c) sequential. Then the scheduling overhead per step with zero-latency
-tools on a 10,000-step plan (wide and chained).
+tools on a 10,000-step plan (wide and chained), for plain async tools and for LangChain tools
+run as a traced Runnable. Then the planning loop (issue 23): scripted research requests four
+ways, sequential tool calling to partial replans (benchmarks/_research.py).
 
-    .venv/bin/python benchmarks/bench_plans.py [--plans 200]
+    .venv/bin/python benchmarks/bench_plans.py [--plans 200] [--requests 20]
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import statistics
 import time
 from typing import Any
 
+from benchmarks._research import research
 from rat_langchain import ParallelPlanExecutor, Plan, Step
 
 
@@ -134,9 +137,12 @@ async def overhead(n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--plans", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=20)
     args = parser.parse_args()
     asyncio.run(run_plans(args.plans))
     asyncio.run(overhead(10_000))
+    print()
+    asyncio.run(research(args.requests))
 
 
 if __name__ == "__main__":

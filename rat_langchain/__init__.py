@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from rat_langchain.metrics.collector import Metrics, MetricsCallbackHandler
     from rat_langchain.plans.catalog import ToolCatalog
     from rat_langchain.plans.executor import ParallelPlanExecutor, PlanCallbacks
+    from rat_langchain.plans.joiner import Decision, Joiner, JoinInput
     from rat_langchain.plans.orchestrator import Orchestrator
     from rat_langchain.plans.plan import Plan, Step
     from rat_langchain.plans.planner import Planner
@@ -78,12 +79,15 @@ __all__ = [
     "ClientPool",
     "ConfigError",
     "DeadlineExceeded",
+    "Decision",
     "EmbeddingCache",
     "EmbeddingInputError",
     "EmbeddingResponseError",
     "FaissStore",
     "IndexLoadError",
     "IndexReport",
+    "JoinInput",
+    "Joiner",
     "LLMBatcher",
     "MemoryStore",
     "Metrics",
@@ -137,12 +141,15 @@ _LAZY: dict[str, str] = {
     "ClientPool": "rat_langchain.pool.pool",
     "ConfigError": "rat_langchain.errors",
     "DeadlineExceeded": "rat_langchain.errors",
+    "Decision": "rat_langchain.plans.joiner",
     "EmbeddingCache": "rat_langchain.index.embedding_cache",
     "EmbeddingInputError": "rat_langchain.errors",
     "EmbeddingResponseError": "rat_langchain.errors",
     "FaissStore": "rat_langchain.index.faiss_store",
     "IndexLoadError": "rat_langchain.errors",
     "IndexReport": "rat_langchain.index.indexer",
+    "JoinInput": "rat_langchain.plans.joiner",
+    "Joiner": "rat_langchain.plans.joiner",
     "LLMBatcher": "rat_langchain.pool.batcher",
     "MemoryStore": "rat_langchain.index.memory",
     "Metrics": "rat_langchain.metrics.collector",

@@ -274,6 +274,19 @@ class ParallelExecutionConfig(_Section):
         description="Infer dependencies from $stepN references in step arguments "
         "(false: references must be listed in dependencies, else PlanError).",
     )
+    max_replans: int = Field(
+        2,
+        ge=0,
+        le=20,
+        description="Replans an Orchestrator with a joiner may make for one request (within a "
+        "round and after one); then the joiner answers from what there is.",
+    )
+    replan: Literal["partial", "full"] = Field(
+        "partial",
+        description="partial: keep the steps that succeeded and passed verification, plan only "
+        "what failed or was refuted, and start it while the rest still runs; full: plan the "
+        "whole request again after the round (LLMCompiler).",
+    )
     step_max_attempts: int = Field(
         1,
         ge=1,

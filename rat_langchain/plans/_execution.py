@@ -43,8 +43,13 @@ class Execution:
         executor: ParallelPlanExecutor,
         plan: Plan,
         run_manager: AsyncCallbackManagerForChainRun | None,
+        on_broken: Callable[[Execution, str], None] | None = None,
     ) -> None:
+        """``on_broken(run, step_id)``: a step failed or its verification refuted it (the
+        orchestrator's partial replan starts from there, while the rest runs on)."""
         self.executor = executor
+        self.on_broken = on_broken
+        self.open = False  # steps may still be added (``tg`` runs)
         self.result = PlanResult(plan=plan)
         self.run_manager = run_manager
         self.users: dict[str, list[str]] = {}
@@ -74,9 +79,12 @@ class Execution:
                     self.verifications = executor._background
                 try:
                     async with asyncio.TaskGroup() as tg:
+                        self.open = True
                         start(tg)
                 except* _FailFast:
                     pass
+                finally:
+                    self.open = False
                 for step in result.plan.steps:  # whatever fail_fast cancelled or never started
                     result.steps.setdefault(step.id, StepResult(step.id, StepStatus.CANCELLED))
                 result.ended = executor._clock()
@@ -112,6 +120,14 @@ class Execution:
                 )
         return deps
 
+    def keep(self, step: Step, outcome: StepResult) -> None:
+        """A step that already ran (an earlier round's): its result is referable and it is not
+        run again."""
+        self.by_id[step.id] = step
+        self.result.plan.steps.append(step)
+        self.users[step.id] = []
+        self.result.steps[step.id] = outcome
+
     def add(self, step: Step, deps: list[str]) -> None:
         self.by_id[step.id] = step
         self.result.plan.steps.append(step)
@@ -143,6 +159,8 @@ class Execution:
             if executor.fail_fast:
                 raise _FailFast(step.id)
             self.skip_dependents(step.id)
+            if self.on_broken is not None:
+                self.on_broken(self, step.id)
             return
         if executor.verifier is not None and (step.verify or executor.verify_all):
             if executor.background_verification:
@@ -166,8 +184,11 @@ class Execution:
             "output": outcome.value,
         }
         verdict = await verify(executor.verifier, payload, timeout=executor.verify_timeout)
+        self.verdicts.setdefault(step.id, verdict)  # seen by a replan before the run ends
         for observer in executor.callbacks:
             await notify(observer.on_verified, step, verdict)
+        if not verdict.passed and self.on_broken is not None:
+            self.on_broken(self, step.id)
         return verdict
 
     def skip_dependents(self, failed: str) -> None:

@@ -200,13 +200,21 @@ class ParallelPlanExecutor(Runnable[Plan, PlanResult]):
         goal: str = "",
         wait_for_verification: bool = True,
         _run: AsyncCallbackManagerForChainRun | None = None,
+        _kept: Sequence[tuple[Step, StepResult]] = (),
+        _on_broken: Callable[[Execution, str], None] | None = None,
     ) -> PlanResult:
         """Run a plan while it is still being written (a streaming planner, as in LLMCompiler).
 
         Each step is checked when it arrives (its id is new, its tool known, and it depends only
         on steps already seen) and starts as soon as those have succeeded, so execution overlaps
-        planning. A step that fails the check raises PlanError after cancelling whatever runs."""
-        run = Execution(self, Plan.model_construct(steps=[], goal=goal), _run)
+        planning. A step that fails the check raises PlanError after cancelling whatever runs.
+
+        For the orchestrator's rounds: ``_kept`` are steps of an earlier round with their
+        results (referable, not run again); ``_on_broken`` hears of each step that fails or is
+        refuted, and may add steps to the run (``Execution.add``) while it is open."""
+        run = Execution(self, Plan.model_construct(steps=[], goal=goal), _run, _on_broken)
+        for step, outcome in _kept:
+            run.keep(step, outcome)
 
         async def feed() -> None:
             async for item in steps:

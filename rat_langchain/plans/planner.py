@@ -23,7 +23,9 @@ from pydantic import ValidationError
 
 from rat_langchain.errors import PlanningError
 from rat_langchain.plans.catalog import ToolCatalog
+from rat_langchain.plans.joiner import observations
 from rat_langchain.plans.plan import Plan, PlanError, Step
+from rat_langchain.plans.results import PlanResult
 
 __all__ = ["Planner", "PlanningError"]
 
@@ -167,6 +169,89 @@ class Planner(Runnable[Any, Plan]):
         from rat_langchain import _portal
 
         return _portal.run(self.acreate_plan(request))
+
+    # -- replanning part of a run --------------------------------------------------------------
+
+    async def areplan(
+        self,
+        request: str,
+        done: PlanResult,
+        *,
+        broken: Sequence[str],
+        reason: str = "",
+        prefix: str = "r1_",
+        config: RunnableConfig | None = None,
+    ) -> list[Step]:
+        """New steps that redo what went wrong in ``done`` (a run, finished or not), keeping
+        the rest: ``broken`` are the steps that failed or were refuted (their dependents were
+        skipped, or are tainted), ``reason`` what the joiner found missing. The LLM sees every
+        step's outcome (values cut, see ``joiner.observations``) and may refer to the steps
+        still standing (succeeded and not refuted, or still running) as ``$id.field``; the new
+        ids start with ``prefix``. Checked as a plan is, with ``max_repairs`` repairs."""
+        request = request_text(request)
+        standing = done.standing()
+        text = (
+            f"Request: {request}\n\nA plan for it ran, with these results so far:\n"
+            f"{observations(done)}\n\n"
+        )
+        if broken:
+            text += f"These steps failed or were refuted: {', '.join(broken)}.\n"
+        if reason:
+            text += f"What is still missing: {reason}\n"
+        text += (
+            "Write only the steps that replace what went wrong (not the steps that stand). "
+            f'Their ids start with "{prefix}". They may use the results of these steps, which '
+            f"are kept and will not run again: {', '.join(standing) or 'none'} "
+            '("$<id>" or "$<id>.<field>").'
+        )
+        system = self.system_prompt.format(tools=self.catalog.render())
+        messages: list[BaseMessage] = [SystemMessage(system), HumanMessage(text)]
+        structured = self._structured(include_raw=True)
+        errors: list[str] = []
+        for _ in range(self.max_repairs + 1):
+            out = await structured.ainvoke(messages, config=config)
+            try:
+                if out.get("parsing_error") is not None or out.get("parsed") is None:
+                    raise PlanError(f"the answer is not valid JSON: {out.get('parsing_error')}")
+                return self._replacement(out["parsed"], done, standing)
+            except PlanError as exc:
+                errors.append(str(exc))
+            messages = [
+                *messages,
+                out["raw"],
+                HumanMessage(
+                    f"Those steps are invalid: {errors[-1]}\nWrite them again, corrected."
+                ),
+            ]
+        raise PlanningError(
+            f"no valid replan after {len(errors)} attempts; last problem: {errors[-1]}", errors
+        )
+
+    def _replacement(self, data: Any, done: PlanResult, standing: list[str]) -> list[Step]:
+        """The replan's steps, checked: new ids, known tools, and references only to standing
+        steps or to new steps written before."""
+        raw = data.get("steps") if isinstance(data, Mapping) else None
+        if not isinstance(raw, list) or not raw:
+            raise PlanError("the answer has no steps")
+        existing = {step.id for step in done.plan.steps}
+        allowed = set(standing)
+        steps = []
+        for index, item in enumerate(raw):
+            step = _to_step(item, index)
+            if step.id in existing or step.id in allowed:
+                raise PlanError(f"step id {step.id!r} is already used; choose a new id")
+            if step.tool not in self.catalog.names:
+                raise PlanError(
+                    f"step {step.id!r} uses tool {step.tool!r}, which is not one of "
+                    f"{sorted(self.catalog.names)}"
+                )
+            for dep in step.depends_on():
+                if dep not in allowed:
+                    why = "did not succeed" if dep in existing else "is not defined before it"
+                    raise PlanError(f"step {step.id!r} refers to {dep!r}, which {why}")
+            allowed.add(step.id)
+            steps.append(step)
+        return steps
 
     # -- streaming -----------------------------------------------------------------------------
 

@@ -50,6 +50,11 @@ class PlanResult:
     ended: float = 0.0
     verdicts: dict[str, Verdict] = field(default_factory=dict)
     pending: dict[str, asyncio.Task[Verdict]] = field(default_factory=dict)
+    # with a joiner (``Orchestrator(joiner=...)``): its final answer, every decision it made
+    # (``joiner.Decision``), and how many times part or all of the plan was planned again
+    answer: str | None = None
+    decisions: list[Any] = field(default_factory=list)
+    replans: int = 0
 
     async def wait_verified(self) -> dict[str, Verdict]:
         """Every verdict, waiting for verifications still running (``wait_for_verification=
@@ -71,6 +76,21 @@ class PlanResult:
     @property
     def succeeded(self) -> bool:
         return all(r.status == StepStatus.SUCCEEDED for r in self.steps.values())
+
+    def standing(self) -> list[str]:
+        """Steps a replan may build on, in plan order: succeeded and not refuted by
+        verification (nor built on a refuted one), or not finished yet (a run under way)."""
+        refuted = {i for i, verdict in self.verdicts.items() if not verdict.passed}
+        standing: list[str] = []
+        bad: set[str] = set()
+        for step in self.plan.steps:  # dependencies come first
+            outcome = self.steps.get(step.id)
+            failed = outcome is not None and outcome.status != StepStatus.SUCCEEDED
+            if failed or step.id in refuted or any(d in bad for d in step.depends_on()):
+                bad.add(step.id)
+            else:
+                standing.append(step.id)
+        return standing
 
     def values(self) -> dict[str, Any]:
         return {i: r.value for i, r in self.steps.items() if r.status == StepStatus.SUCCEEDED}
