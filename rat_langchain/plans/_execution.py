@@ -132,16 +132,18 @@ class Execution:
         self.by_id[step.id] = step
         self.result.plan.steps.append(step)
         self.users[step.id] = []
-        pending = 0
-        for dep in set(deps):
+        unique = list(dict.fromkeys(deps))  # in order: tests and runs see the same
+        for dep in unique:  # a dependency that already failed: skipped, waiting for nothing
             done = self.result.steps.get(dep)
-            if done is None:
-                self.users[dep].append(step.id)
-                pending += 1
-            elif done.status != StepStatus.SUCCEEDED:
+            if done is not None and done.status != StepStatus.SUCCEEDED:
                 cause = PlanError(f"skipped: step {dep!r} did not succeed")
                 self.result.steps[step.id] = StepResult(step.id, StepStatus.SKIPPED, error=cause)
                 return
+        pending = 0
+        for dep in unique:
+            if self.result.steps.get(dep) is None:
+                self.users[dep].append(step.id)
+                pending += 1
         self.waiting[step.id] = pending
         if pending == 0:
             self.tg.create_task(self.run(step))

@@ -309,3 +309,41 @@ def test_a_joiner_answer_that_is_not_a_decision_is_a_planning_error() -> None:
         as_decision({"action": "maybe"})
     with pytest.raises(PlanningError, match="str"):
         as_decision("answer")
+
+
+async def test_a_streamed_step_on_one_failed_and_one_running_step_is_skipped_cleanly() -> None:
+    """A step added with one dependency failed and another still running is skipped at once;
+    the running one finishing must not look for it (it was registered as waiting: KeyError)."""
+    tools = Tools()
+    executor = ParallelPlanExecutor(tools.mapping())
+
+    async def steps() -> Any:
+        from rat_langchain import Step
+
+        yield Step(id="s3", tool="slow", args={})
+        yield Step(id="s2", tool="flaky", args={"q": "b"})
+        await tools.slow_started.wait()
+        while "s2" not in seen:  # noqa: ASYNC110 - the executor's own result, no event for it
+            await asyncio.sleep(0)
+        yield Step(id="s4", tool="combine", args={"x": "$s3.v", "y": "$s2.v"})
+        tools.release.set()
+
+    seen: dict[str, Any] = {}
+    executor.callbacks.append(_Seen(seen))
+    result = await executor.aexecute_stream(steps())
+    assert result.steps["s4"].status == StepStatus.SKIPPED
+    assert result.steps["s3"].status == StepStatus.SUCCEEDED
+
+
+class _Seen:
+    def __init__(self, seen: dict[str, Any]) -> None:
+        self.seen = seen
+
+    def on_step_start(self, step: Any) -> None:
+        pass
+
+    def on_step_end(self, step: Any, result: Any) -> None:
+        self.seen[step.id] = result
+
+    def on_verified(self, step: Any, verdict: Any) -> None:
+        pass
