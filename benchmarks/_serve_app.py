@@ -43,9 +43,14 @@ def _example() -> ModuleType:
     return module
 
 
+_EXAMPLE = _example()
+Question = _EXAMPLE.Question  # module names: FastAPI resolves the routes' annotations here
+Answer = _EXAMPLE.Answer
+
+
 def pooled(base_url: str) -> FastAPI:
     config = RatConfig.from_dict({"endpoint": {"base_url": base_url, "api_key": KEY}}, env={})
-    app: FastAPI = _example().create_app(config)
+    app: FastAPI = _EXAMPLE.create_app(config)
     app.get("/healthz")(_healthz)
     return app
 
@@ -55,7 +60,7 @@ async def _healthz() -> dict[str, bool]:
 
 
 def naive(base_url: str) -> FastAPI:
-    example = _example()
+    example = _EXAMPLE
 
     def embeddings() -> OpenAIEmbeddings:
         return OpenAIEmbeddings(  # type: ignore[call-arg]
@@ -94,12 +99,12 @@ def naive(base_url: str) -> FastAPI:
         return str(chain.invoke({"context": context, "question": question}))
 
     @app.post("/ask")
-    async def ask(question: example.Question, request: Request) -> example.Answer:  # type: ignore[name-defined]
-        return example.Answer(answer=await answer(request.app.state.store, question.question))
+    async def ask(question: Question, request: Request) -> Answer:  # type: ignore[valid-type]
+        return Answer(answer=await answer(request.app.state.store, question.question))
 
     @app.post("/ask-sync")
-    def ask_sync(question: example.Question, request: Request) -> example.Answer:  # type: ignore[name-defined]
-        return example.Answer(answer=answer_sync(request.app.state.store, question.question))
+    def ask_sync(question: Question, request: Request) -> Answer:  # type: ignore[valid-type]
+        return Answer(answer=answer_sync(request.app.state.store, question.question))
 
     app.get("/healthz")(_healthz)
     return app
