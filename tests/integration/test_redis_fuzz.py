@@ -1,0 +1,102 @@
+"""Fuzz of what Redis holds for a key (issue 21): 10,000 random and adversarial states of its
+buckets, pause and learned rates, each read by ``take.lua`` for a process configured with
+rpm 600. Every read answers (no error, so no "Redis is down"), waits within what the reader's
+own configuration allows, and costs Redis under 10 ms: Redis's own slow log, which times each
+script on the server, must stay empty (a wall-clock bound here would time the test machine)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import redis.asyncio
+
+from rat_langchain.guards.key import Key
+from rat_langchain.guards.redis import RedisRateLimiter
+from tests.conftest import RedisServer
+
+STATES = 10_000
+SLOW_US = 10_000  # 10 ms
+
+
+def _value(rng: random.Random) -> str:
+    kind = rng.randrange(9)
+    if kind == 0:
+        return rng.choice(["nan", "-nan", "inf", "-inf", "1e309", "-1e309", "", " ", "0x10"])
+    if kind == 1:
+        return "9" * rng.choice([20, 400, 8000])  # huge digit strings
+    if kind == 2:
+        return "".join(rng.choice("0123456789.eE+-xyz\x00 ") for _ in range(rng.randrange(1, 40)))
+    if kind == 3:
+        return str(rng.randint(-(10**12), 10**12))
+    if kind == 4:
+        return repr(rng.uniform(-1, 1) * 10 ** rng.randint(-30, 300))
+    if kind == 5:
+        return str(rng.uniform(0, 100_000))  # plausible rates and levels
+    if kind == 6:
+        return repr(-rng.random() * 10 ** rng.randint(0, 30))
+    if kind == 7:
+        return "0"
+    return str(rng.uniform(0, 2e12))  # times in ms, now-ish or far
+
+
+async def _write(client: redis.asyncio.Redis, names: list[str], rng: random.Random) -> None:
+    rpm, tpm, pause, learned = names
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.delete(name)
+    for name, fields in ((rpm, ("level", "ts")), (tpm, ("level", "ts"))):
+        shape = rng.randrange(4)
+        if shape == 0:
+            pipe.hset(name, mapping={f: _value(rng) for f in fields})
+        elif shape == 1:
+            pipe.set(name, _value(rng) or "x")  # the wrong type
+        elif shape == 2:
+            pipe.rpush(name, "a", "b")  # another wrong type
+    shape = rng.randrange(3)
+    if shape == 0:
+        pipe.set(pause, _value(rng) or "x")
+    elif shape == 1:
+        pipe.hset(pause, mapping={"a": "b"})
+    if rng.randrange(2):
+        fields = ("rpm", "rburst", "tpm", "tburst", "epoch")
+        pipe.hset(
+            learned, mapping={f: _value(rng) for f in fields if rng.randrange(3)} or {"x": "1"}
+        )
+    await pipe.execute()
+
+
+async def test_ten_thousand_hostile_redis_states_are_read_within_bounds(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await client.config_set("slowlog-log-slower-than", SLOW_US)
+    await client.slowlog_reset()
+    limiter = RedisRateLimiter(
+        url=redis_server.url,
+        prefix="fuzz",
+        rpm=600,
+        tpm=None,
+        safety_margin=1.0,
+        burst_s=1.0,
+        timeout_s=2.0,
+        max_pause_s=2.0,
+    )
+    rng = random.Random(21)
+    waits = []
+    try:
+        for i in range(STATES):
+            key = Key("http://fuzz/v1", f"m{i % 500}")  # the key table stays small
+            await _write(client, limiter._keys(key), rng)
+            wait_ms = await limiter._take(key, rng.choice([0, 1, 100, 10**6]))
+            assert math.isfinite(wait_ms), i
+            assert 0 <= wait_ms <= 61_000, (i, wait_ms)  # a minute of debt and one request
+            waits.append(wait_ms)
+        assert not limiter.degraded  # garbage is never "Redis is down"
+        slow = await client.slowlog_get(10)
+        assert slow == [], [(entry["duration"], entry["command"][:60]) for entry in slow]
+    finally:
+        await client.config_set("slowlog-log-slower-than", 10_000)
+        await limiter.aclose()
+        await client.aclose()
+    assert sum(w == 0 for w in waits) > STATES // 10  # not every state stalls the key
