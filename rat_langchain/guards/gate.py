@@ -30,13 +30,12 @@ def gate_for(feedback: Feedback, key: KeyLike) -> Gate | None:
 
 
 class Gate:
-    """``async with gate``: one attempt of the key in flight."""
+    """``async with gate as number``: one attempt of the key in flight, and its admission
+    number (see ``KeyState.admit``), which its 429 reports (``observe_429(..., admitted=
+    number)``): whether it went before or after a refusal tells a window's overshoot from a
+    spent rate."""
 
     __slots__ = ("_lock", "_number", "_state")
-
-    # ``async with gate as number``: the attempt's admission number (see ``KeyState.admit``),
-    # which its 429 reports (``observe_429(..., admitted=number)``): whether it went before or
-    # after a refusal tells a window's overshoot from a spent rate
 
     def __init__(self, lock: threading.Lock, state: KeyState) -> None:
         self._lock = lock

@@ -481,11 +481,6 @@ class Concurrency:
         let in under the stepped-down window)."""
         return self.in_episode(now) and admitted > self._drop_number
 
-    @property
-    def refusals(self) -> int:
-        """429s of the episode under way (one, at its drop)."""
-        return self._refused
-
     def overshot(self, in_flight: int) -> bool:
         """A refusal of an attempt admitted after the drop, with ``in_flight`` out (itself
         included): the window, stepped down to what the server took at once, is still over

@@ -33,7 +33,7 @@ from rat_langchain.plans._execution import Execution
 from rat_langchain.plans.catalog import ToolCatalog
 from rat_langchain.plans.executor import ParallelPlanExecutor, PlanResult
 from rat_langchain.plans.joiner import Decision, Joiner, JoinInput, as_decision
-from rat_langchain.plans.plan import Step
+from rat_langchain.plans.plan import Plan, Step
 from rat_langchain.plans.planner import Planner, request_text
 from rat_langchain.plans.results import StepResult
 
@@ -180,8 +180,7 @@ class _Rounds:
             steps: AsyncIterator[Step] = o.planner.astream_steps(self.request, config=self.config)
         else:
             plan = await o.planner.ainvoke(self.request, config=self.config)
-            by_id = {step.id: step for step in plan.steps}
-            steps = _each([by_id[i] for i in plan.order()])
+            steps = _each(_in_order(plan))
         while True:
             result = await self._round(steps)
             last = self.replans >= o.max_replans
@@ -222,19 +221,16 @@ class _Rounds:
 
     async def _replan(self, result: PlanResult, reason: str) -> list[Step]:
         """After a round: the whole request again (``full``), or what is missing (``partial``)."""
-        prefix = f"r{self.replans}_"
         if self.o.replan == "full":
             request = f"{self.request}\n\nAn earlier attempt fell short: {reason}"
             plan = await self.o.planner.ainvoke(request, config=self.config)
-            by_id = {step.id: step for step in plan.steps}
-            return [by_id[i] for i in plan.order()]
-        broken = [i for i in result.plan.steps if i.id not in self.kept]
+            return _in_order(plan)
         return await self.o.planner.areplan(
             self.request,
             result,
-            broken=[step.id for step in broken],
+            broken=[step.id for step in result.plan.steps if step.id not in self.kept],
             reason=reason,
-            prefix=prefix,
+            prefix=f"r{self.replans}_",
             config=self.config,
         )
 
@@ -276,6 +272,12 @@ class _Rounds:
                         run.add(step, run.check_streamed(step))
         finally:
             self.repairing = False
+
+
+def _in_order(plan: Plan) -> list[Step]:
+    """The plan's steps, each after those it depends on (as a streamed plan must come)."""
+    by_id = {step.id: step for step in plan.steps}
+    return [by_id[i] for i in plan.order()]
 
 
 async def _each(steps: Sequence[Step]) -> AsyncIterator[Step]:
