@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,21 @@ async def measure(
     connections: Callable[[], int | None],
 ) -> RunSummary:
     """Send ``requests`` through ``chain``, ``concurrency`` at a time, timing each one."""
+    once = await _measure_once(
+        chain, requests=requests, concurrency=concurrency, connections=connections
+    )
+    return RunSummary.combined(label, [once])
+
+
+async def _measure_once(
+    chain: Runnable[dict[str, Any], str],
+    *,
+    requests: int,
+    concurrency: int,
+    connections: Callable[[], int | None],
+) -> tuple[list[float], int, float, int]:
+    """Latencies, errors, wall seconds and connections opened of one run."""
+    gc.collect()  # a run does not pay for the garbage of the one before it
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     errors = 0
@@ -62,7 +78,7 @@ async def measure(
     wall = time.perf_counter() - start
     after = connections()
     opened = -1 if before is None or after is None else after - before
-    return RunSummary.of(label, latencies, errors, wall, opened)
+    return latencies, errors, wall, opened
 
 
 def default_chain(base_url: str | None, api_key: str, model: str) -> Runnable[dict[str, Any], str]:
@@ -149,21 +165,19 @@ def _pooling_part(
             for concurrency in args.concurrency:
                 n = 2 * concurrency  # two waves: the second shows whether sockets are reused
                 label = f"{concurrency} at a time"
-                base = await measure(
-                    f"LangChain default, {label}",
-                    default,
-                    requests=n,
-                    concurrency=concurrency,
-                    connections=connections,
-                )
+                chains = {"default": default, "pooled": pooled}
+                # each client runs twice, in the order default, pooled, pooled, default: a run
+                # of a second or less moves by a tenth of one from run to run on a busy machine,
+                # and whichever went second would pay for what the first left behind
+                done: dict[str, list[tuple[list[float], int, float, int]]] = {}
+                for name in ("default", "pooled", "pooled", "default"):
+                    one = await _measure_once(
+                        chains[name], requests=n, concurrency=concurrency, connections=connections
+                    )
+                    done.setdefault(name, []).append(one)
+                base = RunSummary.combined(f"LangChain default, {label}", done["default"])
+                ours = RunSummary.combined(f"rat_langchain pooled, {label}", done["pooled"])
                 print(row(base), flush=True)
-                ours = await measure(
-                    f"rat_langchain pooled, {label}",
-                    pooled,
-                    requests=n,
-                    concurrency=concurrency,
-                    connections=connections,
-                )
                 print(row(ours), flush=True)
                 pairs.append((base, ours))
         return pairs
@@ -176,4 +190,7 @@ def _pooling_part(
         print(
             f"{ours.label.split(', ')[1]}: pooled is {speed:.2f}x the default's throughput{conns}"
         )
-    print("The pool stays warm across rows, as in a long-running service; -1 = not measurable.")
+    print(
+        "Each row is two runs of that client (order: default, pooled, pooled, default); the "
+        "pool stays warm across rows, as in a long-running service; -1 = not measurable."
+    )

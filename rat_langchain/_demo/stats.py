@@ -38,6 +38,22 @@ class RunSummary:
             connections,
         )
 
+    @classmethod
+    def combined(
+        cls, label: str, runs: Sequence[tuple[Sequence[float], int, float, int]]
+    ) -> RunSummary:
+        """One summary of several runs, each ``(latencies s, errors, wall s, connections)``:
+        their requests, errors, wall time and connections summed, percentiles over all."""
+        latencies = [x for run in runs for x in run[0]]
+        opened = [run[3] for run in runs]
+        return cls.of(
+            label,
+            latencies,
+            sum(run[1] for run in runs),
+            sum(run[2] for run in runs),
+            -1 if -1 in opened else sum(opened),
+        )
+
     @property
     def throughput(self) -> float:
         return self.requests / self.wall_s if self.wall_s > 0 else 0.0

@@ -14,7 +14,9 @@ from typing import Any
 from langchain_openai import OpenAIEmbeddings
 from pydantic import SecretStr
 
+from rat_langchain._tokens import encoding_for
 from rat_langchain.pool._clients import Clients
+from rat_langchain.pool._direct import direct
 from rat_langchain.pool.chat import ResilientChatOpenAI
 from rat_langchain.pool.embeddings import PooledOpenAIEmbeddings
 
@@ -130,13 +132,13 @@ class ClientPool(Clients):
                 sync, async_ = sync.with_options(**options), async_.with_options(**options)
             kwargs.update(
                 root_client=sync,
-                client=sync.chat.completions,
+                client=direct(sync.chat.completions),  # see pool._direct: 0.65 ms less a call
                 root_async_client=async_,
-                async_client=async_.chat.completions,
+                async_client=direct(async_.chat.completions),
             )
         # a timeout is always set (hashable: LangChain caches by it)
         kwargs.setdefault("timeout", self._settings.request_timeout_s)
-        return ResilientChatOpenAI(
+        chat = ResilientChatOpenAI(
             model=name,
             base_url=endpoint.base_url,
             api_key=key,
@@ -147,6 +149,12 @@ class ClientPool(Clients):
             rat_max_attempts=None if max_retries is None else max_retries + 1,
             **kwargs,
         )
+        if self.limiter is not None:
+            # the limiter counts every request's tokens: the encoding's tables load now (about
+            # 0.1 s, once a process), as ChatOpenAI builds its client when made, and not in
+            # the first answer's time (a fresh pool's first call was 0.14 s behind plain's)
+            encoding_for(name)
+        return chat
 
     def embeddings(
         self,

@@ -136,7 +136,7 @@ def test_models_share_one_client_per_endpoint_and_always_have_a_timeout(
     a = pool.chat_model(model="gpt-4o-mini", base_url=sim.base_url, api_key=API_KEY)
     b = pool.chat_model(model="gpt-4o", base_url=sim.base_url, api_key=API_KEY, temperature=0)
     assert a.root_async_client is b.root_async_client
-    assert a.async_client is a.root_async_client.chat.completions
+    assert a.async_client._resource is a.root_async_client.chat.completions  # see pool._direct
     assert a.root_client is b.root_client
     other_key = pool.chat_model(base_url=sim.base_url, api_key="sk-another-key")
     assert other_key.root_async_client is not a.root_async_client
