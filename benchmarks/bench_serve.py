@@ -10,7 +10,8 @@ enforced per second: 50 requests a second, no burst). Loads: 50 requests 5 at a 
 once, then 1000 requests 200 at a time. Columns: requests that failed (not 200), latency
 percentiles, requests answered per second, the service process's threads (before the load,
 peak, one second after) and resident memory (peak), TCP connections the server saw opened and
-the share of its requests that rode a warm one (reuse). Each service answers 20 requests before
+the share of its requests that rode a warm one (reuse), the requests it saw by kind and how
+many it refused (429: each retried by the client). Each service answers 20 requests before
 the loads (the threads a first request starts are not a leak).
 
 The origin's success criteria, checked per service below the table: no hang, < 1 % errors, a
@@ -189,6 +190,8 @@ async def _service(
                     f"{p95:.0f} | {_pct(latencies, 0.99):.0f} | {len(latencies) / took:.1f} | "
                     f"{before} / {max(sample.threads, default=before)} / {after} | "
                     f"{stats.connections_opened} | {reuse:.0%} | "
+                    f"{stats.count('chat')} / {stats.count('embeddings')} / "
+                    f"{stats.count(status=429)} | "
                     f"{max(sample.rss_kb, default=0) / 1024:.0f} |",
                     flush=True,
                 )
@@ -213,9 +216,10 @@ async def _main(quick: bool) -> None:
     print()
     print(
         "| server | service | load | failed | p50 (ms) | p95 (ms) | p99 (ms) | answered/s | "
-        "threads before / peak / after | connections opened | reuse | RSS peak (MB) |"
+        "threads before / peak / after | connections opened | reuse | "
+        "server requests: chat / embeddings / 429 | RSS peak (MB) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     verdicts: dict[tuple[str, str], Verdict] = {}
     for server, settings in SERVERS.items():
         with SimulatorProcess(**settings) as sim:

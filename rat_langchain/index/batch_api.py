@@ -96,6 +96,8 @@ PRICES_PER_MILLION = {
 }
 _JOURNAL = "batches.json"
 _MAX_JOURNAL_BYTES = 256 * 1024 * 1024
+_JOURNAL_BASE = 1024 * 1024  # the journal's own JSON, whatever the corpus
+_JOURNAL_PER_DOC = 300  # a document's request and job around its id, at most
 _MAX_LINE_BYTES = 64 * 1024 * 1024  # one output line: 2048 vectors of 3072 floats in base64
 _MAX_DIMS = 4096  # the largest vector a model of unknown size is allowed (OpenAI's: 3072)
 _FLOAT_CHARS = 26  # one float as JSON text, at most ("-1.2345678901234567e-123, ")
@@ -188,18 +190,33 @@ class _Job:
         return [d for ids in self.requests.values() for d in ids]
 
 
+def _journal_bound(documents: Mapping[str, Any]) -> int:
+    """The most bytes a journal of a run over ``documents`` can hold: each document in at most
+    one unfinished job (``save`` writes no stored job), its id as JSON (12 bytes a character at
+    worst: a ``\\ud83d\\ude00`` pair) in one request, a request and a job's fields around it,
+    four times over (journals written before stored jobs were dropped held a few runs' jobs).
+    A tampered journal of 40 MiB beside a corpus of 10,000 short ids cost 1 GB and 4.7 s before
+    it was refused; now its size alone refuses it."""
+    per_corpus = sum(12 * len(doc_id) + _JOURNAL_PER_DOC for doc_id in documents)
+    return min(_MAX_JOURNAL_BYTES, _JOURNAL_BASE + 4 * per_corpus)
+
+
 class _Journal:
-    """The jobs of one index folder, saved atomically after every change."""
+    """The jobs of one index folder that a rerun must resume, saved atomically after every
+    change. A stored job is not written: its vectors are in the store, which is saved (the
+    run's checkpoint) before the job is marked stored, so the journal's size follows the part
+    of the corpus still in flight."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.jobs: list[_Job] = []
 
-    def load(self) -> None:
+    def load(self, max_bytes: int = _MAX_JOURNAL_BYTES) -> None:
+        """Read the jobs (``max_bytes``: see ``_journal_bound``)."""
         path = self.folder / _JOURNAL
         if not path.exists():
             return
-        data = parse_json(read_bytes(self.folder, _JOURNAL, max_bytes=_MAX_JOURNAL_BYTES), path)
+        data = parse_json(read_bytes(self.folder, _JOURNAL, max_bytes=max_bytes), path)
         require(isinstance(data, dict) and isinstance(data.get("jobs"), list), path, "no jobs")
         for n, raw in enumerate(data["jobs"]):
             where = f"job {n}"
@@ -234,7 +251,7 @@ class _Journal:
 
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        payload = {"jobs": [job.__dict__ for job in self.jobs]}
+        payload = {"jobs": [job.__dict__ for job in self.jobs if job.state != "stored"]}
         atomic_file(self.folder / _JOURNAL, json.dumps(payload).encode())
 
 
@@ -312,7 +329,7 @@ class _Run:
     # -- planning --------------------------------------------------------------------------------
 
     async def go(self, todo: Sequence[str]) -> None:
-        self.journal.load()
+        self.journal.load(_journal_bound(self.documents))
         unfinished = [job for job in self.journal.jobs if job.state != "stored"]
         known = {d for job in unfinished for d in job.doc_ids()}
         for job in unfinished:

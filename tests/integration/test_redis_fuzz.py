@@ -100,3 +100,50 @@ async def test_ten_thousand_hostile_redis_states_are_read_within_bounds(
         await limiter.aclose()
         await client.aclose()
     assert sum(w == 0 for w in waits) > STATES // 10  # not every state stalls the key
+
+
+async def _write_learned(client: redis.asyncio.Redis, name: str, rng: random.Random) -> None:
+    await client.delete(name)
+    shape = rng.randrange(5)
+    if shape == 0:
+        await client.set(name, _value(rng) or "x")  # the wrong type
+    elif shape == 1:
+        await client.rpush(name, "a")
+    elif shape < 4:
+        fields = ("rpm", "rburst", "tpm", "tburst", "epoch")
+        mapping = {f: _value(rng) for f in fields if rng.randrange(4)} or {"x": "1"}
+        await client.hset(name, mapping=mapping)
+
+
+async def test_ten_thousand_hostile_learned_rates_are_adopted_within_bounds(
+    redis_server: RedisServer,
+) -> None:
+    """learn.lua and the reader of its answer, over hostile hashes of learned rates: a key of
+    another type made the script fail and an epoch of 8000 digits made ``int`` fail, both
+    taken as "Redis is down"; now each is ignored or replaced, and what is adopted is a rate
+    a limiter could have written."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await client.config_set("slowlog-log-slower-than", SLOW_US)
+    await client.slowlog_reset()
+    limiter = RedisRateLimiter(
+        url=redis_server.url, prefix="fuzz-learn", rpm="auto", tpm="auto", timeout_s=2.0
+    )
+    rng = random.Random(2021)
+    try:
+        for i in range(STATES):
+            key = Key("http://fuzz/v1", f"m{i % 500}")
+            await _write_learned(client, limiter._keys(key)[3], rng)
+            view = limiter._views.obtain(key)
+            view.agreed = (rng.choice([0, 1, 7, 10**14]), limiter.learning.rates(key))
+            await limiter._learn(key, view, drop=rng.random() < 0.3)
+            for rate in limiter.per_minute(key):
+                assert rate is None or (math.isfinite(rate) and 1 <= rate < 1e12), (i, rate)
+            assert 0 <= view.agreed[0] < 10**15
+        assert not limiter.degraded
+        assert limiter.stats["redis_errors"] == 0
+        slow = await client.slowlog_get(10)
+        assert slow == [], [(entry["duration"], entry["command"][:60]) for entry in slow]
+    finally:
+        await client.config_set("slowlog-log-slower-than", 10_000)
+        await limiter.aclose()
+        await client.aclose()

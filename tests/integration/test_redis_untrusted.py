@@ -124,3 +124,19 @@ async def test_keys_that_print_alike_share_nothing_in_redis(redis_server: RedisS
     assert not (names[1] & names[2])
     assert not (names[0] & names[2])
     await a.aclose()
+
+
+async def test_per_key_views_are_bounded_as_the_local_states(
+    redis_server: RedisServer, caplog: object
+) -> None:
+    """Item 11 for the shared limiter: its per-key views (rates agreed with Redis, queued
+    takes, locks) were plain dicts that kept every model name for ever."""
+    a = _limiter(redis_server.url, "bounded", rpm=6000, tpm=None, max_keys=20)
+    for i in range(300):
+        key = ("http://untrusted/v1", f"model-{i}")
+        reservation = await a.acquire(key)
+        reservation.reconcile(0)
+        a.acknowledge(key)
+    assert len(a._views) <= 20
+    assert a.try_acquire(KEY) is not None  # the newest keys work as before
+    await a.aclose()

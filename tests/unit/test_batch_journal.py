@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from rat_langchain.errors import IndexLoadError
-from rat_langchain.index.batch_api import _Journal
+from rat_langchain.index import batch_api
+from rat_langchain.index.batch_api import _Job, _Journal, _journal_bound
 
 
 def _write(folder: Path, payload: object) -> None:
@@ -121,3 +122,52 @@ def test_an_output_line_that_names_one_index_twice_stores_nothing() -> None:
     data[1]["index"] = True  # a bool is not an index
     record = {"custom_id": "r0", "response": {"status_code": 200, "body": {"data": data}}}
     assert run.parse(job, json.dumps(record).encode())[2] == "the server returned a bad index True"
+
+
+def test_stored_jobs_are_not_written(tmp_path: Path) -> None:
+    """Item 17: every run's stored jobs stayed in the journal for ever, so its size followed
+    the history, not the corpus, and no bound from the corpus could hold."""
+    journal = _Journal(tmp_path)
+    journal.jobs = [
+        _Job("done", {"r0": ["a"]}, 1, state="stored"),
+        _Job("open", {"r0": ["b"]}, 1, state="submitted", batch_id="b1"),
+    ]
+    journal.save()
+    again = _Journal(tmp_path)
+    again.load()
+    assert [job.key for job in again.jobs] == ["open"]
+
+
+def test_a_journal_larger_than_its_corpus_allows_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 17: a tampered 40 MiB journal beside 10,000 short ids cost 1 GB and 4.7 s before
+    it was refused (the loader allowed 256 MB whatever the corpus)."""
+    corpus = {f"doc-{i}": None for i in range(10_000)}
+    bound = _journal_bound(corpus)
+    assert bound < 40 * 1024 * 1024
+    tmp_path.mkdir(exist_ok=True)
+    with (tmp_path / "batches.json").open("wb") as handle:
+        handle.truncate(40 * 1024 * 1024)
+
+    def parsed(*_: object) -> object:
+        raise AssertionError("parsed before its size was checked")
+
+    monkeypatch.setattr(batch_api, "parse_json", parsed)
+    with pytest.raises(IndexLoadError, match=f"more than {bound}"):
+        _Journal(tmp_path).load(bound)
+
+
+def test_the_largest_journal_a_corpus_can_need_fits_its_bound(tmp_path: Path) -> None:
+    """One document per request and per job (the most framing a document can get), ids of
+    astral characters (12 bytes each as JSON), every job unfinished."""
+    corpus = {"\U0001f600" * 40 + str(i): None for i in range(2_000)}
+    journal = _Journal(tmp_path)
+    journal.jobs = [
+        _Job("k" * 24, {f"r{i}": [doc_id]}, 10**9, "submitted", "file-" + "x" * 40, "batch_x" * 8)
+        for i, doc_id in enumerate(corpus)
+    ]
+    journal.save()
+    size = (tmp_path / "batches.json").stat().st_size
+    assert size <= _journal_bound(corpus) / 4  # and room for a few old runs' stored jobs
+    _Journal(tmp_path).load(_journal_bound(corpus))

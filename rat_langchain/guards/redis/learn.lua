@@ -5,10 +5,14 @@
 -- set:  a rate learned without a 429 (announced, grown): written only if the caller has seen
 --       the latest drop (its epoch is current), so a process that missed a 429 cannot undo it.
 -- Answers the epoch and the four values as they now stand ('' where none is stored).
+-- Redis is shared, so the hash is untrusted: a key of another type is replaced (an error here
+-- would read as "Redis is down"), an epoch no script wrote (negative, fractional, huge) is 0.
 local h = KEYS[1]
 local mode, seen, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local fields = {'rpm', 'rburst', 'tpm', 'tburst'}
-local epoch = math.floor(tonumber(redis.call('HGET', h, 'epoch') or '0') or 0)
+if redis.call('TYPE', h).ok ~= 'hash' then redis.call('DEL', h) end
+local epoch = tonumber(redis.call('HGET', h, 'epoch') or '0') or 0
+if not (epoch >= 0 and epoch < 1e15 and epoch == math.floor(epoch)) then epoch = 0 end
 if mode == 'drop' then
   for i, f in ipairs(fields) do
     local v = tonumber(ARGV[3 + i])

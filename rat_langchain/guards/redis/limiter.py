@@ -30,11 +30,13 @@ import uuid
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rat_langchain import _portal
-from rat_langchain.config import RateLimitingConfig
+from rat_langchain.config import KeysConfig, RateLimitingConfig
 from rat_langchain.errors import BackpressureError, RateLimiterUnavailable, RequestTooLarge
+from rat_langchain.guards._keytable import KeyTable
 from rat_langchain.guards.gate import gate_for
 from rat_langchain.guards.headers import announced
 from rat_langchain.guards.key import Key, KeyLike
@@ -54,6 +56,31 @@ _DEFAULTS = RateLimitingConfig()  # one default per setting: the config model's
 
 
 _MAX_WORKERS = 1024  # a share of the limit is never below 1/this while Redis is down
+
+
+@dataclass(eq=False)
+class _View:
+    """This process's view of one key's shared state: the rates last agreed with Redis
+    (``learn.lua``'s epoch), when a take last had to wait, and the takes queued behind the
+    one talking to Redis (a lock per event loop)."""
+
+    agreed: tuple[int, Any] = (0, None)
+    waited_at: float = -math.inf
+    queued: int = 0
+    locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
+        default_factory=weakref.WeakKeyDictionary
+    )
+
+    def lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self.locks.get(loop)
+        if lock is None:
+            lock = self.locks[loop] = asyncio.Lock()
+        return lock
+
+    def busy(self) -> bool:
+        """Takes wait or talk to Redis: the entry is in use and is kept."""
+        return self.queued > 0 or any(lock.locked() for lock in self.locks.values())
 
 
 class RedisRateLimiter:
@@ -99,18 +126,21 @@ class RedisRateLimiter:
         # learns goes to Redis (learn.lua), where every process's take reads it. Apart from the
         # stand-in, which is replaced at every outage.
         self.learning = self.local.feedback.fresh()
-        self._shared: dict[Key, tuple[int, Any]] = {}  # key -> (epoch, rates) last agreed
-        self._waited_at: dict[Key, float] = {}  # when a take last had to wait: the rate binds
+        keys = KeysConfig()
+        # this process's view of each key it uses, bounded as the local limiter's states are
+        self._views: KeyTable[_View] = KeyTable(
+            lambda _key: _View(),
+            busy=_View.busy,
+            max_keys=local.get("max_keys", keys.max_keys),
+            idle_s=local.get("idle_s", keys.idle_s),
+            clock=time.monotonic,
+            what="rate limiter (Redis)",
+        )
         self._default = self.local.default  # the whole budget, whatever share the stand-in has
         self._per_model = dict(self.local.per_model)
         self.prefix = prefix
         self.fail_closed = fail_closed
         self._link = Link(url, timeout_s=timeout_s, retry_s=retry_s, name="rate limiter")
-        self._key_locks: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[Key, asyncio.Lock]
-        ] = weakref.WeakKeyDictionary()
-        self._queued: dict[Key, int] = {}
-        self._seen: set[Key] = set()  # keys this process has used: their windows are in use
         self.stats = limiter_stats(redis_calls=0, redis_errors=0, degraded_acquires=0)
         # Workers alive on this Redis (heartbeats at most every heartbeat_s): while Redis is
         # down, each process's local buckets get 1/workers of the limit, so together they
@@ -172,7 +202,9 @@ class RedisRateLimiter:
         key = Key.of(key)
         self.local.acknowledge(key)
         # the shared bucket binds when takes wait, whatever this process's share of the sends
-        busy = time.monotonic() - self._waited_at.get(key, -float("inf")) < _BUSY_WINDOW_S
+        view = self._views.peek(key)
+        waited_at = -math.inf if view is None else view.waited_at
+        busy = time.monotonic() - waited_at < _BUSY_WINDOW_S
         self.learning.acknowledge(key, busy=busy)
         self._share_learned(key)
 
@@ -219,7 +251,7 @@ class RedisRateLimiter:
             args["borrow"] = True
         stand_in = RateLimiter(**args)
         if down:
-            for key in self._seen:
+            for key, _view in self._views.items():
                 stand_in.drain(key)
         for key, seconds in self.local.pauses().items():  # the server's pauses still hold
             stand_in.pause(key, seconds)
@@ -236,7 +268,7 @@ class RedisRateLimiter:
         """The checks of the whole budget, before Redis or the stand-in is asked."""
         if tokens < 0:
             raise ValueError(f"tokens must be >= 0, got {tokens}")
-        self._seen.add(key)
+        self._views.obtain(key)  # a key this process uses: its window is in use
         limit = self.limit_for(key)
         if limit.learn_tpm or limit.tpm is None:
             return  # a learned limit is an estimate: a large request borrows, as locally
@@ -314,14 +346,6 @@ class RedisRateLimiter:
 
     # -- acquiring -----------------------------------------------------------------------------
 
-    def _lock_for(self, key: Key) -> asyncio.Lock:
-        loop = asyncio.get_running_loop()
-        locks = self._key_locks.setdefault(loop, {})
-        lock = locks.get(key)
-        if lock is None:
-            lock = locks[key] = asyncio.Lock()
-        return lock
-
     async def _acquire_local(self, key: Key, tokens: int) -> Reservation:
         reservation = await self.local.acquire(key, tokens)
         self._degraded_grant(reservation)
@@ -332,18 +356,19 @@ class RedisRateLimiter:
         self._check(key, tokens)
         if self._link.skip and not self.fail_closed:
             return await self._acquire_local(key, tokens)
-        lock = self._lock_for(key)
-        queued = self._queued.get(key, 0)
+        view = self._views.obtain(key)
+        lock = view.lock()
+        queued = view.queued
         if self.max_queue is not None and lock.locked() and queued >= self.max_queue:
             self.stats["rejected"] += 1
             raise BackpressureError(key, queued, 0.0, f"is full (max_queue={self.max_queue})")
         started = time.monotonic()
         waited = False
-        self._queued[key] = queued + 1
+        view.queued += 1
         try:
             await lock.acquire()  # FIFO within this process; only the head talks to Redis
         finally:
-            self._queued[key] -= 1
+            view.queued -= 1
         try:
             while True:
                 try:
@@ -354,7 +379,7 @@ class RedisRateLimiter:
                 if wait_ms <= 0:
                     break
                 waited = True
-                self._waited_at[key] = time.monotonic()
+                view.waited_at = time.monotonic()
                 if self.max_queue_wait_s is not None and wait_ms / 1000 > self.max_queue_wait_s:
                     self.stats["rejected"] += 1
                     raise BackpressureError(key, 0, wait_ms / 1000, "would wait too long")
@@ -393,7 +418,7 @@ class RedisRateLimiter:
             self._unavailable(exc)
             return self._degraded_grant(self.local.try_acquire(key, tokens))
         if wait_ms > 0:
-            self._waited_at[key] = time.monotonic()
+            self._views.obtain(key).waited_at = time.monotonic()
             return None
         self.stats["acquired"] += 1
         self.learning.record(key, tokens)
@@ -450,33 +475,31 @@ class RedisRateLimiter:
         """Tell the other processes what this one learned of ``key`` (only when it changed, or
         after a 429: ``drop``), and take what they have learned (learn.lua)."""
         rates = self.learning.rates(key)
-        epoch, agreed = self._shared.get(key, (0, None))
+        view = self._views.obtain(key)
+        epoch, agreed = view.agreed
         if not drop and rates == agreed:
             return
-        self._shared[key] = (epoch, rates)  # one message per change, not one per answer
-        keys = [self._keys(key)[3]]
+        view.agreed = (epoch, rates)  # one message per change, not one per answer
+        self._run(lambda: self._learn(key, view, drop=drop))
+
+    async def _learn(self, key: Key, view: _View, *, drop: bool) -> None:
+        """One learn.lua: send this process's rates of ``key``, adopt what the hash holds."""
+        epoch, rates = view.agreed
         args: list[Any] = ["drop" if drop else "set", epoch, _LEARNED_TTL_MS]
-        for rate in rates:
+        for rate in rates or (None, None):
             args += ["0", "1"] if rate is None else [repr(rate[0]), repr(rate[1])]
-
-        def adopt(answer: Any) -> None:
-            values = [_text(v) for v in answer]
-            requests, tokens = (
-                ("garbage", "garbage")
-                if len(values) != 5 or "" in values
-                else (_rate(values[1], values[2]), _rate(values[3], values[4]))
-            )
-            if requests != "garbage" and tokens != "garbage":
-                shared = (requests, tokens)
-                if shared != self.learning.rates(key):
-                    self.learning.follow(key, *shared)
-            epoch = int(values[0]) if values and values[0].isdigit() else 0
-            self._shared[key] = (epoch, self.learning.rates(key))
-
-        async def send() -> None:
-            adopt(await self._link.client().eval(lua("learn"), 1, *keys, *args))
-
-        self._run(send)
+        answer = await self._link.client().eval(lua("learn"), 1, self._keys(key)[3], *args)
+        values = [_text(v) for v in answer] if isinstance(answer, list) else []
+        requests, tokens = (
+            ("garbage", "garbage")
+            if len(values) != 5 or "" in values
+            else (_rate(values[1], values[2]), _rate(values[3], values[4]))
+        )
+        if requests != "garbage" and tokens != "garbage":
+            shared = (requests, tokens)
+            if shared != self.learning.rates(key):
+                self.learning.follow(key, *shared)
+        view.agreed = (_epoch(values[0] if values else ""), self.learning.rates(key))
 
     def _send(self, key: Key, mode: str, tokens: int, requests: int) -> None:
         keys, args = self._keys(key), self._args(key, tokens, mode, requests)
@@ -515,6 +538,12 @@ _LEARNED_TTL_MS = 600_000  # learned rates outlive a pause in traffic, not a cha
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _epoch(text: str) -> int:
+    """learn.lua's epoch as it answered it; 0 for what no script wrote (a digit string of
+    thousands of digits was a ``ValueError`` from ``int``, taken as "Redis is down")."""
+    return int(text) if text.isdigit() and len(text) <= 15 else 0
 
 
 def _rate(per_minute: str, burst_s: str) -> tuple[float, float] | Literal["garbage"] | None:
