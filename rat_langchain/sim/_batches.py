@@ -151,6 +151,11 @@ class Batches:
     def file(self, file_id: str) -> dict[str, Any]:
         return self._file(file_id).public()
 
+    def is_output(self, file_id: str) -> bool:
+        """Whether ``file_id`` is a batch's output file."""
+        file = self._files.get(file_id)
+        return file is not None and file.filename.endswith("_output.jsonl")
+
     def content(self, file_id: str) -> bytes:
         return self._file(file_id).data
 

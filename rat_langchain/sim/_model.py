@@ -61,13 +61,15 @@ class SimConfig(BaseModel):
         description="Share of batches that expire with half their requests undone.",
     )
     batch_output_fault: (
-        Literal["duplicate_lines", "mixed_sizes", "bad_file_id", "huge_line", "endless"] | None
+        Literal["duplicate_lines", "mixed_sizes", "bad_file_id", "huge_line", "endless", "stalled"]
+        | None
     ) = Field(
         None,
         description="A damaged output file: every answer twice (duplicate_lines), every "
         "other request answered with vectors one dimension short (mixed_sizes), an output "
         "file id that is not an id ('..', bad_file_id), a first line with 2,000,000 floats "
-        "(huge_line), or a file that goes on far past its requests (endless).",
+        "(huge_line), a file that goes on far past its requests (endless), or a download "
+        "that sends half the file and then nothing more (stalled).",
     )
     batch_enqueued_tokens: int | None = Field(
         None,

@@ -839,10 +839,28 @@ class Simulator:
         return await self._batch_api(request, "files", call)
 
     async def _file_content(self, request: web.Request) -> web.StreamResponse:
-        async def call() -> Any:
-            return self.batches.content(request.match_info["id"])
+        file_id = request.match_info["id"]
 
+        async def call() -> Any:
+            return self.batches.content(file_id)
+
+        if self.config.batch_output_fault == "stalled" and self.batches.is_output(file_id):
+            return await self._stalled(request, self.batches.content(file_id))
         return await self._batch_api(request, "files", call)
+
+    async def _stalled(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        """An output file's first half, then nothing more while the client stays (at most a
+        minute): a download that neither ends nor grows."""
+        self._check_auth(request)
+        self._record("files", "200")
+        response = web.StreamResponse(headers={"content-type": "application/octet-stream"})
+        await response.prepare(request)
+        await response.write(data[: len(data) // 2])
+        for _ in range(1200):
+            if request.transport is None or request.transport.is_closing():
+                break
+            await asyncio.sleep(0.05)
+        return response
 
     async def _file_delete(self, request: web.Request) -> web.StreamResponse:
         async def call() -> Any:

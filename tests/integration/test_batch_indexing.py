@@ -5,6 +5,7 @@ lines recovered, a full queue waited out."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -312,6 +313,21 @@ async def test_an_output_file_past_its_batchs_bounds_is_a_batch_job_error(
         pool.embeddings(), out=tmp_path / "index", mode="batch", batch=FAST, progress=False
     )
     with pytest.raises(BatchJobError, match=names):
+        await indexer.aindex(corpus(150))
+
+
+async def test_an_output_file_that_stalls_is_read_no_longer_than_max_read_s(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Item 13, the slow half: a download that sends part of the file and then nothing (the
+    connection open, under every size bound) kept the run waiting for ever; it is now read
+    for at most ``BatchSettings.max_read_s``."""
+    sim.configure(batch_output_fault="stalled")
+    settings = dataclasses.replace(FAST, max_read_s=0.5)
+    indexer = BatchIndexer(
+        pool.embeddings(), out=tmp_path / "index", mode="batch", batch=settings, progress=False
+    )
+    with pytest.raises(BatchJobError, match=r"took over 0.5 s \(BatchSettings.max_read_s\)"):
         await indexer.aindex(corpus(150))
 
 
