@@ -84,6 +84,16 @@ class Feedback:
         )
         self.lock = threading.Lock()  # guards every key state: held by its users too
 
+    @property
+    def max_keys(self) -> int:
+        """Key states kept at most (``performance.keys.max_keys``)."""
+        return self._states.max_keys
+
+    @property
+    def idle_s(self) -> float:
+        """A key state unused this long is forgotten (``performance.keys.idle_s``)."""
+        return self._states.idle_s
+
     def fresh(self) -> Feedback:
         """The same settings with nothing learned yet (the Redis limiter learns the shared
         buckets' rates with one, beside its local stand-in's)."""
@@ -95,8 +105,8 @@ class Feedback:
             borrow=self.borrow,
             max_pause_s=self.max_pause_s,
             open_until_refused=self.open_until_refused,
-            max_keys=self._states.max_keys,
-            idle_s=self._states.idle_s,
+            max_keys=self.max_keys,
+            idle_s=self.idle_s,
             clock=self._clock,
             random=self._random,
         )

@@ -137,6 +137,17 @@ class _Direct:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._resource, name)
 
+    def create(self, **params: Any) -> Any:
+        """The SDK's answer (for the async wrapper, an awaitable of it)."""
+        return self._create(params, raw=False)
+
+    @property
+    def with_raw_response(self) -> _Raw:
+        return _Raw(self)
+
+    def _create(self, params: dict[str, Any], raw: bool) -> Any:
+        raise NotImplementedError
+
     def _request(self, params: dict[str, Any], raw: bool) -> dict[str, Any] | None:
         """``post``'s keywords for ``params``, or None when the SDK's ``create`` must see them."""
         template = self._template
@@ -169,13 +180,6 @@ class DirectCompletions(_Direct):
 
     __slots__ = ()
 
-    def create(self, **params: Any) -> Any:
-        return self._create(params, raw=False)
-
-    @property
-    def with_raw_response(self) -> Any:
-        return _Raw(self)
-
     def _create(self, params: dict[str, Any], raw: bool) -> Any:
         request = self._request(params, raw)
         if request is None:
@@ -189,13 +193,6 @@ class AsyncDirectCompletions(_Direct):
 
     __slots__ = ()
 
-    async def create(self, **params: Any) -> Any:
-        return await self._create(params, raw=False)
-
-    @property
-    def with_raw_response(self) -> Any:
-        return _AsyncRaw(self)
-
     async def _create(self, params: dict[str, Any], raw: bool) -> Any:
         request = self._request(params, raw)
         if request is None:
@@ -205,9 +202,12 @@ class AsyncDirectCompletions(_Direct):
 
 
 class _Raw:
+    """``with_raw_response`` of a wrapper: ``create`` answers the SDK's raw response (for the
+    async wrapper, an awaitable of it); everything else is the SDK's."""
+
     __slots__ = ("_direct",)
 
-    def __init__(self, direct: DirectCompletions) -> None:
+    def __init__(self, direct: _Direct) -> None:
         self._direct = direct
 
     def __getattr__(self, name: str) -> Any:
@@ -215,19 +215,6 @@ class _Raw:
 
     def create(self, **params: Any) -> Any:
         return self._direct._create(params, raw=True)
-
-
-class _AsyncRaw:
-    __slots__ = ("_direct",)
-
-    def __init__(self, direct: AsyncDirectCompletions) -> None:
-        self._direct = direct
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._direct._resource.with_raw_response, name)
-
-    async def create(self, **params: Any) -> Any:
-        return await self._direct._create(params, raw=True)
 
 
 def direct(resource: Any) -> Any:

@@ -6,8 +6,10 @@ script on the server, must stay empty (a wall-clock bound here would time the te
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
+from collections.abc import AsyncIterator
 
 import redis.asyncio
 
@@ -40,6 +42,21 @@ def _value(rng: random.Random) -> str:
     return str(rng.uniform(0, 2e12))  # times in ms, now-ish or far
 
 
+@contextlib.asynccontextmanager
+async def _no_slow_script(url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A client, with Redis's slow log armed at ``SLOW_US``: leaving, none may be in it."""
+    client = redis.asyncio.Redis.from_url(url)
+    await client.config_set("slowlog-log-slower-than", SLOW_US)
+    await client.slowlog_reset()
+    try:
+        yield client
+        slow = await client.slowlog_get(10)
+        assert slow == [], [(entry["duration"], entry["command"][:60]) for entry in slow]
+    finally:
+        await client.config_set("slowlog-log-slower-than", 10_000)
+        await client.aclose()
+
+
 async def _write(client: redis.asyncio.Redis, names: list[str], rng: random.Random) -> None:
     rpm, tpm, pause, learned = names
     pipe = client.pipeline(transaction=False)
@@ -69,36 +86,30 @@ async def _write(client: redis.asyncio.Redis, names: list[str], rng: random.Rand
 async def test_ten_thousand_hostile_redis_states_are_read_within_bounds(
     redis_server: RedisServer,
 ) -> None:
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    await client.config_set("slowlog-log-slower-than", SLOW_US)
-    await client.slowlog_reset()
-    limiter = RedisRateLimiter(
-        url=redis_server.url,
-        prefix="fuzz",
-        rpm=600,
-        tpm=None,
-        safety_margin=1.0,
-        burst_s=1.0,
-        timeout_s=2.0,
-        max_pause_s=2.0,
-    )
-    rng = random.Random(21)
     waits = []
-    try:
-        for i in range(STATES):
-            key = Key("http://fuzz/v1", f"m{i % 500}")  # the key table stays small
-            await _write(client, limiter._keys(key), rng)
-            wait_ms = await limiter._take(key, rng.choice([0, 1, 100, 10**6]))
-            assert math.isfinite(wait_ms), i
-            assert 0 <= wait_ms <= 61_000, (i, wait_ms)  # a minute of debt and one request
-            waits.append(wait_ms)
-        assert not limiter.degraded  # garbage is never "Redis is down"
-        slow = await client.slowlog_get(10)
-        assert slow == [], [(entry["duration"], entry["command"][:60]) for entry in slow]
-    finally:
-        await client.config_set("slowlog-log-slower-than", 10_000)
-        await limiter.aclose()
-        await client.aclose()
+    async with _no_slow_script(redis_server.url) as client:
+        limiter = RedisRateLimiter(
+            url=redis_server.url,
+            prefix="fuzz",
+            rpm=600,
+            tpm=None,
+            safety_margin=1.0,
+            burst_s=1.0,
+            timeout_s=2.0,
+            max_pause_s=2.0,
+        )
+        rng = random.Random(21)
+        try:
+            for i in range(STATES):
+                key = Key("http://fuzz/v1", f"m{i % 500}")  # the key table stays small
+                await _write(client, limiter._keys(key), rng)
+                wait_ms = await limiter._take(key, rng.choice([0, 1, 100, 10**6]))
+                assert math.isfinite(wait_ms), i
+                assert 0 <= wait_ms <= 61_000, (i, wait_ms)  # a minute of debt and one request
+                waits.append(wait_ms)
+            assert not limiter.degraded  # garbage is never "Redis is down"
+        finally:
+            await limiter.aclose()
     assert sum(w == 0 for w in waits) > STATES // 10  # not every state stalls the key
 
 
@@ -122,28 +133,22 @@ async def test_ten_thousand_hostile_learned_rates_are_adopted_within_bounds(
     another type made the script fail and an epoch of 8000 digits made ``int`` fail, both
     taken as "Redis is down"; now each is ignored or replaced, and what is adopted is a rate
     a limiter could have written."""
-    client = redis.asyncio.Redis.from_url(redis_server.url)
-    await client.config_set("slowlog-log-slower-than", SLOW_US)
-    await client.slowlog_reset()
-    limiter = RedisRateLimiter(
-        url=redis_server.url, prefix="fuzz-learn", rpm="auto", tpm="auto", timeout_s=2.0
-    )
-    rng = random.Random(2021)
-    try:
-        for i in range(STATES):
-            key = Key("http://fuzz/v1", f"m{i % 500}")
-            await _write_learned(client, limiter._keys(key)[3], rng)
-            view = limiter._views.obtain(key)
-            view.agreed = (rng.choice([0, 1, 7, 10**14]), limiter.learning.rates(key))
-            await limiter._learn(key, view, drop=rng.random() < 0.3)
-            for rate in limiter.per_minute(key):
-                assert rate is None or (math.isfinite(rate) and 1 <= rate < 1e12), (i, rate)
-            assert 0 <= view.agreed[0] < 10**15
-        assert not limiter.degraded
-        assert limiter.stats["redis_errors"] == 0
-        slow = await client.slowlog_get(10)
-        assert slow == [], [(entry["duration"], entry["command"][:60]) for entry in slow]
-    finally:
-        await client.config_set("slowlog-log-slower-than", 10_000)
-        await limiter.aclose()
-        await client.aclose()
+    async with _no_slow_script(redis_server.url) as client:
+        limiter = RedisRateLimiter(
+            url=redis_server.url, prefix="fuzz-learn", rpm="auto", tpm="auto", timeout_s=2.0
+        )
+        rng = random.Random(2021)
+        try:
+            for i in range(STATES):
+                key = Key("http://fuzz/v1", f"m{i % 500}")
+                await _write_learned(client, limiter._keys(key)[3], rng)
+                view = limiter._views.obtain(key)
+                view.agreed = (rng.choice([0, 1, 7, 10**14]), limiter.learning.rates(key))
+                await limiter._learn(key, view, drop=rng.random() < 0.3)
+                for rate in limiter.per_minute(key):
+                    assert rate is None or (math.isfinite(rate) and 1 <= rate < 1e12), (i, rate)
+                assert 0 <= view.agreed[0] < 10**15
+            assert not limiter.degraded
+            assert limiter.stats["redis_errors"] == 0
+        finally:
+            await limiter.aclose()

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rat_langchain import _portal
-from rat_langchain.config import KeysConfig, RateLimitingConfig
+from rat_langchain.config import RateLimitingConfig
 from rat_langchain.errors import BackpressureError, RateLimiterUnavailable, RequestTooLarge
 from rat_langchain.guards._keytable import KeyTable
 from rat_langchain.guards.gate import gate_for
@@ -126,13 +126,12 @@ class RedisRateLimiter:
         # learns goes to Redis (learn.lua), where every process's take reads it. Apart from the
         # stand-in, which is replaced at every outage.
         self.learning = self.local.feedback.fresh()
-        keys = KeysConfig()
         # this process's view of each key it uses, bounded as the local limiter's states are
         self._views: KeyTable[_View] = KeyTable(
             lambda _key: _View(),
             busy=_View.busy,
-            max_keys=local.get("max_keys", keys.max_keys),
-            idle_s=local.get("idle_s", keys.idle_s),
+            max_keys=self.learning.max_keys,
+            idle_s=self.learning.idle_s,
             clock=time.monotonic,
             what="rate limiter (Redis)",
         )
@@ -486,7 +485,7 @@ class RedisRateLimiter:
         """One learn.lua: send this process's rates of ``key``, adopt what the hash holds."""
         epoch, rates = view.agreed
         args: list[Any] = ["drop" if drop else "set", epoch, _LEARNED_TTL_MS]
-        for rate in rates or (None, None):
+        for rate in rates:
             args += ["0", "1"] if rate is None else [repr(rate[0]), repr(rate[1])]
         answer = await self._link.client().eval(lua("learn"), 1, self._keys(key)[3], *args)
         values = [_text(v) for v in answer] if isinstance(answer, list) else []
