@@ -186,7 +186,7 @@ class Guard:
         except TimeoutError as exc:  # the deadline ran out while queued for admission
             raise self._deadline_error() from exc
         try:
-            with self._outstanding(number):
+            with self._outstanding(number, call):
                 result = attempt()
         except BaseException as exc:
             _portal.run(admitted.__aexit__(type(exc), exc, exc.__traceback__))
@@ -236,7 +236,7 @@ class Guard:
         """The attempt itself, within its share of the deadline, counted in flight."""
         budget = call.budget()
         share = asyncio.timeout(budget) if budget is not None else None
-        with self._outstanding(number):
+        with self._outstanding(number, call):
             try:
                 async with share or _ANULL:
                     return await attempt()
@@ -251,17 +251,18 @@ class Guard:
                 raise
 
     @contextlib.contextmanager
-    def _outstanding(self, number: int | None) -> Iterator[None]:
+    def _outstanding(self, number: int | None, call: _Call) -> Iterator[None]:
         """One attempt out (``number``: its admission through the gate): counted in flight, a
-        429 reported to the limiter, and the limiter told when it ends, however it ends (sync
-        and async attempts alike)."""
+        429 reported to the limiter (the pause it sets is the call's ``held``), and the limiter
+        told when it ends, however it ends (sync and async attempts alike)."""
         metrics = self.metrics
         if metrics is not None:
             metrics.record_in_flight(self.series, 1)
+        call.held = None
         try:
             yield
         except openai.RateLimitError as exc:
-            self._rate_limited(exc, number)
+            call.held = self._rate_limited(exc, number)
             raise
         finally:
             if metrics is not None:
@@ -283,12 +284,15 @@ class Guard:
         self.stats.attempts += 1
         self.stats.max_attempts_seen = max(self.stats.max_attempts_seen, number)
 
-    def _rate_limited(self, exc: openai.RateLimitError, number: int | None) -> None:
+    def _rate_limited(self, exc: openai.RateLimitError, number: int | None) -> float | None:
+        """Count a 429 and tell the limiter; the seconds it now holds the key (None: no
+        limiter)."""
         self.stats.rate_limited += 1
         if self.metrics is not None:
             self.metrics.record_rate_limited(self.series)
-        if self.limiter is not None:
-            self.limiter.observe_429(self.key, exc.response.headers, admitted=number)
+        if self.limiter is None:
+            return None
+        return self.limiter.observe_429(self.key, exc.response.headers, admitted=number)
 
 
 @dataclass
@@ -301,6 +305,9 @@ class _Call:
     started: float
     deadline: float | None
     number: int = 0
+    # the seconds the limiter holds the key after the last attempt's 429 (None: no 429, or no
+    # limiter): the limiter's pause, bucket and gate then decide when the retry goes
+    held: float | None = None
 
     def next_attempt(self) -> int:
         self.number += 1
@@ -337,7 +344,7 @@ class _Call:
         retry = self.guard.retry
         if retry is None:
             return None
-        return retry.next_wait(exc, self.number, self.remaining())
+        return retry.next_wait(exc, self.number, self.remaining(), held=self.held)
 
     def fail(self, error: BaseException, cause: BaseException) -> NoReturn:
         """Count and record a failed call, and raise ``error`` (401/403 become

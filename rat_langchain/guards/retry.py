@@ -103,18 +103,30 @@ class RetryPolicy:
         return float(self._wait(state))
 
     def next_wait(
-        self, exc: BaseException, attempt_number: int, remaining_s: float | None
+        self,
+        exc: BaseException,
+        attempt_number: int,
+        remaining_s: float | None,
+        *,
+        held: float | None = None,
     ) -> float | None:
         """Whether to retry after attempt ``attempt_number`` failed with ``exc``, and after
         how long: None when the failure is not retryable, the attempts are spent, or the wait
         would cross the deadline ``remaining_s`` from now (tenacity's ``stop_after_attempt |
-        stop_before_delay``, as ``retrying`` builds it)."""
+        stop_before_delay``, as ``retrying`` builds it).
+
+        ``held``: a rate limiter saw this 429 and holds the key for that many seconds (the
+        server's retry-after, or its own backoff), and its buckets and window pace what follows.
+        The retry then waits nothing of its own: the limiter decides when it goes. A backoff
+        on top (up to 0.5 s after a first 429, a second after a second) left the calls refused
+        last idle after the key was free again: the tail of a burst on a silent per-second
+        limit finished a second after the server would have taken it."""
         if attempt_number >= self.max_attempts or not is_retryable(exc):
             return None
-        wait = self.delay(exc, attempt_number)
+        wait = held if held is not None else self.delay(exc, attempt_number)
         if remaining_s is not None and wait >= remaining_s:
             return None
-        return wait
+        return 0.0 if held is not None else wait
 
     def retrying(
         self,

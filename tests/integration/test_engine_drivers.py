@@ -210,3 +210,47 @@ def test_a_sync_attempts_own_timeout_is_not_the_calls_deadline() -> None:
     with pytest.raises(TimeoutError) as raised:
         guard.run_sync(attempt)
     assert not isinstance(raised.value, DeadlineExceeded)
+
+
+@pytest.mark.parametrize("driver", ["async", "sync"])
+def test_a_429_the_limiter_holds_is_retried_when_the_limiter_lets_it(driver: str) -> None:
+    """A 429 the limiter saw pauses the key (here for the server's 1 ms reset); the retry
+    waits no backoff of its own on top (30 s here): before, both applied, and the calls refused
+    last on a per-second limit idled a second after the key was free. Without a limiter the
+    backoff still applies."""
+    slow = RetryPolicy(max_attempts=3, initial_backoff_s=30.0, max_backoff_s=60.0)
+    for limiter in (RateLimiter(rpm=6000, tpm=None), None):
+        script: list[int | str] = [429, "ok"]
+        seen: list[int | str] = []
+        sleeps: list[float] = []
+
+        def answer(script: list[int | str] = script, seen: list[int | str] = seen) -> str:
+            status = script[len(seen)]
+            seen.append(status)
+            if status == 429:
+                raise status_error(429, {"x-ratelimit-reset-requests": "1ms"})
+            return "ok"
+
+        async def fake_sleep(seconds: float, sleeps: list[float] = sleeps) -> None:
+            sleeps.append(seconds)
+
+        guard = Guard(KEY, limiter=limiter, retry=slow, sleep=fake_sleep)
+        if driver == "async":
+
+            async def attempt(answer: Callable[[], str] = answer) -> str:
+                return answer()
+
+            assert asyncio.run(guard.run(attempt)) == "ok"
+        else:
+            slept: list[float] = []
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr("rat_langchain.guards.engine.time.sleep", slept.append)
+                assert guard.run_sync(answer) == "ok"
+            sleeps.extend(slept)
+        assert seen == [429, "ok"]
+        if limiter is not None:
+            assert sleeps == [0.0]
+            assert limiter.stats["paused"] == 1
+        else:
+            assert len(sleeps) == 1
+            assert sleeps[0] > 0.0  # 0..30 s of full jitter

@@ -110,3 +110,19 @@ def test_from_config_respects_enabled_flag() -> None:
     assert RetryPolicy.from_config(RetriesConfig(max_attempts=6)).max_attempts == 6
     with pytest.raises(ValueError, match="max_attempts"):
         RetryPolicy(max_attempts=0)
+
+
+def test_a_429_a_limiter_holds_is_retried_without_a_backoff_of_its_own() -> None:
+    """The limiter saw the 429 and holds the key (``held``): it, not a second backoff on top,
+    decides when the retry goes. Without a limiter the backoff applies; a hold past the
+    deadline, or the last attempt, ends the call."""
+    policy = RetryPolicy(max_attempts=3, initial_backoff_s=30.0, max_backoff_s=60.0)
+    refused = status_error(429)
+    assert policy.next_wait(refused, 1, None, held=0.4) == 0.0
+    assert policy.next_wait(refused, 2, 10.0, held=0.0) == 0.0
+    assert policy.next_wait(refused, 1, 2.0, held=5.0) is None  # the hold crosses the deadline
+    assert policy.next_wait(refused, 3, None, held=0.4) is None  # attempts spent
+    unheld = [policy.next_wait(refused, 2, None) for _ in range(20)]
+    assert all(w is not None and 0.0 <= w <= 60.0 for w in unheld)
+    assert max(w for w in unheld if w is not None) > 1.0  # the backoff, as before
+    assert policy.next_wait(status_error(400), 1, None, held=0.4) is None  # still not retried
