@@ -14,9 +14,14 @@ __all__ = ["drive"]
 
 
 async def drive(
-    n: int, concurrency: int, call: Callable[[int], Awaitable[Any]]
+    n: int,
+    concurrency: int,
+    call: Callable[[int], Awaitable[Any]],
+    *,
+    finished: list[float] | None = None,
 ) -> tuple[int, float]:
-    """``(succeeded, wall seconds)`` of ``call(0) .. call(n - 1)``."""
+    """``(succeeded, wall seconds)`` of ``call(0) .. call(n - 1)``. ``finished``: where given,
+    each success's seconds from the start are appended to it, in the order they came."""
     gate = asyncio.Semaphore(concurrency)
     ok = 0
 
@@ -26,6 +31,8 @@ async def drive(
             try:
                 await call(i)
                 ok += 1
+                if finished is not None:
+                    finished.append(time.perf_counter() - start)
             except Exception:
                 pass
 

@@ -95,12 +95,29 @@ KINDS = {
 }
 
 
-async def _timed(model: Any, calls: int, concurrency: int) -> tuple[float, int]:
+@dataclass(frozen=True)
+class Run:
+    """One client's run of a cell: its wall time, the calls that failed, and when each
+    success came (seconds from the start, in order)."""
+
+    wall: float
+    failed: int
+    finished: tuple[float, ...]
+
+    def time_to(self, successes: int) -> float:
+        """When this run had ``successes`` calls done (its wall time if it never did)."""
+        if successes <= 0:
+            return 0.0
+        return self.finished[successes - 1] if successes <= len(self.finished) else self.wall
+
+
+async def _timed(model: Any, calls: int, concurrency: int) -> Run:
     async def call(i: int) -> Any:
         return await model.ainvoke(f"question {i}")
 
-    ok, wall = await drive(calls, concurrency, call)
-    return wall, calls - ok
+    finished: list[float] = []
+    ok, wall = await drive(calls, concurrency, call, finished=finished)
+    return Run(wall, calls - ok, tuple(finished))
 
 
 def _fresh_plain_client() -> None:
@@ -116,9 +133,9 @@ def _fresh_plain_client() -> None:
 
 async def _round(
     sim: SimulatorProcess, kind: Kind, calls: int, concurrency: int, order: tuple[str, ...]
-) -> dict[str, tuple[float, int]]:
+) -> dict[str, Run]:
     """One round: each client cold (a fresh one), then the same one warm."""
-    runs: dict[str, tuple[float, int]] = {}
+    runs: dict[str, Run] = {}
     config = RatConfig.from_dict({"endpoint": {"base_url": sim.base_url, "api_key": KEY}}, env={})
     pool = ClientPool(config)
     try:
@@ -144,23 +161,58 @@ async def _round(
     return runs
 
 
-async def _cell(
-    sim: SimulatorProcess, kind: Kind, concurrency: int, quick: bool
-) -> tuple[str, dict[str, tuple[float, int]]]:
+@dataclass(frozen=True)
+class Cell:
+    """A cell's figures over its rounds: each run's median time and its worst round's
+    failures; where plain failed calls, the goodput and same-work ratios (median over rounds)."""
+
+    label: str
+    calls: int
+    time: dict[str, float]
+    failed: dict[str, int]
+    goodput: dict[str, float]  # phase -> pool / plain, successful calls per second
+    same_work: dict[str, float]  # phase -> pool's time to plain's successes / plain's time
+
+    @property
+    def plain_failed(self) -> bool:
+        return any(self.failed[f"plain {phase}"] for phase in ("cold", "warm"))
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+async def _cell(sim: SimulatorProcess, kind: Kind, concurrency: int, quick: bool) -> Cell:
     """The cell's runs: the median time of ``ROUNDS`` rounds where a run is short (on two
     shared cores one run of a second or two moves by a tenth of a second from run to run),
     the clients' order alternating; the failures of the worst round."""
     calls = kind.calls(concurrency, quick)
     rounds = [await _round(sim, kind, calls, concurrency, ("plain", "pool"))]
-    if rounds[0]["plain cold"][0] < SHORT_S:
+    if rounds[0]["plain cold"].wall < SHORT_S:
         for r in range(1, ROUNDS):
             order = ("pool", "plain") if r % 2 else ("plain", "pool")
             rounds.append(await _round(sim, kind, calls, concurrency, order))
-    runs = {}
-    for label in rounds[0]:
-        times = sorted(one[label][0] for one in rounds)
-        runs[label] = (times[len(times) // 2], max(one[label][1] for one in rounds))
-    return f"{concurrency} x {calls}", runs
+    goodput, same_work = {}, {}
+    for phase in ("cold", "warm"):
+        pairs = [(one[f"plain {phase}"], one[f"pool {phase}"]) for one in rounds]
+        goodput[phase] = _median(
+            [
+                ((calls - pool.failed) / pool.wall) / max((calls - plain.failed) / plain.wall, 1e-9)
+                for plain, pool in pairs
+            ]
+        )
+        same_work[phase] = _median(
+            [pool.time_to(calls - plain.failed) / plain.wall for plain, pool in pairs]
+        )
+    return Cell(
+        f"{concurrency} x {calls}",
+        calls,
+        {label: _median([one[label].wall for one in rounds]) for label in rounds[0]},
+        {label: max(one[label].failed for one in rounds) for label in rounds[0]},
+        goodput,
+        same_work,
+    )
 
 
 def _ratio(pool: float, plain: float) -> str:
@@ -169,17 +221,19 @@ def _ratio(pool: float, plain: float) -> str:
     return f"{ratio:.2f}" + ("" if ok else " (slower)")
 
 
-def _goodput(calls: int, runs: dict[str, tuple[float, int]]) -> str:
-    """Where plain failed calls its time is not the work done (a failed call ends early):
-    compare successful calls per second instead, pool over plain, cold and warm."""
-    if not any(runs[f"plain {phase}"][1] for phase in ("cold", "warm")):
-        return ""
-    cells = []
-    for phase in ("cold", "warm"):
-        (plain, plain_failed), (pool, pool_failed) = runs[f"plain {phase}"], runs[f"pool {phase}"]
-        ratio = ((calls - pool_failed) / pool) / max((calls - plain_failed) / plain, 1e-9)
-        cells.append(f"{ratio:.2f}" + ("" if ratio >= 1 / 1.05 else " (lower)"))
-    return " / ".join(cells)
+def _where_plain_failed(cell: Cell) -> tuple[str, str]:
+    """Where plain failed calls its time is not the work done (a failed call ends early): the
+    goodput (successful calls per second, pool over plain) and the same work (the time the
+    pool took to finish as many calls as plain did, over plain's time), cold / warm."""
+    if not cell.plain_failed:
+        return "", ""
+    goodput = " / ".join(
+        f"{g:.2f}" + ("" if g >= 1 / 1.05 else " (lower)") for g in cell.goodput.values()
+    )
+    same = " / ".join(
+        f"{w:.2f}" + ("" if w <= 1.05 else " (slower)") for w in cell.same_work.values()
+    )
+    return goodput, same
 
 
 async def _main(kinds: list[str], quick: bool) -> None:
@@ -187,26 +241,29 @@ async def _main(kinds: list[str], quick: bool) -> None:
     print(
         "(time in s, the median of 3 rounds where a run is short; ratio = pool / plain, goal "
         "<= 1.05 + 0.1 s; failed = calls that failed, cold + warm, worst round; where plain "
-        "failed calls, goodput = successful calls per second, pool / plain, cold / warm, "
-        "goal >= 0.95)"
+        "failed calls, goodput = successful calls per second, pool / plain, goal >= 0.95, "
+        "and same work = the time the pool took to finish as many calls as plain finished, "
+        "over plain's time, goal <= 1.05; each cold / warm, the median over rounds)"
     )
     for name in kinds:
         kind = KINDS[name]
         rows = [
             f"\n{kind.name}\n",
             "| concurrent x calls | plain cold | pool cold | ratio cold | plain warm | pool warm "
-            "| ratio warm | failed plain / pool | goodput |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| ratio warm | failed plain / pool | goodput | same work |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         with SimulatorProcess(**kind.settings) as sim:
             for concurrency in CONCURRENCY:
-                label, runs = await _cell(sim, kind, concurrency, quick)
-                (pc, fpc), (pw, fpw) = runs["plain cold"], runs["plain warm"]
-                (rc, frc), (rw, frw) = runs["pool cold"], runs["pool warm"]
-                calls = kind.calls(concurrency, quick)
+                cell = await _cell(sim, kind, concurrency, quick)
+                t, f = cell.time, cell.failed
+                pc, rc, pw, rw = t["plain cold"], t["pool cold"], t["plain warm"], t["pool warm"]
+                goodput, same = _where_plain_failed(cell)
                 rows.append(
-                    f"| {label} | {pc:.2f} | {rc:.2f} | {_ratio(rc, pc)} | {pw:.2f} | {rw:.2f} "
-                    f"| {_ratio(rw, pw)} | {fpc + fpw} / {frc + frw} | {_goodput(calls, runs)} |"
+                    f"| {cell.label} | {pc:.2f} | {rc:.2f} | {_ratio(rc, pc)} | {pw:.2f} "
+                    f"| {rw:.2f} | {_ratio(rw, pw)} "
+                    f"| {f['plain cold'] + f['plain warm']} / {f['pool cold'] + f['pool warm']} "
+                    f"| {goodput} | {same} |"
                 )
         print("\n".join(rows), flush=True)
 
