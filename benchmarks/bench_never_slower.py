@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,23 @@ class Kind:
         if self.rate is not None:
             base = min(base, max(concurrency, int(3 * self.rate)))
         return base
+
+    def floor(self, calls: int, concurrency: int) -> float:
+        """The least time the server allows ``calls``, ``concurrency`` at a time: rounds of
+        one answer's latency, as many at once as the caller and the server's slots allow,
+        and no faster than its request bucket lets them go (its burst at once, the rest at
+        its rate, the last answer's latency after)."""
+        latency = self.settings.get("latency_ms", 0.0) / 1000.0
+        at_once = min(
+            concurrency, self.settings.get("slots") or self.settings.get("max_in_flight") or calls
+        )
+        floor = math.ceil(calls / at_once) * latency
+        rpm = self.settings.get("rpm")
+        if rpm is not None and self.settings.get("limit_style", "bucket") == "bucket":
+            rate = rpm / 60.0
+            burst = rate * self.settings.get("limit_window_s", 60.0)
+            floor = max(floor, max(0.0, calls - burst) / rate + latency)
+        return floor
 
 
 KINDS = {
@@ -243,15 +261,16 @@ async def _main(kinds: list[str], quick: bool) -> None:
         "<= 1.05 + 0.1 s; failed = calls that failed, cold + warm, worst round; where plain "
         "failed calls, goodput = successful calls per second, pool / plain, goal >= 0.95, "
         "and same work = the time the pool took to finish as many calls as plain finished, "
-        "over plain's time, goal <= 1.05; each cold / warm, the median over rounds)"
+        "over plain's time, goal <= 1.05; each cold / warm, the median over rounds; floor = "
+        "the least time the server allows the calls: its latency, slots and bucket)"
     )
     for name in kinds:
         kind = KINDS[name]
         rows = [
             f"\n{kind.name}\n",
             "| concurrent x calls | plain cold | pool cold | ratio cold | plain warm | pool warm "
-            "| ratio warm | failed plain / pool | goodput | same work |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| ratio warm | failed plain / pool | goodput | same work | floor |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         with SimulatorProcess(**kind.settings) as sim:
             for concurrency in CONCURRENCY:
@@ -259,11 +278,12 @@ async def _main(kinds: list[str], quick: bool) -> None:
                 t, f = cell.time, cell.failed
                 pc, rc, pw, rw = t["plain cold"], t["pool cold"], t["plain warm"], t["pool warm"]
                 goodput, same = _where_plain_failed(cell)
+                floor = kind.floor(cell.calls, concurrency)
                 rows.append(
                     f"| {cell.label} | {pc:.2f} | {rc:.2f} | {_ratio(rc, pc)} | {pw:.2f} "
                     f"| {rw:.2f} | {_ratio(rw, pw)} "
                     f"| {f['plain cold'] + f['plain warm']} / {f['pool cold'] + f['pool warm']} "
-                    f"| {goodput} | {same} |"
+                    f"| {goodput} | {same} | {floor:.2f} |"
                 )
         print("\n".join(rows), flush=True)
 
