@@ -115,18 +115,21 @@ class RetryPolicy:
         would cross the deadline ``remaining_s`` from now (tenacity's ``stop_after_attempt |
         stop_before_delay``, as ``retrying`` builds it).
 
-        ``held``: a rate limiter saw this 429 and holds the key for that many seconds (the
-        server's retry-after, or its own backoff), and its buckets and window pace what follows.
-        The retry then waits nothing of its own: the limiter decides when it goes. A backoff
-        on top (up to 0.5 s after a first 429, a second after a second) left the calls refused
-        last idle after the key was free again: the tail of a burst on a silent per-second
-        limit finished a second after the server would have taken it."""
+        ``held``: a rate limiter saw this 429 and holds the key for that many seconds (its
+        own backoff, where the server said nothing of when to come back), and its buckets and
+        window pace what follows. A 429 without a retry-after then waits no backoff of its
+        own: the limiter decides when it goes. A backoff on top (up to 0.5 s after a first
+        429, a second after a second) left the calls refused last idle after the key was free
+        again: the tail of a burst on a silent per-second limit finished a second after the
+        server would have taken it. The server's own retry-after is still honoured, as
+        always."""
         if attempt_number >= self.max_attempts or not is_retryable(exc):
             return None
-        wait = held if held is not None else self.delay(exc, attempt_number)
+        paced = held is not None and server_wait(exc) is None
+        wait = held if paced and held is not None else self.delay(exc, attempt_number)
         if remaining_s is not None and wait >= remaining_s:
             return None
-        return 0.0 if held is not None else wait
+        return 0.0 if paced else wait
 
     def retrying(
         self,

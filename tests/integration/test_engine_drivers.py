@@ -214,10 +214,10 @@ def test_a_sync_attempts_own_timeout_is_not_the_calls_deadline() -> None:
 
 @pytest.mark.parametrize("driver", ["async", "sync"])
 def test_a_429_the_limiter_holds_is_retried_when_the_limiter_lets_it(driver: str) -> None:
-    """A 429 the limiter saw pauses the key (here for the server's 1 ms reset); the retry
-    waits no backoff of its own on top (30 s here): before, both applied, and the calls refused
-    last on a per-second limit idled a second after the key was free. Without a limiter the
-    backoff still applies."""
+    """A 429 the limiter saw without a retry-after pauses the key (here for the server's 1 ms
+    reset); the retry waits no backoff of its own on top (30 s here): before, both applied,
+    and the calls refused last on a per-second limit idled a second after the key was free.
+    Without a limiter the backoff still applies."""
     slow = RetryPolicy(max_attempts=3, initial_backoff_s=30.0, max_backoff_s=60.0)
     for limiter in (RateLimiter(rpm=6000, tpm=None), None):
         script: list[int | str] = [429, "ok"]

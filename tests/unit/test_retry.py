@@ -113,9 +113,10 @@ def test_from_config_respects_enabled_flag() -> None:
 
 
 def test_a_429_a_limiter_holds_is_retried_without_a_backoff_of_its_own() -> None:
-    """The limiter saw the 429 and holds the key (``held``): it, not a second backoff on top,
-    decides when the retry goes. Without a limiter the backoff applies; a hold past the
-    deadline, or the last attempt, ends the call."""
+    """The limiter saw a 429 without a retry-after and holds the key (``held``): it, not a
+    second backoff on top, decides when the retry goes. Without a limiter the backoff applies,
+    a server's retry-after is honoured as ever, and a hold past the deadline, or the last
+    attempt, ends the call."""
     policy = RetryPolicy(max_attempts=3, initial_backoff_s=30.0, max_backoff_s=60.0)
     refused = status_error(429)
     assert policy.next_wait(refused, 1, None, held=0.4) == 0.0
@@ -126,3 +127,5 @@ def test_a_429_a_limiter_holds_is_retried_without_a_backoff_of_its_own() -> None
     assert all(w is not None and 0.0 <= w <= 60.0 for w in unheld)
     assert max(w for w in unheld if w is not None) > 1.0  # the backoff, as before
     assert policy.next_wait(status_error(400), 1, None, held=0.4) is None  # still not retried
+    asked = status_error(429, {"retry-after-ms": "1500"})  # the server's word still wins
+    assert policy.next_wait(asked, 1, None, held=0.0) == 1.5
