@@ -263,12 +263,17 @@ class Feedback:
             )
 
     def per_minute(self, key: KeyLike) -> tuple[float | None, float | None]:
-        """The (requests, tokens) per minute held for ``key`` now (None: not limited)."""
-        requests, tokens = self.rates(key)
-        return (
-            None if requests is None else requests[0],
-            None if tokens is None else tokens[0],
-        )
+        """The (requests, tokens) per minute that limit ``key``'s sends now (None: not
+        limited, or left open until the server refuses: its starting value is no limit the
+        server set, and sizing requests by it sent 20,000 texts as 200 requests)."""
+        key = Key.of(key)
+        with self.lock:
+            state = self.state(key)
+            applied = (state.applied("requests"), state.applied("tokens"))
+            return (
+                None if applied[0] is None else applied[0].per_minute,
+                None if applied[1] is None else applied[1].per_minute,
+            )
 
     def follow(
         self,

@@ -67,6 +67,22 @@ def test_5000_texts_in_order_in_at_most_50_requests(sim: SimulatorThread) -> Non
         assert np.allclose(row, vectors[i], atol=1e-6)
 
 
+@pytest.mark.parametrize(("texts", "requests"), [(3200, 16), (800, 8), (40_000, 40)])
+def test_with_no_limits_known_a_call_spreads_over_the_requests_in_flight(
+    sim: SimulatorThread, texts: int, requests: int
+) -> None:
+    """Zero configuration on a server that announced nothing yet: the texts go as one request
+    per slot in flight (16), 100 to 1000 texts each (OpenAIEmbeddings' chunk size). Before,
+    the open limiter's starting 450 RPM sized them: 100 a request, 200 requests for 20,000
+    texts where OpenAIEmbeddings sends 20."""
+    pool = ClientPool(RatConfig.from_dict({}, env={}))  # the limiter on, on auto
+    _POOLS.append(pool)
+    batch = [f"t{i}" for i in range(texts)]
+    vectors = asyncio.run(_emb(sim, pool).aembed_array(batch))
+    assert vectors.shape == (texts, 1536)
+    assert sim.stats().count("embeddings") == requests
+
+
 def test_duplicates_are_embedded_once_and_results_keep_input_order(sim: SimulatorThread) -> None:
     texts = ["alpha", "beta", "alpha", "gamma", "beta", "alpha"]
     vectors = _emb(sim).embed_documents(texts)

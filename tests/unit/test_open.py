@@ -112,6 +112,24 @@ def test_a_429_before_any_answer_steps_the_window_down_and_leaves_the_rate_open(
     assert sum(limiter.try_acquire(KEY) is not None for _ in range(100)) == 100  # no rate
 
 
+def test_per_minute_reports_only_the_rates_that_limit_sends() -> None:
+    """An open dimension's starting value is no limit the server set: ``per_minute`` says
+    None for it (embedding requests sized by 450 RPM sent 20,000 texts as 200 requests where
+    OpenAIEmbeddings sends 20); before the first answer the token rate binds and is reported;
+    an announced limit is."""
+    clock = FakeClock()
+    limiter = open_limiter(clock)
+    assert limiter.per_minute(KEY) == (None, limiter.limits()[KEY]["tokens"]["per_minute"])
+    limiter.try_acquire(KEY, tokens=10)
+    limiter.observe(KEY, SILENT)
+    limiter.acknowledge(KEY)
+    assert limiter.per_minute(KEY) == (None, None)  # both open after a silent answer
+    limiter.observe(
+        KEY, {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "599"}
+    )
+    assert limiter.per_minute(KEY)[0] == 600
+
+
 def test_announced_limits_are_believed_and_end_the_window() -> None:
     clock = FakeClock()
     limiter = open_limiter(clock)
