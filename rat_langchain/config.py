@@ -309,7 +309,8 @@ class BatchEmbeddingsConfig(_Section):
         le=2048,
         description="Texts per request (API max 2048). None: sized from the limits learned "
         "for the endpoint, so that the requests-per-minute limit binds no earlier than the "
-        "tokens-per-minute one (from 100 texts up to 2048).",
+        "tokens-per-minute one (from 100 texts up to 2048); with none known yet, a call's "
+        "texts spread over max_concurrent_batches requests (100 to 1000 texts each).",
     )
     max_concurrent_batches: int = Field(
         16,
