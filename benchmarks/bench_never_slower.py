@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import gc
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -196,11 +197,6 @@ class Cell:
         return any(self.failed[f"plain {phase}"] for phase in ("cold", "warm"))
 
 
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2]
-
-
 async def _cell(sim: SimulatorProcess, kind: Kind, concurrency: int, quick: bool) -> Cell:
     """The cell's runs: the median time of ``ROUNDS`` rounds where a run is short (on two
     shared cores one run of a second or two moves by a tenth of a second from run to run),
@@ -214,19 +210,19 @@ async def _cell(sim: SimulatorProcess, kind: Kind, concurrency: int, quick: bool
     goodput, same_work = {}, {}
     for phase in ("cold", "warm"):
         pairs = [(one[f"plain {phase}"], one[f"pool {phase}"]) for one in rounds]
-        goodput[phase] = _median(
+        goodput[phase] = statistics.median(
             [
                 ((calls - pool.failed) / pool.wall) / max((calls - plain.failed) / plain.wall, 1e-9)
                 for plain, pool in pairs
             ]
         )
-        same_work[phase] = _median(
+        same_work[phase] = statistics.median(
             [pool.time_to(calls - plain.failed) / plain.wall for plain, pool in pairs]
         )
     return Cell(
         f"{concurrency} x {calls}",
         calls,
-        {label: _median([one[label].wall for one in rounds]) for label in rounds[0]},
+        {label: statistics.median([one[label].wall for one in rounds]) for label in rounds[0]},
         {label: max(one[label].failed for one in rounds) for label in rounds[0]},
         goodput,
         same_work,

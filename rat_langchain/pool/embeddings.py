@@ -237,8 +237,12 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         size = self.batch_size or settings.texts_per_request
         if size is not None:
             return size
-        in_flight = self.max_concurrent_batches or settings.requests_in_flight
-        return _per_request(split.tokens, *limits, in_flight=in_flight)
+        return _per_request(split.tokens, *limits, in_flight=self._requests_in_flight())
+
+    def _requests_in_flight(self) -> int:
+        """Requests of one call at once: ``max_concurrent_batches``, else the pool's."""
+        settings = self.pool.config.performance.batch_embeddings
+        return self.max_concurrent_batches or settings.requests_in_flight
 
     def _batches(self, split: _Split, size: int) -> list[list[int]]:
         """``split``'s pieces grouped into requests of at most ``size`` texts."""
@@ -264,7 +268,7 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
             Key(str(client.base_url).rstrip("/"), self.model, tenant_of(client.api_key))
         )
         settings = pool.config.performance.batch_embeddings
-        gate = asyncio.Semaphore(self.max_concurrent_batches or settings.requests_in_flight)
+        gate = asyncio.Semaphore(self._requests_in_flight())
         vectors: list[np.ndarray | None] = [None] * len(pieces)
         failed: dict[int, str] = {}
         expected = self.dimensions or NATIVE_DIMENSIONS.get(self.model)
