@@ -236,7 +236,12 @@ class Feedback:
                     learner.heard(told.remaining)
                     wider = learner.widen(told.remaining, bucket.capacity)
                     if wider is not None:
-                        bucket.resize_burst(wider)
+                        # an announced (per-minute) limit's room is the server's word on
+                        # what is left; a learned one's (Azure) is only a window's
+                        room = None
+                        if learner.phase == "announced" and told.remaining is not None:
+                            room = told.remaining * margin
+                        bucket.resize_burst(wider, room=room)
                 if told.remaining is not None:
                     # the server's count includes requests in flight that we already charged;
                     # tightening to it is conservative, never looser than our own view

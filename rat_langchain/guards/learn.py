@@ -23,11 +23,15 @@ nothing) the rate is found the way TCP and botocore's adaptive retry mode find a
   burst's worth is left: it has said the window is nearly spent.
 
 The *burst* (how much may go at once) starts at ``burst_s`` (1 s). It widens, doubling up to a
-minute, only when the server shows it allows more: after we spent a whole burst, its
-``remaining`` still held at least two more. A 429 of a dimension that was being sent below its
-announced rate means the server enforces a shorter window than its per-minute headers say (OpenAI
-documents quantised limits, and reports `remaining` in per-minute units even then): the burst
-goes back to ``burst_s`` and stays there for this key, so such a server costs one episode of 429s
+minute, only when the server shows it allows more: a whole burst went since the last answer and
+its ``remaining`` still held at least two more. It doubles at most once per answer (slow start
+again), and where the limit is announced each doubling's added room goes at once, never beyond
+the margin of what the server says is left (``TokenBucket.resize_burst``): a per-minute bucket's
+minute is reached in a few answers. A 429 of a dimension that was being sent below its announced
+rate, or after the burst widened into the room the server showed, means the server enforces a
+shorter window than its per-minute headers say (OpenAI documents quantised limits, and reports
+`remaining` in per-minute units even then): the burst goes back to ``burst_s`` and stays there
+for this key, so such a server costs one episode of 429s, at most about the last doubling's room
 (halving instead would cost one per halving, each after an idle spell let a wide burst fill).
 
 Everything is a pure function of a clock and the calls made, so tests drive it by hand.
@@ -108,6 +112,7 @@ class Learner:
         self._burst_at = -math.inf
         self.burst_s = burst_s
         self._burst_frozen = False
+        self._roomy = False  # the burst widened: the server said it had room for it
         self.w_max = 0.0
         self._dropped_at = -math.inf
         self._moved_at = clock()
@@ -342,11 +347,15 @@ class Learner:
     # -- the burst -----------------------------------------------------------------------------
 
     def widen(self, remaining: float | None, capacity: float) -> float | None:
-        """After an answer: the burst in seconds if it should grow, else None."""
+        """After an answer: the burst in seconds if it should grow, else None. It doubles
+        when a whole burst went since the last answer and the server still had two more left:
+        once per answer, as TCP's slow start grows per acknowledgement, so a minute's burst
+        is reached in about six answers, not six spent seconds."""
         spent, self._spent_burst = self._spent_burst, False
         if self._burst_frozen or remaining is None or not spent:
             return None
         if remaining >= 2.0 * capacity and self.burst_s < _MAX_BURST_S:
+            self._roomy = True
             self.burst_s = min(_MAX_BURST_S, self.burst_s * 2.0)
             return self.burst_s
         return None
@@ -355,8 +364,11 @@ class Learner:
         """A 429 with an announced limit: if we were sending below it, the server's window is
         shorter than a minute. The burst to use now (``base_burst_s``, for good), or None."""
         self._tick()
-        if self.measured >= announced_per_minute:
+        if self.measured >= announced_per_minute and not self._roomy:
             return None  # we were over the limit itself: nothing learned about the window
+        # below the rate, or refused after the server said it had room for a wider burst
+        # (the room the widening added went at once, faster than the rate): either way the
+        # window the server enforces is shorter than the one its headers count in
         self._burst_frozen = True
         if self.burst_s == base_burst_s:
             return None

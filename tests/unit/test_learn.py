@@ -164,6 +164,48 @@ def test_the_burst_widens_only_when_the_server_shows_room_and_narrows_on_a_short
     assert limiter.limits()[KEY]["requests"]["burst_s"] == narrowed  # no longer grows
 
 
+def test_a_widened_burst_adds_the_room_a_per_minute_server_has_left_at_once() -> None:
+    """A per-minute bucket (600 a minute, full at the start): the burst doubles per answer
+    while a whole burst went and the server still had two more, and each doubling lets the
+    added room go at once, never beyond what the server says is left. Before, the burst
+    widened but the level refilled at the rate: 10 a second, a minute's burst never used."""
+    clock = FakeClock()
+    limiter = auto(clock, safety_margin=0.9, open_until_refused=True)
+    taken = 0
+    for _ in range(200):  # 2 s of 100 offers a second, each answered at once
+        clock.now += 0.01
+        if limiter.try_acquire(KEY) is not None:
+            taken += 1
+            limiter.observe(KEY, announcing(600, 600 - taken))
+            limiter.acknowledge(KEY)
+    assert taken >= 150  # the rate alone: 9 at once + 9 a second = 27
+    assert taken <= 0.9 * 600  # never past the margin of what the server had
+    assert limiter.limits()[KEY]["requests"]["burst_s"] > 8.0
+
+    # a per-second server says at most a second's worth is left: nothing to widen into
+    clock = FakeClock()
+    limiter = auto(clock, safety_margin=0.9, open_until_refused=True)
+    per_second = send(limiter, clock, 2.0, 100, announcing(600, 9))
+    assert per_second <= 9 + 2 * 9 + 1
+    assert limiter.limits()[KEY]["requests"]["burst_s"] == 1.0
+
+
+def test_a_429_after_the_burst_widened_into_the_room_narrows_it_for_good() -> None:
+    """A server that reports per-minute room but enforces a shorter window (OpenAI documents
+    quantised limits) refuses the room that went at once: sent faster than the announced rate,
+    but after the server said it had room, so the window is shorter than its headers say."""
+    clock = FakeClock()
+    limiter = auto(clock, safety_margin=0.9, open_until_refused=True)
+    send(limiter, clock, 0.5, 200, announcing(600, 590))
+    assert limiter.limits()[KEY]["requests"]["burst_s"] > 1.0
+    assert limiter.limits()[KEY]["requests"]["sending_per_minute"] >= 600  # faster than it
+    limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})
+    assert limiter.limits()[KEY]["requests"]["burst_s"] == 1.0
+    clock.now += 2.0
+    send(limiter, clock, 5.0, 100, announcing(600, 590))
+    assert limiter.limits()[KEY]["requests"]["burst_s"] == 1.0  # frozen: no second episode
+
+
 def test_learner_floor_keeps_a_rate() -> None:
     clock = FakeClock()
     learner = Learner(clock, floor=6.0)
