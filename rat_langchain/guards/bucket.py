@@ -186,17 +186,17 @@ class TokenBucket:
         """Hold ``burst_s`` seconds' worth from now on (wider or narrower).
 
         Widening adds nothing at once (the level grows into the new room at the bucket's
-        rate) unless ``room`` says how much the server has left: then the level gains the
-        added capacity at once, as if the bucket had been this wide from the start, never
-        above ``room``. Why: a burst widened by one second at a time while the level refills
-        at the rate never lets more go than the rate, and a per-minute bucket's minute of
-        burst (20,000 texts to embed at once) went at 0.64 of the steady limit."""
+        rate) unless ``room`` says how much the server has left: then the level rises to it
+        at once, within the new capacity (never lowered by it). Why: a burst widened by one
+        second at a time while the level refills at the rate never lets more go than the
+        rate, and a per-minute bucket's minute of burst (20,000 texts to embed at once) went
+        at 0.64 of the steady limit. take.lua's ``room`` does the same to a shared bucket."""
         self.level()
-        grown = self.per_minute * burst_s / 60.0 - self.capacity
+        wider = burst_s > self.burst_s
         self.burst_s = burst_s
         self.capacity = self.per_minute * burst_s / 60.0
-        if room is not None and grown > 0:
-            self._level = max(self._level, min(self._level + grown, room))
+        if room is not None and wider:
+            self._level = max(self._level, room)
         self._level = min(self._level, self.capacity)
 
 

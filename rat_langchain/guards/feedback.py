@@ -184,19 +184,21 @@ class Feedback:
                     grew = True
             return grew or not state.learners
 
-    def observe(self, key: KeyLike, headers: Mapping[str, str]) -> None:
+    def observe(self, key: KeyLike, headers: Mapping[str, str]) -> dict[str, float]:
         """Follow the server's ``x-ratelimit-*`` headers (a project-level limit too, where the
         server sends one: the tighter binds): adopt a learned limit it announces, never go
         above a configured one, never hold more than it says is left, and widen the burst
-        when it shows it allows more."""
-        self._follow(Key.of(key), headers, answered=True)
+        when it shows it allows more. Returns the room each widened dimension was given
+        (``TokenBucket.resize_burst``), for buckets kept elsewhere to give it too."""
+        return self._follow(Key.of(key), headers, answered=True)
 
-    def _follow(self, key: Key, headers: Mapping[str, str], *, answered: bool) -> None:
+    def _follow(self, key: Key, headers: Mapping[str, str], *, answered: bool) -> dict[str, float]:
         """``observe`` for a success (``answered``) or a 429."""
         said = {name: announced(headers, name) for name in ("requests", "tokens")}
         # A server that announces limits announces every one it enforces (OpenAI sends both):
         # a learned dimension it says nothing of, neither limit nor remaining, is not limited.
         announcing = any(told.limit is not None for told in said.values())
+        rooms: dict[str, float] = {}
         with self.lock:
             state = self.state(key)
             if answered:
@@ -240,21 +242,23 @@ class Feedback:
                         # what is left; a learned one's (Azure) is only a window's
                         room = None
                         if learner.phase == "announced" and told.remaining is not None:
-                            room = told.remaining * margin
+                            room = rooms[name] = told.remaining * margin
                         bucket.resize_burst(wider, room=room)
                 if told.remaining is not None:
                     # the server's count includes requests in flight that we already charged;
                     # tightening to it is conservative, never looser than our own view
                     bucket.cap(told.remaining)
+        return rooms
 
     # -- for a limiter that keeps its buckets elsewhere (Redis) --------------------------------
 
-    def record(self, key: KeyLike, tokens: int) -> None:
+    def record(self, key: KeyLike, tokens: int, *, spent: bool = False) -> None:
         """``tokens`` and one request were sent for ``key`` through buckets kept elsewhere:
-        measure the send rate without taking from these buckets."""
+        measure the send rate without taking from these buckets. ``spent``: those buckets
+        had run dry before this send (what a take from these would have shown)."""
         key = Key.of(key)
         with self.lock:
-            self.state(key)._sent(tokens)
+            self.state(key)._sent(tokens, spent=spent)
 
     def rates(self, key: KeyLike) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
         """(per minute, burst seconds) of the requests and tokens buckets of ``key`` as learned

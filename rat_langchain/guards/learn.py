@@ -25,14 +25,16 @@ nothing) the rate is found the way TCP and botocore's adaptive retry mode find a
 The *burst* (how much may go at once) starts at ``burst_s`` (1 s). It widens, doubling up to a
 minute, only when the server shows it allows more: a whole burst went since the last answer and
 its ``remaining`` still held at least two more. It doubles at most once per answer (slow start
-again), and where the limit is announced each doubling's added room goes at once, never beyond
-the margin of what the server says is left (``TokenBucket.resize_burst``): a per-minute bucket's
-minute is reached in a few answers. A 429 of a dimension that was being sent below its announced
-rate, or after the burst widened into the room the server showed, means the server enforces a
-shorter window than its per-minute headers say (OpenAI documents quantised limits, and reports
-`remaining` in per-minute units even then): the burst goes back to ``burst_s`` and stays there
-for this key, so such a server costs one episode of 429s, at most about the last doubling's room
-(halving instead would cost one per halving, each after an idle spell let a wide burst fill).
+again), and where the limit is announced each doubling lets the level rise at once to the
+margin of what the server says is left, within the new burst (``TokenBucket.resize_burst``): a
+per-minute bucket's minute is reached in a few answers. A 429 of a dimension that was being
+sent below its announced rate, or after the burst widened into the room the server showed, means
+the server enforces a shorter window than its per-minute headers say (OpenAI documents quantised
+limits, and reports `remaining` in per-minute units even then): the burst goes back to
+``burst_s`` and stays there for this key, so such a server costs one episode of 429s, at most
+about one widened burst (halving instead would cost one per halving, each after an idle spell
+let a wide burst fill). Processes sharing a limit through Redis widen the shared burst alike
+(a take that had to wait is a spent burst; take.lua's ``room``).
 
 Everything is a pure function of a clock and the calls made, so tests drive it by hand.
 """

@@ -167,8 +167,9 @@ class KeyState:
             bucket.take(tokens)
         self._sent(tokens)
 
-    def _sent(self, tokens: int) -> None:
-        """Tell the learners what was taken (their measured send rate)."""
+    def _sent(self, tokens: int, *, spent: bool = False) -> None:
+        """Tell the learners what was taken (their measured send rate). ``spent``: the
+        buckets that granted it (kept elsewhere: Redis) had run dry before."""
         if not self.learners:
             return
         for name, bucket, amount in (
@@ -177,7 +178,8 @@ class KeyState:
         ):
             learner = self.learners.get(name)
             if learner is not None and bucket is not None:
-                learner.sent(amount, bucket.capacity, bucket.last_level)
+                level = 0.0 if spent else bucket.last_level
+                learner.sent(amount, bucket.capacity, level)
 
     def refused(self, silent: bool, in_burst: bool, admitted: int | None = None) -> bool:
         """A 429 while the key is open or its window slow-starts (False otherwise: the rate's

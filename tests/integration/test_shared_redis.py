@@ -344,6 +344,26 @@ async def test_a_learned_limit_is_shared_and_one_process_429_slows_all(
     await b.aclose()
 
 
+async def test_a_burst_widened_into_the_servers_room_is_there_for_every_process(
+    redis_server: RedisServer,
+) -> None:
+    """An announced per-minute limit whose `remaining` shows room after a spent burst: the
+    burst doubles (as locally) and the shared level rises to that room at once, so another
+    process can take the wider burst now, not one refill at a time."""
+    a = limiter(redis_server.url, rpm="auto", tpm=None, burst_s=1.0, prefix="room-test")
+    b = limiter(redis_server.url, rpm="auto", tpm=None, burst_s=1.0, prefix="room-test")
+    key = ("http://per-minute/v1", "m")
+    announced = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "600"}
+    a.observe(key, announced)
+    await a.flush()
+    assert _at_once(a, key) == 10  # 600/min, a 1 s burst; the next take must wait
+    await a.acquire(key)  # granted after waiting: the shared burst was spent
+    a.observe(key, {**announced, "x-ratelimit-remaining-requests": "580"})
+    await a.flush()
+    assert a.learning.rates(key)[0] == (600.0, 2.0)
+    assert _at_once(b, key) >= 19  # the doubled burst, filled to the server's room
+
+
 async def test_a_process_that_missed_a_429_cannot_undo_it(redis_server: RedisServer) -> None:
     """learn.lua: a drop only lowers and moves the epoch on; a rate set by a process that has
     not seen the latest epoch is refused, and the answer tells it what stands."""

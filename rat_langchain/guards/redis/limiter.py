@@ -66,6 +66,7 @@ class _View:
 
     agreed: tuple[int, Any] = (0, None)
     waited_at: float = -math.inf
+    spent: bool = False  # a take had to wait since the last grant: the shared burst was spent
     queued: int = 0
     locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = field(
         default_factory=weakref.WeakKeyDictionary
@@ -377,7 +378,7 @@ class RedisRateLimiter:
                     return await self._acquire_local(key, tokens)
                 if wait_ms <= 0:
                     break
-                waited = True
+                waited = view.spent = True
                 view.waited_at = time.monotonic()
                 if self.max_queue_wait_s is not None and wait_ms / 1000 > self.max_queue_wait_s:
                     self.stats["rejected"] += 1
@@ -386,7 +387,7 @@ class RedisRateLimiter:
         finally:
             lock.release()
         self.stats["acquired"] += 1
-        self.learning.record(key, tokens)
+        self._record(view, key, tokens)
         if waited:
             self.stats["waited"] += 1
             self.stats["wait_s"] += time.monotonic() - started
@@ -416,12 +417,20 @@ class RedisRateLimiter:
         except self._link.errors as exc:
             self._unavailable(exc)
             return self._degraded_grant(self.local.try_acquire(key, tokens))
+        view = self._views.obtain(key)
         if wait_ms > 0:
-            self._views.obtain(key).waited_at = time.monotonic()
+            view.waited_at, view.spent = time.monotonic(), True
             return None
         self.stats["acquired"] += 1
-        self.learning.record(key, tokens)
+        self._record(view, key, tokens)
         return Reservation(key, tokens, self._settle)
+
+    def _record(self, view: _View, key: Key, tokens: int) -> None:
+        """A grant of the shared buckets, for ``learning``'s send rate; and whether the shared
+        burst was spent before it (a take had to wait), which lets the burst widen where the
+        server shows room (``Learner.widen``): the learning's own buckets are never taken."""
+        self.learning.record(key, tokens, spent=view.spent)
+        view.spent = False
 
     # -- corrections: reconcile, headers, 429 pauses -------------------------------------------
 
@@ -433,8 +442,11 @@ class RedisRateLimiter:
         """``x-ratelimit-*`` headers tighten the stand-in and cap the shared buckets."""
         key = Key.of(key)
         self.local.observe(key, headers)
-        self.learning.observe(key, headers)
+        rooms = self.learning.observe(key, headers)
         self._share_learned(key)
+        if rooms:  # a burst widened into the room the server showed: the shared one too
+            tokens, requests = (int(rooms.get(n, -1)) for n in ("tokens", "requests"))
+            self._send(key, "room", tokens, requests)
         remaining = [announced(headers, n).remaining for n in ("tokens", "requests")]
         if remaining != [None, None]:
             tokens, requests = (-1 if r is None else int(r) for r in remaining)

@@ -7,6 +7,8 @@
 -- take: charge both or neither; returns "0" or the wait in ms (as a string: floats survive).
 -- give: add ARGV[5] tokens (negative = charge) and ARGV[7] requests back, capped at capacity.
 -- cap:  lower the levels to ARGV[5] tokens / ARGV[7] requests (never raise them); -1 = skip.
+-- room: raise the levels to ARGV[5] tokens / ARGV[7] requests, within capacity (never lower
+--       them); -1 = skip. A burst widened into the room the server says it has left.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local r_rate, r_cap = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -71,6 +73,11 @@ local tl = level(KEYS[2], t_rate, t_cap)
 if mode == 'give' then
   if rl ~= nil then store(KEYS[1], math.min(r_cap, rl + reqs)) end
   if tl ~= nil then store(KEYS[2], math.min(t_cap, tl + tokens)) end
+  return '0'
+end
+if mode == 'room' then
+  if rl ~= nil and reqs >= 0 then store(KEYS[1], math.max(rl, math.min(r_cap, reqs))) end
+  if tl ~= nil and tokens >= 0 then store(KEYS[2], math.max(tl, math.min(t_cap, tokens))) end
   return '0'
 end
 if mode == 'cap' then
