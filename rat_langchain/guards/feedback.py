@@ -245,9 +245,16 @@ class Feedback:
                             room = rooms[name] = told.remaining * margin
                         bucket.resize_burst(wider, room=room)
                 if told.remaining is not None:
-                    # the server's count includes requests in flight that we already charged;
-                    # tightening to it is conservative, never looser than our own view
-                    bucket.cap(told.remaining)
+                    # never looser than our own view. The others in flight may reach the
+                    # server after it counted this one: they are charged against what it
+                    # said is left (as the slow start's credit is). Why: answers come back in
+                    # the order the server counted them, so the first of a burst says most is
+                    # left while the rest of the burst is still to be counted, and a 10 s
+                    # window (Azure) refused what the refill let go on that word
+                    left = told.remaining
+                    if name == "requests":
+                        left = max(0.0, left - max(0, state.in_flight - 1))
+                    bucket.cap(left)
         return rooms
 
     # -- for a limiter that keeps its buckets elsewhere (Redis) --------------------------------

@@ -206,6 +206,28 @@ def test_a_429_after_the_burst_widened_into_the_room_narrows_it_for_good() -> No
     assert limiter.limits()[KEY]["requests"]["burst_s"] == 1.0  # frozen: no second episode
 
 
+async def test_what_is_left_is_charged_with_the_others_in_flight() -> None:
+    """An answer's `remaining` was counted before the rest of its burst reached the server:
+    the others in flight are charged against it. Before, the first answer of a burst of 20
+    left the bucket at 80 on the word "25 left", and a 10 s window (Azure) refused what the
+    refill let go meanwhile."""
+    clock = FakeClock()
+    limiter = auto(clock, open_until_refused=True)
+    limiter.observe(KEY, announcing(6000, 6000))  # 100 a second, a burst of 100
+    clock.now += 1.0  # the bucket fills to it
+    gates = [limiter.gate(KEY) for _ in range(20)]
+    for gate in gates:
+        await gate.__aenter__()  # type: ignore[union-attr]
+        assert limiter.try_acquire(KEY) is not None
+    limiter.observe(KEY, announcing(6000, 25))  # one of the 20 answered: 19 still out
+    granted = 0
+    while limiter.try_acquire(KEY) is not None and granted < 100:
+        granted += 1
+    assert granted == 25 - 19
+    for gate in gates:
+        await gate.__aexit__(None, None, None)  # type: ignore[union-attr]
+
+
 def test_learner_floor_keeps_a_rate() -> None:
     clock = FakeClock()
     learner = Learner(clock, floor=6.0)
