@@ -163,6 +163,7 @@ class Feedback:
             state = self._states.peek(key)
             if state is None:
                 return False
+            state.sent_out = max(0, state.sent_out - 1)
             if not state.acknowledged:
                 state.acknowledged = True
                 for bucket in (state.requests, state.tokens):
@@ -253,7 +254,8 @@ class Feedback:
                     # window (Azure) refused what the refill let go on that word
                     left = told.remaining
                     if name == "requests":
-                        left = max(0.0, left - max(0, state.in_flight - 1))
+                        others = min(state.sent_out, state.in_flight) - 1
+                        left = max(0.0, left - max(0, others))
                     bucket.cap(left)
         return rooms
 

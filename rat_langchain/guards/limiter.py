@@ -357,6 +357,8 @@ class RateLimiter:
                 state.tokens.take(-tokens)
         if state.requests is not None and requests:
             state.requests.give(requests)
+        if requests:  # a grant that never went out
+            state.sent_out = max(0, state.sent_out - requests)
 
     def _settle(self, key: Key, tokens: int, requests: int) -> None:
         """A reservation settles: ``tokens`` (negative: an extra charge) and ``requests``

@@ -96,6 +96,10 @@ class KeyState:
             else None
         )
         self.in_flight = 0
+        # attempts past the buckets and not yet ended (keys with a gate): what an answer's
+        # ``remaining`` may not have counted yet (``Feedback._follow``); ``in_flight`` also
+        # counts callers waiting for the buckets
+        self.sent_out = 0
         self.admissions = 0  # attempts admitted through the gate so far (see ``admit``)
         self.closed_after = 0  # admissions when an open rate closed (see ``refused``)
         self.gate_waiters: deque[asyncio.Future[int]] = deque()
@@ -166,6 +170,8 @@ class KeyState:
         if bucket is not None:
             bucket.take(tokens)
         self._sent(tokens)
+        if self.concurrency is not None:
+            self.sent_out += 1
 
     def _sent(self, tokens: int, *, spent: bool = False) -> None:
         """Tell the learners what was taken (their measured send rate). ``spent``: the
@@ -299,4 +305,6 @@ class KeyState:
         if bucket is not None:
             bucket.take_refilled(tokens)
         self._sent(tokens)
+        if self.concurrency is not None:
+            self.sent_out += 1
         return True
