@@ -169,6 +169,11 @@ class KeyState:
             requests.take(1)
         if bucket is not None:
             bucket.take(tokens)
+        self._granted(tokens)
+
+    def _granted(self, tokens: int) -> None:
+        """These buckets granted one attempt: the learners measure it, and it is out until
+        it ends (``sent_out``, for keys with a gate)."""
         self._sent(tokens)
         if self.concurrency is not None:
             self.sent_out += 1
@@ -304,7 +309,5 @@ class KeyState:
             requests.take_refilled(1)
         if bucket is not None:
             bucket.take_refilled(tokens)
-        self._sent(tokens)
-        if self.concurrency is not None:
-            self.sent_out += 1
+        self._granted(tokens)
         return True
