@@ -37,6 +37,7 @@ from pydantic import (
 from rat_langchain.errors import ConfigError, shorten
 
 __all__ = [
+    "NO_KEY",
     "BackgroundTasksConfig",
     "BatchEmbeddingsConfig",
     "CachingConfig",
@@ -385,6 +386,11 @@ class PerformanceConfig(_Section):
     caching: CachingConfig = Field(default_factory=CachingConfig)
     background_tasks: BackgroundTasksConfig = Field(default_factory=BackgroundTasksConfig)
     keys: KeysConfig = Field(default_factory=KeysConfig)
+
+
+# The API key sent when none is set and the host is not OpenAI's: local servers (Ollama, vLLM,
+# LM Studio, llama.cpp) need none, but the SDK sends one (llama.cpp's documentation uses this).
+NO_KEY = "sk-no-key-required"
 
 
 class EndpointConfig(_Section):

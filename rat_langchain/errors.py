@@ -8,6 +8,9 @@
     ├── DeadlineExceeded        (TimeoutError)   a call, retries included, ran out of time
     ├── ApiKeyError             (openai.AuthenticationError)  the key was rejected (401)
     │   └── ApiPermissionError  (openai.PermissionDeniedError) ... or refused (403)
+    ├── EndpointConnectionError (openai.APIConnectionError, ModelConnectionError)
+    │   │                                        the endpoint could not be reached
+    │   └── EndpointTimeoutError (openai.APITimeoutError, ModelTimeoutError) ... in time
     ├── CircuitOpenError                         the endpoint's breaker is open: failing fast
     ├── RequestTooLarge         (ValueError)     a request can never fit the TPM limit
     ├── BackpressureError                        backpressure: the wait queue is full
@@ -21,8 +24,11 @@
 
 Why the mixins: a caller who catches the builtin (``TimeoutError``, ``ValueError``) or, where we
 stand in for an SDK call, the SDK's own error (``openai.AuthenticationError``), keeps catching it
-after the one-line swap. Every message names the setting or the input to change; causes are
-chained with ``from``. Messages never contain a secret.
+after the one-line swap; LangChain's provider-neutral ``ModelConnectionError`` too. Chat and
+embeddings raise the same type for the same fault (the SDK alone gives ``APIConnectionError``
+for one and langchain-openai's ``OpenAIConnectionError`` for the other). Every message names
+the setting or the input to change; causes are chained with ``from``. Messages never contain
+a secret.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import openai
+from langchain_core.exceptions import ModelConnectionError, ModelTimeoutError
 
 __all__ = [
     "ApiKeyError",
@@ -41,6 +48,8 @@ __all__ = [
     "DeadlineExceeded",
     "EmbeddingInputError",
     "EmbeddingResponseError",
+    "EndpointConnectionError",
+    "EndpointTimeoutError",
     "IndexLoadError",
     "MalformedResponseError",
     "PlanError",
@@ -59,6 +68,14 @@ def shorten(value: object, limit: int = _MAX_SHOWN) -> str:
     """``repr(value)``, cut to ``limit`` characters, for error messages."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
+
+
+def a_kind(value: object) -> str:
+    """A value's type as a sentence says it: ``an int``, ``a list``, ``None``."""
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
 
 
 class RatError(Exception):
@@ -102,6 +119,20 @@ class ApiPermissionError(ApiKeyError, openai.PermissionDeniedError):  # type: ig
     """The key is valid but refused for this resource (403): also an
     ``openai.PermissionDeniedError``. (The SDK types ``status_code`` as ``Literal[401]`` on one
     base and ``Literal[403]`` on the other; this one is 403.)"""
+
+
+class EndpointConnectionError(RatError, openai.APIConnectionError, ModelConnectionError):
+    """The endpoint could not be reached (refused, unknown host, reset before an answer), after
+    the retries. The message names the URL (no query, no credentials) and the cause; ``request``
+    is the SDK's request, as on ``openai.APIConnectionError``."""
+
+    def __init__(self, message: str, *, request: Any) -> None:
+        openai.APIConnectionError.__init__(self, message=message, request=request)
+
+
+class EndpointTimeoutError(EndpointConnectionError, openai.APITimeoutError, ModelTimeoutError):
+    """The endpoint did not answer within the HTTP timeout (``request_timeout_s``), after the
+    retries. A call's own deadline running out is :class:`DeadlineExceeded` instead."""
 
 
 class CircuitOpenError(RatError):

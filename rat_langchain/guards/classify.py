@@ -12,16 +12,20 @@ import json
 
 import openai
 
+from rat_langchain.config import NO_KEY
 from rat_langchain.errors import (
     ApiKeyError,
     ApiPermissionError,
     BackpressureError,
     CircuitOpenError,
+    EndpointConnectionError,
+    EndpointTimeoutError,
     MalformedResponseError,
     RateLimiterUnavailable,
     RequestTooLarge,
     shorten,
 )
+from rat_langchain.guards.key import tenant_of
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -33,6 +37,7 @@ __all__ = [
 ]
 
 _RETRY_STATUS = {408, 409, 429}
+_NO_KEY_TENANT = tenant_of(NO_KEY)
 
 
 class Outcome(enum.StrEnum):
@@ -99,10 +104,19 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
-def explain(exc: BaseException, endpoint: str = "") -> BaseException:
-    """Turn a 401/403 into :class:`ApiKeyError` / :class:`ApiPermissionError`, with a message
-    about the key (never the key). Both stay the SDK's ``AuthenticationError`` /
-    ``PermissionDeniedError``, with the original response and body."""
+def explain(exc: BaseException, endpoint: str = "", *, tenant: str = "") -> BaseException:
+    """The error a caller sees for a failed call: what to change, in the SDK's own types.
+
+    - a 401/403 becomes :class:`ApiKeyError` / :class:`ApiPermissionError`, about the key (never
+      the key), still the SDK's ``AuthenticationError`` / ``PermissionDeniedError`` with the
+      original response and body;
+    - a failed connection or an HTTP timeout becomes :class:`EndpointConnectionError` /
+      :class:`EndpointTimeoutError`, one type for chat and embeddings alike, naming the URL
+      and the cause (the SDK says only "Connection error.");
+    - a 404 from a base URL with no ``/v1`` says which URL was probably meant.
+
+    ``tenant`` is the call's API-key fingerprint: the placeholder's (no key set) is named.
+    """
     if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
         if isinstance(exc, ApiKeyError):
             return exc
@@ -110,23 +124,58 @@ def explain(exc: BaseException, endpoint: str = "") -> BaseException:
         denied = exc.status_code == 403
         what = "refused for this resource" if denied else "rejected"
         kind = ApiPermissionError if denied else ApiKeyError
+        none_set = (
+            "no API key was set (a keyless local server needs none, this one does): set "
+            if tenant and tenant == _NO_KEY_TENANT
+            else "check "
+        )
         return kind(
-            f"the API key was {what}{where} (HTTP {exc.status_code}); check OPENAI_API_KEY or "
-            "endpoint.api_key in config.yaml, and the key's project and permissions",
+            f"the API key was {what}{where} (HTTP {exc.status_code}); {none_set}"
+            "OPENAI_API_KEY or endpoint.api_key in config.yaml, and the key's project and "
+            "permissions",
             response=exc.response,
             body=exc.body,
         )
-    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.NotFoundError):
+        return _missing_v1(exc)
+    if isinstance(exc, openai.APIConnectionError) and not isinstance(exc, EndpointConnectionError):
         url = exc.request.url  # no query, no user info: nothing secret in the message
         port = f":{url.port}" if url.port else ""
-        # the SDK says only "Connection error.": which endpoint, and why, is what a user needs.
-        # The message is amended in place: the type (langchain-openai's subclass too) stays
+        where = f"{url.scheme}://{url.host}{port}{url.path}"
         cause = exc.__cause__ or exc.__context__
         while cause is not None and isinstance(cause, openai.APIConnectionError):
             cause = cause.__cause__ or cause.__context__
         why = f" ({type(cause).__name__}: {shorten(str(cause), 200)})" if cause else ""
-        message = f"could not connect to {url.scheme}://{url.host}{port}{url.path}{why}"
-        if not str(exc).startswith("could not connect"):
-            exc.message = message
-            exc.args = (message,)
+        if isinstance(exc, openai.APITimeoutError):
+            return EndpointTimeoutError(
+                f"no answer from {where} within the HTTP timeout "
+                f"(connection_pooling.request_timeout_s){why}",
+                request=exc.request,
+            )
+        return EndpointConnectionError(f"could not connect to {where}{why}", request=exc.request)
     return exc
+
+
+def _missing_v1(exc: openai.NotFoundError) -> BaseException:
+    """A 404 for a request whose URL has no ``/v1`` segment: the usual cause is a base URL
+    given as the server's root (``http://localhost:11434``) where the OpenAI-compatible API
+    lives under ``/v1``. The message says so; the type and response stay the SDK's."""
+    url = exc.response.request.url
+    segments = url.path.split("/")
+    if "v1" in segments or "openai" in segments:  # Azure's /openai/deployments/... paths
+        return exc
+    operation = next((tail for tail in _OPERATIONS if url.path.endswith(tail)), "/" + segments[-1])
+    root = f"{url.scheme}://{url.host}{f':{url.port}' if url.port else ''}"
+    base = url.path[: len(url.path) - len(operation)].rstrip("/")
+    hint = (
+        f"HTTP 404 from {root}{url.path}: the base URL has no /v1; "
+        f"did you mean base_url='{root}{base}/v1'?"
+    )
+    if not str(exc).startswith("HTTP 404 from"):
+        exc.message = hint
+        exc.args = (hint,)
+    return exc
+
+
+# The API paths this library calls, to find the base URL a 404's request was sent under.
+_OPERATIONS = ("/chat/completions", "/embeddings", "/batches", "/files", "/models")

@@ -351,7 +351,11 @@ class _Call:
         ``ApiKeyError``), chained to ``cause`` when it is another exception."""
         guard = self.guard
         guard.stats.failures += 1
-        explained = error if isinstance(error, DeadlineExceeded) else explain(error, guard.endpoint)
+        explained = (
+            error
+            if isinstance(error, DeadlineExceeded)
+            else explain(error, guard.endpoint, tenant=guard.key.tenant)
+        )
         guard._record(self.started, explained)
         if explained is cause:
             raise explained

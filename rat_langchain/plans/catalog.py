@@ -22,6 +22,8 @@ from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from rat_langchain.errors import a_kind
+
 __all__ = ["ToolCatalog"]
 
 
@@ -56,7 +58,7 @@ class ToolCatalog:
             raise ValueError("two tools in the catalog have the same name")
         for name, tool in named.items():
             if not (callable(tool) or isinstance(tool, Runnable)):
-                raise TypeError(f"tool {name!r} is a {type(tool).__name__}, not a tool")
+                raise TypeError(f"tool {name!r} is {a_kind(tool)}, not a tool")
         self.tools: dict[str, Any] = named
         self.cache = cache
 

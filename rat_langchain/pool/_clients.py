@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import httpx2
 import openai
 
-from rat_langchain.config import RatConfig
+from rat_langchain.config import NO_KEY, RatConfig
 from rat_langchain.errors import ConfigError, PoolClosedError
 from rat_langchain.guards import build_guards
 from rat_langchain.guards.breaker import BreakerRegistry
@@ -37,6 +39,23 @@ __all__ = ["Clients"]
 _C = TypeVar("_C", openai.OpenAI, openai.AsyncOpenAI)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+# Hosts that always need a key: OpenAI's own and Azure's. Any other host without one gets the
+# placeholder NO_KEY, so a keyless local server works with nothing set (a hosted server that
+# does need one answers 401, and ApiKeyError says no key was set).
+_KEYED_HOSTS = ("openai.com", "azure.com", "azure-api.net")
+# What an API key never holds: whitespace (a newline from a file would otherwise reach the
+# header check of the HTTP client as "header injection") and other control characters.
+_UNSAFE_KEY = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or url).lower()
+
+
+def _needs_key(url: str) -> bool:
+    host = _host(url)
+    return any(host == keyed or host.endswith("." + keyed) for keyed in _KEYED_HOSTS)
 
 
 @functools.cache
@@ -131,12 +150,24 @@ class Clients:
             or os.environ.get("OPENAI_API_KEY")
         )
         if not key:
+            if _needs_key(url):
+                raise ConfigError(
+                    [
+                        (
+                            "endpoint.api_key",
+                            f"no API key for {_host(url)}: pass api_key=, set endpoint.api_key "
+                            "in config.yaml, or set OPENAI_API_KEY",
+                        )
+                    ]
+                )
+            key = NO_KEY  # a local server (Ollama, vLLM, LM Studio, llama.cpp) needs none
+        elif _UNSAFE_KEY.search(key):
             raise ConfigError(
                 [
                     (
                         "endpoint.api_key",
-                        "no API key: pass api_key=, set endpoint.api_key in config.yaml, "
-                        "or set OPENAI_API_KEY",
+                        "the API key contains whitespace or a control character (a trailing "
+                        "newline, as from a file or an echo?): strip it",
                     )
                 ]
             )

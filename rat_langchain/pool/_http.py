@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import re
 import ssl
 import weakref
 from collections.abc import AsyncGenerator, Callable
@@ -192,6 +193,10 @@ class _PerLoop:
             self._by_loop.pop(loop, None)
 
 
+# aiohttp's "Cannot connect to host h:1 ssl:default [...]": the setting, not a TLS attempt
+_TLS_SETTING = re.compile(r" ssl:\S+")
+
+
 def _refused(exc: BaseException) -> bool:
     """Whether the aiohttp transport's ``ConnectTimeout`` is really a failed connection: its
     exception map turns every ``aiohttp.ClientConnectorError`` (a refused port, an unknown
@@ -214,7 +219,10 @@ class _PerLoopMixin:
             return await inner.send(request, **kwargs)
         except httpx2.ConnectTimeout as exc:
             if _refused(exc):
-                raise httpx2.ConnectError(str(exc), request=request) from exc
+                message = str(exc)
+                if request.url.scheme == "http":  # aiohttp names its TLS setting on plain HTTP
+                    message = _TLS_SETTING.sub("", message)
+                raise httpx2.ConnectError(message, request=request) from exc
             raise
 
     async def aclose(self) -> None:

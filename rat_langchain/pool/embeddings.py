@@ -33,6 +33,7 @@ from rat_langchain.errors import (
     EmbeddingInputError,
     EmbeddingResponseError,
     MalformedResponseError,
+    a_kind,
 )
 from rat_langchain.guards.engine import Guard
 from rat_langchain.guards.key import Key, tenant_of
@@ -141,6 +142,7 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         return [row.tolist() for row in await self.aembed_array(texts)]
 
     async def aembed_query(self, text: str) -> list[float]:
+        _check_input(text, "the query")  # not "text 0": the caller passed no list
         return (await self.aembed_array([text]))[0].tolist()
 
     @contextlib.contextmanager
@@ -392,15 +394,19 @@ def _check_inputs(texts: Sequence[Any]) -> None:
     if isinstance(texts, str):
         raise TypeError("embed_documents takes a list of strings, not one string")
     for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"text {i} is a {type(text).__name__}, not a str")
-        if not text.strip():
-            raise ValueError(f"text {i} is empty or only whitespace; the API rejects it")
-        if (at := lone_surrogate(text)) is not None:
-            raise ValueError(
-                f"text {i} has a lone surrogate at character {at}: it is not valid Unicode "
-                "and cannot be sent"
-            )
+        _check_input(text, f"text {i}")
+
+
+def _check_input(text: Any, name: str) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"{name} is {a_kind(text)}, not a str")
+    if not text.strip():
+        raise ValueError(f"{name} is empty or only whitespace; the API rejects it")
+    if (at := lone_surrogate(text)) is not None:
+        raise ValueError(
+            f"{name} has a lone surrogate at character {at}: it is not valid Unicode "
+            "and cannot be sent"
+        )
 
 
 def _reason(exc: openai.BadRequestError) -> str:

@@ -170,7 +170,7 @@ def test_bad_server_vectors_raise_a_clear_error(
     [
         (["ok", ""], ValueError, "text 1 is empty"),
         (["ok", "   \n"], ValueError, "text 1 is empty"),
-        (["ok", 42], TypeError, "text 1 is a int"),
+        (["ok", 42], TypeError, "text 1 is an int"),
         ("just one string", TypeError, "list of strings"),
     ],
 )

@@ -81,7 +81,7 @@ def test_plain_callables_specs_and_bad_input() -> None:
     specs = {s["function"]["name"]: s["function"] for s in catalog.specs()}
     assert specs["lookup"]["description"] == "Look a word up in the dictionary."
     assert set(specs["add"]["parameters"]["properties"]) == {"a", "b"}
-    with pytest.raises(TypeError, match="'x' is a int"):
+    with pytest.raises(TypeError, match="'x' is an int"):
         ToolCatalog({"x": 1})
     with pytest.raises(ValueError, match="same name"):
         ToolCatalog([add, add])
