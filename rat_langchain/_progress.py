@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-__all__ = ["SILENT", "progress"]
+__all__ = ["SILENT", "end", "progress"]
 
 
 def progress(desc: str, unit: str, total: int | None = None, *, file: TextIO | None = None) -> Any:
@@ -23,6 +23,16 @@ def progress(desc: str, unit: str, total: int | None = None, *, file: TextIO | N
 
         return tqdm(total=total, desc=desc, unit=unit, file=out)
     return _Lines(desc, unit, total, out)
+
+
+def end(bar: Any, *, finished: bool) -> None:
+    """Close ``bar``; a run that did not finish (interrupted, failed) is not reported "done"
+    (the indexer printed "done" after a Ctrl-C). A tqdm bar is left as it stood."""
+    stop = getattr(bar, "stop", None)
+    if finished or stop is None:
+        bar.close()
+    else:
+        stop()
 
 
 def _is_terminal(out: TextIO) -> bool:
@@ -54,13 +64,17 @@ class _Lines:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._say(time.monotonic(), done=True)
+            self._say(time.monotonic(), end=", done")
 
-    def _say(self, now: float, *, done: bool = False) -> None:
+    def stop(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._say(time.monotonic(), end=", stopped")
+
+    def _say(self, now: float, *, end: str = "") -> None:
         elapsed = max(now - self._started, 1e-9)
         of = f"/{self.total}" if self.total is not None else ""
         rate = self.n / elapsed
-        end = ", done" if done else ""
         self.out.write(
             f"{self.desc}: {self.n}{of} {self.unit}s in {elapsed:.1f} s "
             f"({rate:.1f} {self.unit}s/s){end}\n"
@@ -75,6 +89,9 @@ class _Silent:
         pass
 
     def close(self) -> None:
+        pass
+
+    def stop(self) -> None:
         pass
 
 

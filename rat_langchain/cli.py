@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import signal
 import sys
@@ -98,6 +97,7 @@ def _add_index(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--config", help="path to config.yaml")
     p.add_argument("--batch-size", type=int, default=8192, help="documents per store update")
     p.add_argument("--checkpoint-every", type=float, default=5.0, help="seconds between saves")
+    p.add_argument("-v", "--verbose", action="store_true", help="print a line at each checkpoint")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--batch",
@@ -135,27 +135,31 @@ def _index(args: argparse.Namespace) -> int:
     from rat_langchain.pool.pool import ClientPool
 
     config = RatConfig.load(args.config) if args.config else RatConfig.load()
-    documents = load_folder(args.path)  # a missing or empty folder fails before anything else
-    first = next(documents, None)
-    if first is None:
+    # a list: progress counts against the whole corpus (its chunks are held in the store anyway)
+    documents = list(load_folder(args.path))  # a missing or empty folder fails first
+    if not documents:
         raise ValueError(f"{args.path} holds no .txt or .md text to index")
+    indexer: BatchIndexer | None = None
+
+    def checkpointed(count: int, folder: object) -> None:
+        if args.verbose:
+            print(f"checkpoint: {count} documents saved to {folder}", flush=True)
 
     async def run() -> int:
+        nonlocal indexer
         async with ClientPool(config) as pool:
             indexer = BatchIndexer(
                 pool.embeddings(),
                 out=args.out,
                 batch_size=args.batch_size,
                 checkpoint_every_s=args.checkpoint_every,
-                on_checkpoint=lambda count, folder: print(
-                    f"checkpoint: {count} documents saved to {folder}", flush=True
-                ),
+                on_checkpoint=checkpointed,
                 mode=args.mode or "online",
                 batch=BatchSettings(
                     on_failed=args.on_failed, poll_s=args.poll, max_poll_s=max(60.0, args.poll)
                 ),
             )
-            report = await indexer.aindex(itertools.chain([first], documents))
+            report = await indexer.aindex(documents)
         if report.tokens is not None:
             print(
                 f"{report.tokens} tokens to embed: US${_money(report.cost_online)} online, "
@@ -175,7 +179,17 @@ def _index(args: argparse.Namespace) -> int:
             print(f"  failed {doc_id}: {reason}")
         return 1 if report.failed else 0
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except KeyboardInterrupt:
+        saved = indexer.saved if indexer is not None else None
+        what = "nothing saved" if not saved else f"{saved} of {len(documents)} chunks saved"
+        print(
+            f"interrupted: {what} in {args.out}; rerun the same command to resume",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
 
 
 def _money(value: float | None) -> str:
@@ -220,7 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        message = " ".join(str(exc).split()) or type(exc).__name__
+        from rat_langchain.errors import ConfigError  # loaded by now: only config raises it
+
+        # one line, but a ConfigError keeps its lines: one per key, and a YAML error's place
+        text = str(exc) if isinstance(exc, ConfigError) else " ".join(str(exc).split())
+        message = text or type(exc).__name__
         print(f"rat-langchain {args.command}: {type(exc).__name__}: {message}", file=sys.stderr)
         return 1
 

@@ -64,17 +64,37 @@ class _Section(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_bools_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        """``rpm_limit: true`` is a mistake, not 1: a YAML boolean is never a number here."""
-        if isinstance(value, bool) and info.field_name is not None:
-            annotation = cls.model_fields[info.field_name].annotation
-            kinds = {
-                get_args(kind)[0] if get_origin(kind) is Annotated else kind
-                for kind in (get_args(annotation) or (annotation,))
-            }
-            if kinds & {int, float} and bool not in kinds:
-                raise ValueError(f"expected a number, got the boolean {value!r}")
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """A number is written as a number: ``rpm_limit: true`` is a mistake, not 1, and
+        ``max_connections: '50'`` (quoted, or a string from code) is a mistake too, which
+        pydantic's lax mode would turn into 50 (strict for numbers, as pydantic's strict mode
+        is, with one exception: ``RAT_…`` environment variables are text by nature)."""
+        if info.field_name is None or not isinstance(value, bool | str):
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        kinds = {
+            get_args(kind)[0] if get_origin(kind) is Annotated else kind
+            for kind in (get_args(annotation) or (annotation,))
+        }
+        if not kinds & {int, float}:
+            return value
+        if isinstance(value, bool) and bool not in kinds:
+            raise ValueError(f"expected a number, got the boolean {value!r}")
+        words = {word for kind in kinds if get_origin(kind) is Literal for word in get_args(kind)}
+        if isinstance(value, str) and not isinstance(value, _EnvText) and value not in words:
+            also = "".join(f" or {word!r}" for word in sorted(words))
+            raise ValueError(
+                f"expected a number{also}, got the string {shorten(value, 40)} (write a number "
+                "without quotes)"
+            )
         return value
+
+
+class _EnvText(str):
+    """The text of a ``RAT_…`` environment variable: a number field parses it (``"600"`` is
+    600), where the same string in YAML or a dict is refused as a quoted number."""
+
+    __slots__ = ()
 
 
 class ConnectionPoolingConfig(_Section):
@@ -493,11 +513,33 @@ def _safe_yaml(text: str, where: str) -> Any:
             )
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
-        raise ConfigError([(where, f"not valid YAML: {shorten(str(exc), 500)}")]) from None
+        raise ConfigError([(where, _yaml_problem(exc))]) from None
     except RecursionError:
         raise ConfigError([(where, "not valid YAML: nested too deeply")]) from None
     finally:
         loader.dispose()
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML syntax error as lines a person reads: where, what, and the line with a caret
+    (PyYAML's own text, once passed through repr, was one escaped string). Bounded: the
+    problem is cut, and PyYAML's snippet is at most a line of the file."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f"not valid YAML: {_printable(str(exc))}"
+    mark = exc.problem_mark
+    text = f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: "
+    text += _printable(exc.problem or "")
+    if exc.context and exc.context_mark is not None:
+        where = exc.context_mark
+        text += f" ({_printable(exc.context)} at line {where.line + 1}, column {where.column + 1})"
+    snippet = mark.get_snippet(indent=4, max_length=75)
+    return f"{text}\n{_printable(snippet, keep_lines=True)}" if snippet else text
+
+
+def _printable(text: str, *, keep_lines: bool = False, limit: int = 300) -> str:
+    kept = "\n" if keep_lines else ""
+    clean = "".join(c if c.isprintable() or c in kept else "?" for c in text[:limit])
+    return clean + ("..." if len(text) > limit else "")
 
 
 def _expanded_nodes(root: yaml.Node) -> int:
@@ -575,7 +617,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             if not isinstance(node, dict):
                 break
         else:
-            node[leaf] = None if value.lower() in ("null", "none") else value
+            node[leaf] = None if value.lower() in ("null", "none") else _EnvText(value)
     return out
 
 
@@ -619,9 +661,10 @@ def _key_errors(exc: ValidationError) -> list[tuple[str, str]]:
         if error["type"] == "extra_forbidden":
             message = "unknown key (check the spelling against config.yaml)"
         else:
-            message = error["msg"]
+            message = error["msg"].removeprefix("Value error, ")  # our own validators' text
             secret = "api_key" in path  # never echo a secret back, not even a malformed one
-            if "input" in error and not isinstance(error["input"], dict) and not secret:
+            told = error["type"] == "value_error" and ", got " in message
+            if "input" in error and not isinstance(error["input"], dict) and not (secret or told):
                 shown[path] = f" (got {shorten(error['input'], 80)})"
         messages.setdefault(path, []).append(message)
     return [(path, " or ".join(found) + shown.get(path, "")) for path, found in messages.items()]

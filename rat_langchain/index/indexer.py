@@ -14,10 +14,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from langchain_core.documents import Document
@@ -26,7 +26,7 @@ from langchain_core.vectorstores import VectorStore
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 from pydantic import ValidationError
 
-from rat_langchain._progress import SILENT, progress
+from rat_langchain._progress import SILENT, end, progress
 from rat_langchain._tokens import encode
 from rat_langchain.errors import EmbeddingInputError
 from rat_langchain.index._atomic import readable_dir
@@ -164,6 +164,8 @@ class BatchIndexer:
         self.batch_settings = batch or BatchSettings()
         self.batch_threshold_tokens = batch_threshold_tokens
         self._faiss = store is None
+        self.saved: int | None = None
+        """Documents in ``out`` at the last checkpoint (a FaissStore's; None before one)."""
         if store is not None:
             self.store: VectorStore = store
         elif self.out is not None and (readable_dir(self.out) / "manifest.json").exists():
@@ -186,12 +188,23 @@ class BatchIndexer:
             return {str(i) for i in get(ids=ids, include=[])["ids"]}
 
     async def aindex(self, documents: Iterable[Document]) -> IndexReport:
+        """Index ``documents``. Interrupted (cancelled, Ctrl-C) or failed, what the store holds
+        so far is saved to ``out`` before the exception goes on (``saved`` says how much), so
+        the same call again resumes from there."""
         report = IndexReport(mode=self.mode)
         start = time.monotonic()
-        if self.mode == "online":
-            await self._sync(documents, report)
-        else:
-            await self._planned(documents, report)
+        try:
+            if self.mode == "online":
+                await self._sync(documents, report)
+            else:
+                await self._planned(documents, report)
+        except BaseException:
+            if self.out is not None:
+                try:
+                    self._save(report)
+                except Exception:  # the run's own error is the one to see
+                    _log.exception("could not save what was indexed before the run stopped")
+            raise
         if self.out is not None:
             self._save(report)
         report.seconds = time.monotonic() - start
@@ -201,16 +214,20 @@ class BatchIndexer:
 
     async def _sync(self, documents: Iterable[Document], report: IndexReport) -> None:
         last_save = time.monotonic()
-        bar = progress("indexing", "doc") if self.progress else SILENT
+        # against the whole corpus where its size is known, documents already held included
+        total = len(documents) if isinstance(documents, Sized) and self.shard is None else None
+        bar = progress("indexing", "doc", total) if self.progress else SILENT
+        finished = False
         try:
-            async for batch in self._batches(documents, report):
+            async for batch in self._batches(documents, report, bar):
                 await self._add(batch, report)
                 bar.update(len(batch))
                 if self.out is not None and time.monotonic() - last_save >= self.checkpoint_every_s:
                     self._save(report)
                     last_save = time.monotonic()
+            finished = True
         finally:
-            bar.close()
+            end(bar, finished=finished)
 
     async def _add(self, batch: list[Document], report: IndexReport) -> None:
         texts = [d.page_content for d in batch]
@@ -232,16 +249,24 @@ class BatchIndexer:
                 report.added += len(keep)
 
     async def _batches(
-        self, documents: Iterable[Document], report: IndexReport
+        self, documents: Iterable[Document], report: IndexReport, bar: Any
     ) -> AsyncIterator[list[Document]]:
+        """Batches of the documents the store does not hold; those it holds (and repeats)
+        advance ``bar`` here, the others once added."""
         batch: list[Document] = []
+        counted = report.skipped
         for doc in self._unique(documents, report, set()):
             batch.append(doc)
             if len(batch) >= self.batch_size:
-                if fresh := self._fresh(batch, report):
+                fresh = self._fresh(batch, report)
+                bar.update(report.skipped - counted)
+                counted = report.skipped
+                if fresh:
                     yield fresh
                 batch = []
-        if batch and (fresh := self._fresh(batch, report)):
+        fresh = self._fresh(batch, report) if batch else []
+        bar.update(report.skipped - counted)
+        if fresh:
             yield fresh
 
     def _fresh(self, batch: list[Document], report: IndexReport) -> list[Document]:
@@ -329,6 +354,7 @@ class BatchIndexer:
         assert self.out is not None
         if isinstance(self.store, FaissStore):
             self.store.save(self.out)
+            self.saved = len(self.store)
             _log.info("checkpoint: %d documents saved to %s", len(self.store), self.out)
             if self.on_checkpoint is not None:
                 self.on_checkpoint(len(self.store), self.out)

@@ -113,7 +113,11 @@ def test_sigkill_half_way_then_resume_gives_every_document_once(tmp_path: Path) 
         ]
         cmd += ["--batch-size", "20", "--checkpoint-every", "0"]
         proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+            [*cmd, "--verbose"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert proc.stdout is not None
         for line in proc.stdout:  # wait for two checkpoints, then kill without warning

@@ -83,7 +83,7 @@ def test_from_dict_overrides() -> None:
         (
             {"performance": {"batch_embeddings": {"batch_size": "many"}}},
             "performance.batch_embeddings.batch_size",
-            "integer",
+            "expected a number",
         ),
         (
             {"performance": {"rate_limiting": {"safety_margin": 1.5}}},
@@ -103,6 +103,63 @@ def test_errors_name_the_key_path(data: dict[str, Any], path: str, fragment: str
         RatConfig.from_dict(data, env={})
     assert any(p == path and fragment in m for p, m in info.value.errors), info.value.errors
     assert path in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("connection_pooling.max_connections", "50"),
+        ("rate_limiting.rpm_limit", "600"),
+        ("rate_limiting.safety_margin", "0.5"),
+        ("retries.timeout_s", "5"),
+        ("rate_limiting.per_model.m.tpm_limit", "1000"),
+        ("connection_pooling.max_connections", True),
+    ],
+)
+def test_a_number_written_as_text_is_refused(path: str, value: object) -> None:
+    """``max_connections: '50'`` was accepted as 50: a quoted number in YAML is a mistake the
+    user should see (pydantic's lax mode hid it); strict for numbers, as pydantic's strict is."""
+    *sections, leaf = path.split(".")
+    data: dict[str, Any] = {leaf: value}
+    for section in reversed(sections):
+        data = {section: data}
+    with pytest.raises(ConfigError) as info:
+        RatConfig.from_dict({"performance": data}, env={})
+    [(where, message)] = info.value.errors
+    assert where == f"performance.{path}"
+    assert message.startswith("expected a number")
+    assert "Value error" not in message
+    assert message.count("got") == 1
+
+
+def test_environment_variables_still_give_numbers_as_text() -> None:
+    env = {
+        "RAT_PERFORMANCE__CONNECTION_POOLING__MAX_CONNECTIONS": "50",
+        "RAT_PERFORMANCE__RETRIES__TIMEOUT_S": "2.5",
+        "RAT_PERFORMANCE__RATE_LIMITING__TPM_LIMIT": "auto",
+    }
+    config = RatConfig.from_dict({"performance": {"rate_limiting": {"rpm_limit": 600}}}, env=env)
+    assert config.performance.connection_pooling.max_connections == 50
+    assert config.performance.retries.timeout_s == 2.5
+    assert config.performance.rate_limiting.tpm_limit == "auto"
+    assert RatConfig.from_dict({"performance": {"rate_limiting": {"rpm_limit": "auto"}}}, env={})
+
+
+def test_a_yaml_syntax_error_reads_as_lines_with_the_place(tmp_path: Path) -> None:
+    """PyYAML's message went through repr: one line of escaped text with \\n in it."""
+    file = tmp_path / "config.yaml"
+    file.write_text("performance:\n  rate_limiting:\n    rpm_limit: [1, 2\n  retries: 3\n")
+    with pytest.raises(ConfigError) as info:
+        RatConfig.load(file, env={})
+    text = str(info.value)
+    assert "\\n" not in text
+    assert '"' not in text
+    assert "not valid YAML at line 4, column 10: expected ',' or ']', but got ':'" in text
+    assert "(while parsing a flow sequence at line 3, column 16)" in text
+    assert "\n      retries: 3\n" in text  # the line itself, and a caret under the place
+    file.write_text("a: b: c\n")
+    with pytest.raises(ConfigError, match="line 1, column 5: mapping values are not allowed"):
+        RatConfig.load(file, env={})
 
 
 def test_cross_field_check_names_its_section() -> None:
