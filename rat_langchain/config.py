@@ -166,15 +166,15 @@ class RateLimitingConfig(_Section):
     rpm_limit: Limit = Field(
         "auto",
         description="Requests per minute per API and model. auto: learned from the server's "
-        "x-ratelimit-limit-requests, up as well as down; where it never says, not applied "
-        "until the server refuses (a window of requests in flight slow-starts meanwhile), "
-        "then found from its 429s (CUBIC; docs/resilience.md); a number is a ceiling the "
-        "server's limit can only lower.",
+        "x-ratelimit-limit-requests, up as well as down; until it says, no rate: 10 requests "
+        "in flight before the first answer, a window that slow-starts from there (backend: "
+        "redis starts at 500 RPM instead); where it never says, found from its 429s (CUBIC; "
+        "docs/resilience.md); a number is a ceiling the server's limit can only lower.",
     )
     tpm_limit: Limit = Field(
         "auto",
         description="Tokens per minute per API and model. auto: learned from the server's "
-        "x-ratelimit-limit-tokens (the tighter project limit where it sends one), 200000 "
+        "x-ratelimit-limit-tokens (the tighter project limit where it sends one); 200000 "
         "until the first answer; where the server never says, not applied until it refuses, "
         "then found from its 429s; a number is a ceiling.",
     )

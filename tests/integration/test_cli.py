@@ -85,6 +85,18 @@ def test_index_folder_example_resumes_without_duplicates(
     assert "circuit-breaker.md" in second  # the search finds the right file
 
 
+def test_memory_example_writes_in_the_background_saves_and_loads(
+    capsys: pytest.CaptureFixture[str], no_openai_env: None, tmp_path: Path
+) -> None:
+    argv = ["memory.py", "--out", str(tmp_path / "memories")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        runpy.run_path(str(ROOT / "examples" / "memory.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "users: ['ana', 'ben'], ana has 3 memories" in out
+    assert "ben has 1 memory" in out
+
+
 def test_run_plan_example_runs_independent_steps_at_once(
     capsys: pytest.CaptureFixture[str], no_openai_env: None
 ) -> None:
