@@ -219,7 +219,7 @@ class Feedback:
                 told = said[name]  # garbage and negative values left out
                 learner = state.learners.get(name)
                 if told.limit is not None and told.limit > 0:
-                    limit = max(told.limit, self._floor(name)) * margin
+                    limit = max(told.limit * margin, self._floor(name))  # floor: after it
                     broken = None if learner is None else learner.ceiling  # distrusted
                     if learns[name] and broken is None:
                         bucket.adopt(limit)  # up as well as down

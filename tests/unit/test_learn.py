@@ -329,6 +329,25 @@ def test_an_announced_limit_the_server_does_not_keep_becomes_a_ceiling() -> None
     assert rpm(limiter) <= 3000
 
 
+def test_a_tiny_announced_limit_waits_no_longer_than_a_retry_after_may_with_the_margin() -> None:
+    """The floor (one request per max_server_wait_s) was applied before the safety margin:
+    1 RPM announced with the default margin of 0.9 held every request 66.7 s, past the 60 s
+    a server's own Retry-After may hold a key."""
+    clock = FakeClock()
+    limiter = auto(clock, safety_margin=0.9, max_pause_s=60.0)
+    tiny = {"x-ratelimit-limit-requests": "1", "x-ratelimit-remaining-requests": "0"}
+    grants: list[float] = []
+    for _ in range(12_000):  # 20 minutes, offered ten a second
+        clock.now += 0.1
+        if limiter.try_acquire(KEY) is not None:
+            grants.append(clock.now)
+            limiter.observe(KEY, tiny)
+            limiter.acknowledge(KEY)
+    gaps = [later - earlier for earlier, later in zip(grants[1:], grants[2:], strict=False)]
+    assert gaps
+    assert max(gaps) <= 60.0 + 0.1
+
+
 def test_a_429_while_sending_at_the_announced_rate_does_not_distrust_it() -> None:
     clock = FakeClock()
     limiter = auto(clock)
