@@ -13,6 +13,7 @@ import functools
 import os
 import re
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import urlsplit
@@ -34,7 +35,7 @@ from rat_langchain.pool import _http
 if TYPE_CHECKING:
     from rat_langchain.index.embedding_cache import EmbeddingCache
 
-__all__ = ["Clients"]
+__all__ = ["Clients", "recent"]
 
 _C = TypeVar("_C", openai.OpenAI, openai.AsyncOpenAI)
 
@@ -74,6 +75,24 @@ def _prime_platform(client: openai.AsyncOpenAI) -> None:
     """
     if getattr(client, "_platform", "unknown") is None:
         client._platform = _platform()
+
+
+_V = TypeVar("_V")
+
+
+def recent(table: dict[Any, _V], name: object, make: Callable[[], _V], limit: int) -> _V:
+    """``table[name]``, made on first use, in a table that keeps the ``limit`` most recently
+    used entries. Why: API keys, model names and sizes can be user input, and an SDK client or
+    an embedding queue kept per value for ever is a memory hole in a multi-tenant service (the
+    guards' state is bounded the same way, by ``performance.keys.max_keys``). Forgetting one is
+    safe: whoever holds it keeps using it, and the next caller gets a new one."""
+    found = table.pop(name, None)
+    if found is None:
+        found = make()
+        while len(table) >= limit:
+            del table[next(iter(table))]  # the least recently used: dicts keep order
+    table[name] = found  # now the most recent
+    return found
 
 
 @dataclass(frozen=True)
@@ -231,17 +250,19 @@ class Clients:
         made: dict[tuple[_Endpoint, int], Any] = (
             self._async if kind is openai.AsyncOpenAI else self._sync
         )
-        client = made.get((endpoint, retries))
-        if client is None:
-            client = made[(endpoint, retries)] = kind(
+        return recent(
+            made,
+            (endpoint, retries),
+            lambda: kind(
                 api_key=key,
                 base_url=endpoint.base_url,
                 organization=endpoint.organization,
                 timeout=self._settings.timeout(),
                 max_retries=retries,
                 http_client=self._http_client(kind is openai.AsyncOpenAI),
-            )
-        return client
+            ),
+            self.config.performance.keys.max_keys,
+        )
 
     def _http_client(self, is_async: bool) -> Any:
         """The HTTP client the SDK clients of one kind share: the user's, or the pool's."""

@@ -38,7 +38,7 @@ from rat_langchain.errors import (
 from rat_langchain.guards.engine import Guard
 from rat_langchain.guards.key import Key, tenant_of
 from rat_langchain.index.embedding_cache import EmbeddingCache
-from rat_langchain.pool._clients import Clients
+from rat_langchain.pool._clients import Clients, recent
 from rat_langchain.pool._coalesce import Coalescer, SendRows
 
 __all__ = ["EmbeddingInputError", "EmbeddingResponseError", "PooledOpenAIEmbeddings"]
@@ -339,10 +339,13 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
         """The queue this call's requests join: one per event loop, endpoint, model, tenant and
         size on the pool (see ``pool._coalesce``)."""
         queues = self.pool.coalescers.setdefault(asyncio.get_running_loop(), {})
-        name = (guard.key, self.dimensions)
-        coalescer = queues.get(name)
-        if coalescer is None:
-            coalescer = queues[name] = Coalescer(guard, send_rows, _reason)
+        limit = self.pool.config.performance.keys.max_keys
+        coalescer = recent(
+            queues,
+            (guard.key, self.dimensions),
+            lambda: Coalescer(guard, send_rows, _reason),
+            limit,
+        )
         return cast(Coalescer, coalescer)
 
     # -- sync callers run the async path on the portal loop (see _portal) ----------------------

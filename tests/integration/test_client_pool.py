@@ -252,3 +252,27 @@ def test_an_unreachable_endpoint_is_named_in_the_error() -> None:
     message = str(caught.value)
     assert f"127.0.0.1:{port}/v1/chat/completions" in message
     assert "sk-x" not in message
+
+
+def test_sdk_clients_and_embedding_queues_are_bounded_by_max_keys(sim: SimulatorThread) -> None:
+    """Every distinct API key kept an AsyncOpenAI and a sync OpenAI, and every model an
+    embedding queue, for ever: 300 tenants or model names (user input in a multi-tenant
+    service) were 300 of each. They are bounded as the guards' state is (keys.max_keys)."""
+    pool = ClientPool(pool_config(performance={"keys": {"max_keys": 20}}))
+    first = pool.chat_model(base_url=sim.base_url, api_key="sk-tenant-first")
+
+    async def many() -> None:
+        for i in range(60):
+            emb = pool.embeddings(model=f"m{i}", base_url=sim.base_url, api_key=f"sk-t{i}")
+            await emb.aembed_query("x")
+            await pool.chat_model(base_url=sim.base_url, api_key=f"sk-t{i}").ainvoke("x")
+        assert all(len(queues) <= 20 for queues in pool.coalescers.values())
+        assert len(pool._async) <= 20
+        # a model made before its client was forgotten still works, on the client it holds
+        assert (await first.ainvoke("still there")).content
+
+    asyncio.run(many())
+    for i in range(60):
+        pool.sync_client(base_url=sim.base_url, api_key=f"sk-s{i}")
+    assert len(pool._sync) <= 20
+    pool.close()

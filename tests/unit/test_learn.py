@@ -6,6 +6,8 @@ limiter's default, a key left open until the server refuses, is in test_open.py.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from rat_langchain.guards.key import Key
@@ -343,7 +345,7 @@ def test_a_tiny_announced_limit_waits_no_longer_than_a_retry_after_may_with_the_
             grants.append(clock.now)
             limiter.observe(KEY, tiny)
             limiter.acknowledge(KEY)
-    gaps = [later - earlier for earlier, later in zip(grants[1:], grants[2:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(grants[1:])]
     assert gaps
     assert max(gaps) <= 60.0 + 0.1
 
