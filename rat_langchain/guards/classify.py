@@ -126,7 +126,7 @@ def explain(exc: BaseException, endpoint: str = "", *, tenant: str = "") -> Base
         kind = ApiPermissionError if denied else ApiKeyError
         none_set = (
             "no API key was set (a keyless local server needs none, this one does): set "
-            if tenant and tenant == _NO_KEY_TENANT
+            if tenant == _NO_KEY_TENANT
             else "check "
         )
         return kind(

@@ -143,7 +143,7 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
 
     async def aembed_query(self, text: str) -> list[float]:
         _check_input(text, "the query")  # not "text 0": the caller passed no list
-        return (await self.aembed_array([text]))[0].tolist()
+        return (await self._embed_checked([text]))[0].tolist()
 
     @contextlib.contextmanager
     def prefilled(self, vectors: Mapping[str, np.ndarray]) -> Iterator[None]:
@@ -160,6 +160,10 @@ class PooledOpenAIEmbeddings(BaseModel, Embeddings):
     async def aembed_array(self, texts: Sequence[str]) -> np.ndarray:
         """The vectors as one float32 array, row i for ``texts[i]`` (no Python float lists)."""
         _check_inputs(texts)
+        return await self._embed_checked(texts)
+
+    async def _embed_checked(self, texts: Sequence[str]) -> np.ndarray:
+        """``aembed_array`` for inputs already checked (a query is checked once, by name)."""
         if not texts:
             return np.zeros((0, self.dimensions or 0), dtype=np.float32)
         unique: dict[str, int] = {}
