@@ -21,12 +21,12 @@ from langchain_core.callbacks import (
 )
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
-from pydantic import ConfigDict
+from pydantic import ConfigDict, SecretStr
 
 from rat_langchain.config import RatConfig
 from rat_langchain.guards import Guard, Guards, build_guards
 from rat_langchain.guards.breaker import CircuitBreaker
-from rat_langchain.guards.key import KeyLike
+from rat_langchain.guards.key import Key, KeyLike, tenant_of
 from rat_langchain.guards.limiter import Limiter
 from rat_langchain.guards.retry import RetryPolicy
 
@@ -245,7 +245,10 @@ def resilient(
     :func:`~rat_langchain.guards.build_guards`, each only if its ``enabled`` flag is on: the
     Redis limiter with ``backend: redis``, shared breaker state with ``share_open_state``, and a
     metrics table (``wrapped.guard.metrics``). A part passed here replaces that one; ``None``
-    switches it off. ``key`` names the quota and the breaker (default: the runnable's name);
+    switches it off. ``key`` names the quota and the breaker. By default it is the OpenAI model
+    the runnable calls, when there is exactly one (a chat model, alone, bound or in a
+    chain): its endpoint, model and API-key fingerprint, the key ``pool.chat_model()`` uses, so
+    two API keys are two quotas and two breakers; else the runnable's name.
     ``cost(input)`` estimates tokens for the TPM bucket.
 
     Example::
@@ -255,7 +258,7 @@ def resilient(
     """
     if guards is None:
         guards = build_guards(config)
-    guard = guards.guard(key if key is not None else runnable.get_name())
+    guard = guards.guard(key if key is not None else _key_of(runnable))
     overrides: dict[str, Any] = {
         name: value
         for name, value in (
@@ -269,3 +272,43 @@ def resilient(
     if overrides:
         guard = replace(guard, **overrides)
     return ResilientRunnable(bound=runnable, guard=guard, cost=cost)
+
+
+def _key_of(runnable: Runnable[Any, Any]) -> KeyLike:
+    """The quota a wrapped runnable spends: the one OpenAI model it calls, else its name.
+
+    Why not always the name: ``resilient(ChatOpenAI(api_key=a))`` and the same with key ``b`` are
+    both named ``ChatOpenAI``, so they shared one limiter and one breaker, and one tenant's
+    ``insufficient_quota`` opened the other's circuit. A chain calling several models (or none
+    found) keeps its name: no one model's quota is the chain's."""
+    found = {key for key in _model_keys(runnable, depth=0) if key is not None}
+    return found.pop() if len(found) == 1 else runnable.get_name()
+
+
+_MAX_DEPTH = 8  # a chain nests bindings in sequences; deeper than this is not worth a walk
+
+
+def _model_keys(runnable: Any, depth: int) -> Iterator[Key | None]:
+    """The keys of the OpenAI models in ``runnable``: itself, a binding's ``bound``
+    (``bind_tools``, ``with_config``) and a sequence's steps. Read by attribute, not by type,
+    so ``langchain_openai`` is not imported here and any model shaped like it counts."""
+    if depth > _MAX_DEPTH:
+        return
+    model = getattr(runnable, "model_name", None) or getattr(runnable, "model", None)
+    if isinstance(model, str) and hasattr(runnable, "openai_api_key"):
+        base = getattr(runnable, "openai_api_base", None) or getattr(
+            runnable, "azure_endpoint", None
+        )
+        yield Key(str(base or "").rstrip("/"), model, _tenant(runnable))
+        return
+    bound = getattr(runnable, "bound", None)
+    if isinstance(bound, Runnable):
+        yield from _model_keys(bound, depth + 1)
+    for step in getattr(runnable, "steps", None) or ():
+        yield from _model_keys(step, depth + 1)
+
+
+def _tenant(model: Any) -> str:
+    """The API-key fingerprint of ``model``; a callable key (fetched per call) is unknown."""
+    secret = getattr(model, "openai_api_key", None)
+    return tenant_of(secret.get_secret_value()) if isinstance(secret, SecretStr) else ""

@@ -95,3 +95,30 @@ async def test_one_tenants_limit_and_quota_never_touch_another(sim: SimulatorThr
         page = pool.metrics.to_prometheus()
         assert KEY_A not in page
         assert KEY_B not in page
+
+
+def test_resilient_keys_a_wrapped_openai_model_by_its_endpoint_model_and_tenant() -> None:
+    """``resilient(ChatOpenAI(api_key=a))`` and the same with key ``b`` were both keyed
+    ``ChatOpenAI``: one limiter and one breaker for two accounts. The default key is now the
+    model's (endpoint, model, tenant), found through bindings and chains too."""
+    from langchain_core.prompts import ChatPromptTemplate
+    from langchain_openai import ChatOpenAI
+
+    from rat_langchain import resilient
+    from rat_langchain.guards import build_guards
+
+    guards = build_guards(RatConfig.from_dict({}, env={}))
+
+    def llm(key: str, model: str = "gpt-4o-mini") -> ChatOpenAI:
+        return ChatOpenAI(model=model, base_url="http://h/v1", api_key=key)  # type: ignore[arg-type]
+
+    a, b = resilient(llm(KEY_A), guards=guards), resilient(llm(KEY_B), guards=guards)
+    assert a.guard.key == Key("http://h/v1", "gpt-4o-mini", tenant_of(KEY_A))
+    assert b.guard.key.tenant == tenant_of(KEY_B)
+    assert a.guard.breaker is not b.guard.breaker
+    prompt = ChatPromptTemplate.from_messages([("user", "{q}")])
+    chain = resilient(prompt | llm(KEY_A).bind(stop=["x"]), guards=guards)
+    assert chain.guard.key == a.guard.key
+    assert chain.guard.breaker is a.guard.breaker  # one account, one quota, however wrapped
+    two_models = resilient(prompt | llm(KEY_A) | llm(KEY_A, "gpt-4o"), guards=guards)
+    assert two_models.guard.key == Key("", "RunnableSequence")  # no one model's quota
