@@ -110,7 +110,7 @@ def test_resilient_keys_a_wrapped_openai_model_by_its_endpoint_model_and_tenant(
     guards = build_guards(RatConfig.from_dict({}, env={}))
 
     def llm(key: str, model: str = "gpt-4o-mini") -> ChatOpenAI:
-        return ChatOpenAI(model=model, base_url="http://h/v1", api_key=key)  # type: ignore[arg-type]
+        return ChatOpenAI(model=model, base_url="http://h/v1", api_key=key)
 
     a, b = resilient(llm(KEY_A), guards=guards), resilient(llm(KEY_B), guards=guards)
     assert a.guard.key == Key("http://h/v1", "gpt-4o-mini", tenant_of(KEY_A))
@@ -120,5 +120,7 @@ def test_resilient_keys_a_wrapped_openai_model_by_its_endpoint_model_and_tenant(
     chain = resilient(prompt | llm(KEY_A).bind(stop=["x"]), guards=guards)
     assert chain.guard.key == a.guard.key
     assert chain.guard.breaker is a.guard.breaker  # one account, one quota, however wrapped
-    two_models = resilient(prompt | llm(KEY_A) | llm(KEY_A, "gpt-4o"), guards=guards)
+    two_models = resilient(
+        prompt | llm(KEY_A) | (lambda m: m.content) | llm(KEY_A, "gpt-4o"), guards=guards
+    )
     assert two_models.guard.key == Key("", "RunnableSequence")  # no one model's quota
