@@ -415,9 +415,23 @@ class Feedback:
             if narrower is not None:
                 bucket.resize_burst(narrower)
                 return  # a shorter window than the headers say: the first explanation
-            lowered = learner.distrust(bucket.per_minute)
-            if lowered is not None:  # sending well below it and refused: it is not the limit
-                bucket.adopt(lowered)
+            if learner.distrust(bucket.per_minute) is None:
+                return  # the 429 was ours: we were sending at the announced rate
+            # sending well below it and refused: it is not the limit. Nor are the other
+            # dimension's headers to be believed: a server whose remaining said 10^9 left
+            # was blamed for tokens when its requests were refused (least share left decides)
+            for name, other in state.learners.items():
+                held = state.bucket(name)
+                if other is not learner and other.phase == "announced" and held is not None:
+                    other.distrust(held.per_minute)
+            for name, other in state.learners.items():
+                held = state.bucket(name)
+                if other.ceiling is not None and other.phase == "cubic" and held is not None:
+                    held.adopt(other.w_max)  # what the server took over the last second
+                    held.cap(0.0)  # it refused: its window is spent, whatever ours held
+            return
+        if learner.ceiling is not None:
+            _lower_broken(state)
             return
         binding = learner.binding(bucket.per_minute)
         window_binds = state.concurrency is not None and state.concurrency.binds(state.in_flight)
@@ -463,6 +477,26 @@ class Feedback:
                 )
                 out[key] = row
         return out
+
+
+def _lower_broken(state: KeyState) -> None:
+    """A 429 of a key whose announced limits the server broke: each such dimension comes down
+    to what the server took (``Learner.refine`` within an episode, ``Learner.throttled`` for a
+    new one), and holds nothing: the server refused, its window is spent whatever ours held.
+    Every refusal counts, whatever the send rate: held by Retry-After pauses rather than the
+    bucket, a key was "not bound" by its rate and kept 9240 RPM against 600 enforced (455
+    429s for 800 calls). Both dimensions: the server's headers do not say which it enforces.
+    Lock held."""
+    for name, learner in state.learners.items():
+        bucket = state.bucket(name)
+        if bucket is None or learner.ceiling is None:
+            continue
+        lower = learner.refine(bucket.per_minute)  # another 429 of the episode's burst
+        if lower is None:
+            lower = learner.throttled(bucket.per_minute)  # a new episode
+        if lower is not None:
+            bucket.adopt(lower)
+        bucket.cap(0.0)
 
 
 def _refused(state: KeyState, headers: Mapping[str, str]) -> str | None:

@@ -217,6 +217,8 @@ class Learner:
         if now - self._dropped_at < EPISODE_S or self.phase == "announced":
             return None
         sending = self.measured if self.measured > 0 else per_minute
+        if self.ceiling is not None:  # a server that broke its word: what it took, not BETA x
+            return self._drop(now, min(sending, per_minute), first=False)
         self.w_max = min(sending, per_minute) if self.phase == "cubic" else sending
         self.w_max = max(self.w_max, self.floor)
         self.phase = "cubic"
@@ -336,13 +338,13 @@ class Learner:
     def announced(self) -> float:
         """The server announced this dimension's limit: it, not this learner, sets the rate.
         Returns what was sent over the last second while the dimension was open (nothing
-        else), which the announced rate's bucket must count as spent: the server did."""
+        else), which the announced rate's bucket must count as spent: the server did. The
+        last second's sends and answers are kept: if the server breaks its word at once
+        (``distrust``), they are what it took (cleared, a 100-caller burst's refusal measured
+        the ten sent since the first answer, and kept 540 RPM of the 3000 allowed)."""
         spent = 0.0
         if self.open:
-            now = self._clock()
-            spent, _ = self._sent_last_second(now)
-            self._recent_sent.clear()
-            self._recent_answered.clear()
+            spent, _ = self._sent_last_second(self._clock())
         self.phase = "announced"
         return spent
 
@@ -382,18 +384,45 @@ class Learner:
         sending below ``_BUSY`` of the announced rate, the server enforces less than it says
         (an organisation's limit in the headers while a project's lower one applies). The
         announced value becomes a ceiling (``ceiling``) and the rate is learned below it from
-        429s, from ``BETA`` x what was being sent. The new rate, or None (the 429 was ours)."""
+        429s, from what the server took over the last second (``_drop``). The new rate, or
+        None (the 429 was ours)."""
         self._tick()
         now = self._clock()
-        if self.measured <= 0 or self.measured >= _BUSY * announced_per_minute:
+        # before the first half second is measured, the last second's sends say the same
+        sending = self.measured or self._sent_last_second(now)[0] * 60.0 / _ACCEPTED_S
+        if sending <= 0 or sending >= _BUSY * announced_per_minute:
             return None
         if now - self._dropped_at < EPISODE_S:
             return None
         self.ceiling = announced_per_minute
-        self.w_max = max(self.floor, self.measured)
+        return self._drop(now, sending, first=True)
+
+    def _drop(self, now: float, sending: float, *, first: bool) -> float:
+        """A 429 of a dimension whose announced limit the server broke (``ceiling``): the rate
+        becomes what was sent over the last second less the one refused, never below what was
+        answered in it, and each further 429 of the episode takes one more off (``refine``),
+        as an open key closes. Why not ``BETA`` x what was sent: 100 in flight against an
+        announced 10^9 while 50 a second were kept sent 1000 a second, and 0.7 x that took
+        eight episodes of 429s to come down, each failing calls. Why not only the answers:
+        they lag by the latency, and the first refusal came before most of the burst's
+        answers (540 RPM kept where the server took 3000). In a later episode (not ``first``)
+        the answers of the last second are the measure: sends still in flight have no fate
+        yet, and against a per-minute bucket past its burst (600 taken, then 10 a second)
+        one request off per 429 took ten episodes to come down from 24,000 RPM. ``BETA`` x
+        ``sending`` when nothing was sent over the last second."""
+        sent, requests = self._sent_last_second(now)
         self.phase = "cubic"
         self._dropped_at = self._moved_at = now
-        return max(self.floor, BETA * self.w_max)
+        if not requests:
+            self.w_max = max(self.floor, sending)
+            return max(self.floor, BETA * self.w_max)
+        mean = sent / requests
+        self._closing, self._burst_at = (sent, mean, 1), now
+        answered = self._answered_last_second(now) * mean
+        took = (max(sent - mean, answered) if first or not answered else answered) * 60.0
+        took /= _ACCEPTED_S
+        self.w_max = max(self.floor, min(sending, took))
+        return self.w_max
 
 
 class Concurrency:

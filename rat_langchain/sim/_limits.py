@@ -112,6 +112,7 @@ class RateLimits:
         headers: str = "openai",
         retry_after: bool = True,
         lying: bool = False,
+        announced: tuple[int | None, int | None] = (None, None),
     ) -> None:
         self._clock = clock
         kind = _Window if style == "fixed_window" else _Bucket
@@ -120,6 +121,7 @@ class RateLimits:
         self.header_style = headers
         self.retry_after = retry_after
         self.lying = lying
+        self.announced = dict(zip(("requests", "tokens"), announced, strict=True))
 
     def admit(self, tokens: int) -> Decision:
         waits: dict[str, float] = {}
@@ -155,12 +157,16 @@ class RateLimits:
             if bucket is None:
                 continue
             remaining = max(0, math.floor(bucket.level()))
+            limit = bucket.limit
+            if (announced := self.announced[name]) is not None:  # a limit not the one enforced
+                used = math.ceil(bucket.capacity - bucket.level())
+                remaining, limit = max(0, announced - used), announced
             if self.lying:
                 remaining = -(10**9)
             headers[f"x-ratelimit-remaining-{name}"] = str(remaining)
             if self.header_style == "azure":  # no limit; reset in whole seconds
                 headers[f"x-ratelimit-reset-{name}"] = str(math.ceil(bucket.until_full()))
             else:
-                headers[f"x-ratelimit-limit-{name}"] = str(bucket.limit)
+                headers[f"x-ratelimit-limit-{name}"] = str(limit)
                 headers[f"x-ratelimit-reset-{name}"] = format_reset(bucket.until_full())
         return headers

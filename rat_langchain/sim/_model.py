@@ -90,6 +90,16 @@ class SimConfig(BaseModel):
         "Ollama's OLLAMA_NUM_PARALLEL): the rest wait first in, first out, so their latency "
         "grows; nothing is refused. None is unlimited.",
     )
+    announced_rpm: int | None = Field(
+        None,
+        gt=0,
+        description="The requests per minute the headers announce instead of the enforced rpm "
+        "(an organisation's limit in the headers where a project's lower one applies); "
+        "remaining is this less what the window has used. None: the enforced limit.",
+    )
+    announced_tpm: int | None = Field(
+        None, gt=0, description="The tokens per minute announced instead of tpm; see announced_rpm."
+    )
     lying_headers: bool = Field(
         False,
         description="Headers that lie: a remaining of -10^9 on every answer and a retry-after "

@@ -196,7 +196,8 @@ class Simulator:
         """Change settings while running, e.g. ``sim.configure(error_rate=0.5)``."""
         self.config = SimConfig.model_validate({**self.config.model_dump(), **changes})
         limit_fields = {"rpm", "tpm", "limit_window_s", "limit_style", "limit_headers", "tenants"}
-        if (limit_fields | {"retry_after", "lying_headers"}) & changes.keys():
+        header_fields = {"retry_after", "lying_headers", "announced_rpm", "announced_tpm"}
+        if (limit_fields | header_fields) & changes.keys():
             self._limits = {}
         if "seed" in changes:
             self._rng = random.Random(self.config.seed)
@@ -215,6 +216,7 @@ class Simulator:
                 headers=cfg.limit_headers,
                 retry_after=cfg.retry_after,
                 lying=cfg.lying_headers,
+                announced=(cfg.announced_rpm, cfg.announced_tpm),
             )
         return limits
 

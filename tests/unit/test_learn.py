@@ -331,6 +331,41 @@ def test_an_announced_limit_the_server_does_not_keep_becomes_a_ceiling() -> None
     assert rpm(limiter) <= 3000
 
 
+@pytest.mark.parametrize("open_until_refused", [True, False])
+def test_an_announced_limit_far_above_the_enforced_one_costs_one_burst_of_429s(
+    open_until_refused: bool,
+) -> None:
+    """Issue 32: a server announcing 10^9 RPM (an organisation's limit) while it enforces 50 a
+    second (a project's) and says how long to wait (retry-after-ms): 1000 a second offered for
+    10 s. The key came down by 0.7 per episode of 429s from what it was sending (259 429s over
+    4 s, 100 callers cold on the simulator failed 49 of 600 calls). Now the first refusal
+    takes it to what the server took over the last second, the bucket holds nothing more (the
+    server said its window is spent), and later 429s refine it: a few 429s in all, and the
+    rate ends at the enforced one."""
+    clock = FakeClock()
+    limiter = auto(clock, open_until_refused=open_until_refused)
+    liar = announcing(10**9, 10**9 - 1)
+    level, last, ok, refused = 50.0, 0.0, 0, 0
+    for _ in range(10_000):
+        clock.now += 0.001
+        if limiter.try_acquire(KEY) is None:
+            continue
+        level, last = min(50.0, level + (clock.now - last) * 50.0), clock.now
+        if level >= 1:
+            level -= 1
+            ok += 1
+            limiter.observe(KEY, liar)
+        else:
+            refused += 1
+            wait_ms = str(max(1, round((1 - level) / 50 * 1000)))
+            limiter.observe_429(KEY, {**liar, "retry-after": "1", "retry-after-ms": wait_ms})
+        limiter.acknowledge(KEY)
+    assert refused <= 12  # 259 before
+    assert ok >= 540  # the server's 50 a second (and its first burst) used
+    assert 0.9 * 3000 <= rpm(limiter) <= 1.2 * 3000
+    assert limiter.limits()[KEY]["requests"]["source"] == "cubic"
+
+
 def test_a_tiny_announced_limit_waits_no_longer_than_a_retry_after_may_with_the_margin() -> None:
     """The floor (one request per max_server_wait_s) was applied before the safety margin:
     1 RPM announced with the default margin of 0.9 held every request 66.7 s, past the 60 s

@@ -111,3 +111,15 @@ def test_header_styles_of_the_servers_a_client_meets() -> None:
     liar = RateLimits(60, None, clock, 1.0, lying=True)
     assert liar.admit(0).headers["x-ratelimit-remaining-requests"] == str(-(10**9))
     assert liar.admit(0).headers["retry-after"] == "100000"
+
+
+def test_announced_limits_are_sent_in_place_of_the_enforced_ones() -> None:
+    """``announced_rpm``: an organisation's limit in the headers while a project's lower one
+    applies; remaining is the announced limit less what the window used."""
+    clock = FakeClock(1000.0)
+    org = RateLimits(60, 1000, clock, 1.0, announced=(10**9, None))
+    headers = org.admit(10).headers
+    assert headers["x-ratelimit-limit-requests"] == str(10**9)
+    assert headers["x-ratelimit-remaining-requests"] == str(10**9 - 1)
+    assert headers["x-ratelimit-limit-tokens"] == "1000"  # not announced otherwise: the truth
+    assert not org.admit(10).allowed  # still one a second enforced
