@@ -3,7 +3,8 @@
 The server kinds of issue 12, each played by the simulator in its own process (20 ms latency):
 a per-second quantised limit (600 RPM as 10 per second), a token limit enforced per second,
 Azure-style fixed 10 s windows and headers, a server with no rate-limit headers and no
-Retry-After, and a limit that halves mid-run; then a per-minute bucket with a generous limit,
+Retry-After, a limit that halves mid-run, and a server announcing limits far above the ones it
+enforces (per second and per minute); then a per-minute bucket with a generous limit,
 where embedding documents should run near it. Each against (a) rat_langchain with its defaults,
 (b) LangChain's default ``ChatOpenAI`` / ``OpenAIEmbeddings`` (the SDK's 2 retries), (c) a
 hand-tuned ``InMemoryRateLimiter`` at the server's rate (what a careful user writes by hand).
@@ -274,6 +275,28 @@ async def _main(docs: int) -> None:
         concurrency=100,
         rps=10.0,
         during=halving,
+    )
+    out += await chat_scenario(
+        "Announces 10^9 RPM / TPM (an organisation's limit) and enforces 3000 RPM per second "
+        "(a project's, 50/s), 600 chats 100 at a time",
+        {
+            "rpm": 3000,
+            "limit_window_s": 1.0,
+            "announced_rpm": 10**9,
+            "tpm": 10**8,
+            "announced_tpm": 10**9,
+        },
+        calls=600,
+        concurrency=100,
+        rps=50.0,
+    )
+    out += await chat_scenario(
+        "Announces 10^9 RPM / TPM and enforces 600 RPM as a per-minute bucket, 800 chats 100 "
+        "at a time (goodput over 10/s; the bucket's first minute lets 600 go at once)",
+        {"rpm": 600, "announced_rpm": 10**9, "tpm": 10**8, "announced_tpm": 10**9},
+        calls=800,
+        concurrency=100,
+        rps=10.0,
     )
     out += await embedding_scenario(docs)
     print("\n".join(out))

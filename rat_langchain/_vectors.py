@@ -17,7 +17,7 @@ import numpy as np
 
 from rat_langchain.errors import EmbeddingResponseError, MalformedResponseError
 
-__all__ = ["NATIVE_DIMENSIONS", "decode_vectors"]
+__all__ = ["MAX_DIMENSIONS", "NATIVE_DIMENSIONS", "decode_vectors"]
 
 # The size of each model's vectors when no ``dimensions`` is asked for (OpenAI's models page).
 NATIVE_DIMENSIONS = {
@@ -25,6 +25,11 @@ NATIVE_DIMENSIONS = {
     "text-embedding-3-large": 3072,
     "text-embedding-ada-002": 1536,
 }
+# The largest vector taken from a model of unknown size (a deployment name, a local model) when
+# no ``dimensions`` was asked for: OpenAI's largest is 3072, open models' 4096. Why a bound: the
+# first answer sets the size every later one is held to, and a server answering 10^6 floats a
+# vector would cost the store (and the Batch API's file bounds) what it pleased.
+MAX_DIMENSIONS = 4096
 
 
 def decode_vectors(payload: Mapping[str, Any], count: int, expected: int | None) -> np.ndarray:
@@ -60,6 +65,11 @@ def decode_vectors(payload: Mapping[str, Any], count: int, expected: int | None)
         if expected is not None and size != expected:
             raise EmbeddingResponseError(
                 f"vector {index} has {size} dimensions, expected {expected}"
+            )
+        if expected is None and size > MAX_DIMENSIONS:
+            raise EmbeddingResponseError(
+                f"vector {index} has {size} dimensions, more than the {MAX_DIMENSIONS} taken "
+                "from a model of unknown size (ask for dimensions= to take another size)"
             )
         if rows is None:
             rows = np.empty((count, size), dtype=np.float32)

@@ -44,7 +44,7 @@ import numpy as np
 from langchain_core.documents import Document
 
 from rat_langchain._tokens import encode
-from rat_langchain._vectors import NATIVE_DIMENSIONS, decode_vectors
+from rat_langchain._vectors import MAX_DIMENSIONS, NATIVE_DIMENSIONS, decode_vectors
 from rat_langchain.errors import BatchJobError, EmbeddingResponseError
 from rat_langchain.guards.key import Key, tenant_of
 from rat_langchain.index._atomic import atomic_file, folder_lock
@@ -99,7 +99,6 @@ _MAX_JOURNAL_BYTES = 256 * 1024 * 1024
 _JOURNAL_BASE = 1024 * 1024  # the journal's own JSON, whatever the corpus
 _JOURNAL_PER_DOC = 300  # a document's request and job around its id, at most
 _MAX_LINE_BYTES = 64 * 1024 * 1024  # one output line: 2048 vectors of 3072 floats in base64
-_MAX_DIMS = 4096  # the largest vector a model of unknown size is allowed (OpenAI's: 3072)
 _FLOAT_CHARS = 26  # one float as JSON text, at most ("-1.2345678901234567e-123, ")
 _LINE_ENVELOPE = 64 * 1024  # a line's JSON around its vectors (ids, usage, headers)
 _ERROR_LINE_BYTES = 64 * 1024  # one line of an error file
@@ -269,6 +268,7 @@ async def batch_embed(
     tokens: Mapping[str, int] | None = None,
     checkpoint: Callable[[], Awaitable[None]] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    dimension: int | None = None,
 ) -> BatchReport:
     """Embed the documents ``todo`` names (ids of ``documents``, the whole corpus) through the
     Batch API and hand each chunk of results to ``store_add(documents, vectors)``.
@@ -278,8 +278,11 @@ async def batch_embed(
     ``tokens``: each document's token count where the caller has counted them already.
     ``checkpoint`` runs after a batch's vectors were added and before the journal says so (a
     store that must be saved to keep them saves there). ``sleep`` is a parameter so tests need
-    not wait for polls."""
+    not wait for polls. ``dimension``: the size of the vectors the store holds already, the
+    size every line is held to where the model's is not known (a deployment name): else the
+    first answer would set it, and a store of one size would be handed another's."""
     run = _Run(embedding, documents, store_add, Path(folder), settings, sleep, checkpoint, tokens)
+    run.store_dims = dimension
     try:
         with folder_lock(Path(folder), "batch indexing run"):
             await run.go(todo)
@@ -320,6 +323,9 @@ class _Run:
             Key(str(self.client.base_url).rstrip("/"), "batch-api", tenant_of(self.client.api_key))
         )
         self.dims = embedding.dimensions or NATIVE_DIMENSIONS.get(embedding.model)
+        # the store's size, where the model's is unknown: each line is held to it (the files'
+        # bounds are not: a line of another size is then one failed request, not a damaged file)
+        self.store_dims: int | None = None
 
     async def call(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
         """One Files/Batch API request, under the pool's retries, breaker and limiter."""
@@ -645,7 +651,7 @@ class _Run:
         lines = 2 * len(job.requests) + 100
         if errors:
             return _Bounds(line=_ERROR_LINE_BYTES, lines=lines, total=lines * _ERROR_LINE_BYTES)
-        dims = self.dims or _MAX_DIMS
+        dims = self.dims or MAX_DIMENSIONS
         widest = max((len(inputs) for inputs in job.requests.values()), default=1)
         inputs = sum(len(v) for v in job.requests.values())
         line = min(_MAX_LINE_BYTES, _LINE_ENVELOPE + widest * dims * _FLOAT_CHARS)
@@ -703,7 +709,7 @@ class _Run:
             response = record["response"]
             if response["status_code"] != 200:
                 return custom_id, None, f"status {response['status_code']}"
-            vectors = decode_vectors(response["body"], expected, self.dims)
+            vectors = decode_vectors(response["body"], expected, self.dims or self.store_dims)
         except (KeyError, TypeError, AttributeError) as exc:
             return custom_id, None, f"malformed answer ({type(exc).__name__})"
         except EmbeddingResponseError as exc:  # MalformedResponseError is one too
@@ -742,8 +748,17 @@ class _Run:
                     self.report.failed[doc_id] = f"batch: {reason}"
             return
         docs = [self.documents[d] for d in ids]
-        vectors = await self.embedding.aembed_array([d.page_content for d in docs])
-        await self.store_add(docs, np.asarray(vectors, dtype=np.float32))
+        vectors = np.asarray(
+            await self.embedding.aembed_array([d.page_content for d in docs]), dtype=np.float32
+        )
+        held_to = self.dims or self.store_dims  # the online answer is held to the lines' size
+        if held_to is not None and vectors.shape[1] != held_to:
+            for doc_id in ids:
+                self.report.failed[doc_id] = (
+                    f"online: {vectors.shape[1]} dimensions, expected {held_to}"
+                )
+            return
+        await self.store_add(docs, vectors)
         self.report.embedded_online += len(docs)
 
 

@@ -347,6 +347,7 @@ class BatchIndexer:
             self.batch_settings,
             tokens=counts,
             checkpoint=checkpoint,
+            dimension=getattr(self.store, "dimension", None),  # a FaissStore's, once it holds any
         )
         report.failed.update(report.batch.failed)
 

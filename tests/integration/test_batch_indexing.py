@@ -350,3 +350,44 @@ async def test_two_runs_on_one_folder_never_both_submit(
     assert sim.stats().batches_created == submitted > 0  # no batch paid for twice
     journal = tmp_path / "index.batches"
     assert all(p.stat().st_mode & 0o077 == 0 for p in journal.iterdir() if p.is_file())
+
+
+async def test_a_model_of_unknown_size_is_held_to_the_stores_size(
+    sim: SimulatorThread, pool: ClientPool, tmp_path: Path
+) -> None:
+    """Issue 32: for a deployment name the first answer set the size, whatever the store held
+    (a store of 16 dimensions was handed 1536). Now the store's size binds every line; lines
+    of another size are failed requests, and the online retry is held to it too."""
+    from rat_langchain.index.batch_api import batch_embed
+
+    docs = {d.id: d for d in corpus(50) if d.id is not None}
+    stored: list[int] = []
+
+    async def add(batch: list[Document], vectors: Any) -> None:
+        stored.append(len(batch))
+
+    report = await batch_embed(
+        pool.embeddings(model="my-deployment"),
+        docs,
+        list(docs),
+        add,
+        tmp_path / "batches",
+        FAST,
+        dimension=16,  # the simulator answers 1536
+    )
+    assert not stored
+    assert set(report.failed) == set(docs)
+    assert all("1536 dimensions, expected 16" in why for why in report.failed.values())
+    assert report.embedded_online == 0
+
+
+def test_a_first_vector_of_unknown_size_is_bounded() -> None:
+    """A model of unknown size: the first answer sets the size, so it is bounded
+    (``MAX_DIMENSIONS``); a size asked for (``dimensions=``) is taken as asked."""
+    from rat_langchain._vectors import MAX_DIMENSIONS, decode_vectors
+    from rat_langchain.errors import EmbeddingResponseError
+
+    huge = {"data": [{"index": 0, "embedding": [0.0] * (MAX_DIMENSIONS + 1)}]}
+    with pytest.raises(EmbeddingResponseError, match="more than the 4096"):
+        decode_vectors(huge, 1, None)
+    assert decode_vectors(huge, 1, MAX_DIMENSIONS + 1).shape == (1, MAX_DIMENSIONS + 1)
