@@ -19,15 +19,22 @@ import hashlib
 import json
 from typing import NamedTuple
 
+from pydantic import SecretStr
+
 __all__ = ["Key", "KeyLike", "tenant_of"]
 
 _FINGERPRINT_BYTES = 6  # 48 bits: enough to tell an endpoint's tenants apart, useless to guess with
 
 
-def tenant_of(api_key: str | None) -> str:
-    """A short fingerprint of ``api_key`` (``""`` for none): the same key gives the same tenant
-    in every process, and the fingerprint reveals nothing usable about the key."""
-    if not api_key:
+def tenant_of(api_key: object) -> str:
+    """A short fingerprint of ``api_key``, a ``str`` or a ``SecretStr`` (``""`` for none, or
+    for a callable that fetches a key per call: then the tenant is unknown and calls share a
+    key): the same key gives the same tenant in every process, and the fingerprint reveals
+    nothing usable about the key. One function for every holder of a key (the chat model's
+    ``SecretStr``, the config's, a wrapped model's), so none unwraps it its own way."""
+    if isinstance(api_key, SecretStr):
+        api_key = api_key.get_secret_value()
+    if not api_key or not isinstance(api_key, str):
         return ""
     digest = hashlib.blake2b(api_key.encode(), digest_size=_FINGERPRINT_BYTES, person=b"rat-tenant")
     return digest.hexdigest()

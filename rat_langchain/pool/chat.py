@@ -20,7 +20,7 @@ from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackMana
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_openai import ChatOpenAI
-from pydantic import Field, PrivateAttr, SecretStr
+from pydantic import Field, PrivateAttr
 
 from rat_langchain import _portal
 from rat_langchain._tokens import count_request_tokens, encode
@@ -97,7 +97,7 @@ class ResilientChatOpenAI(ChatOpenAI):
         guard = self._guards_by_model.get(cache_key)
         if guard is None:
             guard = self.rat_guards.guard(
-                Key(self.openai_api_base or "", name, tenant_of(_secret(self.openai_api_key)))
+                Key(self.openai_api_base or "", name, tenant_of(self.openai_api_key))
             )
             if self.rat_max_attempts is not None and guard.retry is not None:
                 guard = replace(
@@ -260,9 +260,3 @@ class ResilientChatOpenAI(ChatOpenAI):
             if run_manager is not None:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
-
-
-def _secret(value: Any) -> str | None:
-    """The API key's text when it is a fixed key (a ``SecretStr``); ``None`` when it is a
-    callable that fetches one per call (then the tenant is unknown and calls share a key)."""
-    return value.get_secret_value() if isinstance(value, SecretStr) else None

@@ -72,8 +72,7 @@ def _default_pool(config: RatConfig) -> Clients:
     a one-way fingerprint of the key: a JSON dump alone masks the key as ``**********``, so two
     configs that differ only in their key would share a pool (and the rebuilt config would
     lose its key)."""
-    secret = config.endpoint.api_key
-    key = tenant_of(secret.get_secret_value() if secret else None)
+    key = tenant_of(config.endpoint.api_key)
     name = f"{config.model_dump_json()}|{key}"
     pool = _DEFAULT_POOLS.get(name)
     if pool is None:

@@ -21,7 +21,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableSerializable
 from langchain_core.runnables.config import patch_config
-from pydantic import ConfigDict, SecretStr
+from pydantic import ConfigDict
 
 from rat_langchain.config import RatConfig
 from rat_langchain.guards import Guard, Guards, build_guards
@@ -281,14 +281,14 @@ def _key_of(runnable: Runnable[Any, Any]) -> KeyLike:
     both named ``ChatOpenAI``, so they shared one limiter and one breaker, and one tenant's
     ``insufficient_quota`` opened the other's circuit. A chain calling several models (or none
     found) keeps its name: no one model's quota is the chain's."""
-    found = {key for key in _model_keys(runnable, depth=0) if key is not None}
+    found = set(_model_keys(runnable, depth=0))
     return found.pop() if len(found) == 1 else runnable.get_name()
 
 
 _MAX_DEPTH = 8  # a chain nests bindings in sequences; deeper than this is not worth a walk
 
 
-def _model_keys(runnable: Any, depth: int) -> Iterator[Key | None]:
+def _model_keys(runnable: Any, depth: int) -> Iterator[Key]:
     """The keys of the OpenAI models in ``runnable``: itself, a binding's ``bound``
     (``bind_tools``, ``with_config``) and a sequence's steps. Read by attribute, not by type,
     so ``langchain_openai`` is not imported here and any model shaped like it counts."""
@@ -299,16 +299,10 @@ def _model_keys(runnable: Any, depth: int) -> Iterator[Key | None]:
         base = getattr(runnable, "openai_api_base", None) or getattr(
             runnable, "azure_endpoint", None
         )
-        yield Key(str(base or "").rstrip("/"), model, _tenant(runnable))
+        yield Key(str(base or "").rstrip("/"), model, tenant_of(runnable.openai_api_key))
         return
     bound = getattr(runnable, "bound", None)
     if isinstance(bound, Runnable):
         yield from _model_keys(bound, depth + 1)
     for step in getattr(runnable, "steps", None) or ():
         yield from _model_keys(step, depth + 1)
-
-
-def _tenant(model: Any) -> str:
-    """The API-key fingerprint of ``model``; a callable key (fetched per call) is unknown."""
-    secret = getattr(model, "openai_api_key", None)
-    return tenant_of(secret.get_secret_value()) if isinstance(secret, SecretStr) else ""
