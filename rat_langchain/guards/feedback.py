@@ -415,20 +415,22 @@ class Feedback:
             if narrower is not None:
                 bucket.resize_burst(narrower)
                 return  # a shorter window than the headers say: the first explanation
-            if learner.distrust(bucket.per_minute) is None:
+            lowered = learner.distrust(bucket.per_minute)
+            if lowered is None:
                 return  # the 429 was ours: we were sending at the announced rate
             # sending well below it and refused: it is not the limit. Nor are the other
             # dimension's headers to be believed: a server whose remaining said 10^9 left
             # was blamed for tokens when its requests were refused (least share left decides)
+            rates = {bucket: lowered}
             for name, other in state.learners.items():
                 held = state.bucket(name)
                 if other is not learner and other.phase == "announced" and held is not None:
-                    other.distrust(held.per_minute)
-            for name, other in state.learners.items():
-                held = state.bucket(name)
-                if other.ceiling is not None and other.phase == "cubic" and held is not None:
-                    held.adopt(other.w_max)  # what the server took over the last second
-                    held.cap(0.0)  # it refused: its window is spent, whatever ours held
+                    rate = other.distrust(held.per_minute)
+                    if rate is not None:
+                        rates[held] = rate
+            for held, rate in rates.items():  # the buckets themselves: one per dimension
+                held.adopt(rate)  # what the server took over the last second
+                held.cap(0.0)  # it refused: its window is spent, whatever ours held
             return
         if learner.ceiling is not None:
             _lower_broken(state)

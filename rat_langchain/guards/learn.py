@@ -419,9 +419,8 @@ class Learner:
         mean = sent / requests
         self._closing, self._burst_at = (sent, mean, 1), now
         answered = self._answered_last_second(now) * mean
-        took = (max(sent - mean, answered) if first or not answered else answered) * 60.0
-        took /= _ACCEPTED_S
-        self.w_max = max(self.floor, min(sending, took))
+        took = max(sent - mean, answered) if first or not answered else answered
+        self.w_max = max(self.floor, min(sending, took * 60.0 / _ACCEPTED_S))
         return self.w_max
 
 
