@@ -281,8 +281,17 @@ async def batch_embed(
     not wait for polls. ``dimension``: the size of the vectors the store holds already, the
     size every line is held to where the model's is not known (a deployment name): else the
     first answer would set it, and a store of one size would be handed another's."""
-    run = _Run(embedding, documents, store_add, Path(folder), settings, sleep, checkpoint, tokens)
-    run.store_dims = dimension
+    run = _Run(
+        embedding,
+        documents,
+        store_add,
+        Path(folder),
+        settings,
+        sleep,
+        checkpoint,
+        tokens,
+        store_dims=dimension,
+    )
     try:
         with folder_lock(Path(folder), "batch indexing run"):
             await run.go(todo)
@@ -305,6 +314,7 @@ class _Run:
         sleep: Callable[[float], Awaitable[None]],
         checkpoint: Callable[[], Awaitable[None]] | None,
         counted: Mapping[str, int] | None = None,
+        store_dims: int | None = None,
     ) -> None:
         self.checkpoint = checkpoint
         self.counted = counted or {}  # token counts the caller made already
@@ -325,7 +335,13 @@ class _Run:
         self.dims = embedding.dimensions or NATIVE_DIMENSIONS.get(embedding.model)
         # the store's size, where the model's is unknown: each line is held to it (the files'
         # bounds are not: a line of another size is then one failed request, not a damaged file)
-        self.store_dims: int | None = None
+        self.store_dims = store_dims
+
+    @property
+    def held_to(self) -> int | None:
+        """The size every vector must have: the model's (known, asked for, or set by the first
+        answer), else the store's; None until either is known."""
+        return self.dims or self.store_dims
 
     async def call(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
         """One Files/Batch API request, under the pool's retries, breaker and limiter."""
@@ -709,7 +725,7 @@ class _Run:
             response = record["response"]
             if response["status_code"] != 200:
                 return custom_id, None, f"status {response['status_code']}"
-            vectors = decode_vectors(response["body"], expected, self.dims or self.store_dims)
+            vectors = decode_vectors(response["body"], expected, self.held_to)
         except (KeyError, TypeError, AttributeError) as exc:
             return custom_id, None, f"malformed answer ({type(exc).__name__})"
         except EmbeddingResponseError as exc:  # MalformedResponseError is one too
@@ -751,7 +767,7 @@ class _Run:
         vectors = np.asarray(
             await self.embedding.aembed_array([d.page_content for d in docs]), dtype=np.float32
         )
-        held_to = self.dims or self.store_dims  # the online answer is held to the lines' size
+        held_to = self.held_to  # the online answer is held to the lines' size
         if held_to is not None and vectors.shape[1] != held_to:
             for doc_id in ids:
                 self.report.failed[doc_id] = (
