@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.tools import tool
 
 from benchmarks._research import research
@@ -168,7 +169,8 @@ async def overhead(n: int) -> None:
         for label, config in (("", None), (", traced", {"callbacks": [_Tracer()]})):
             shares, tools = [], []
             for _ in range(5):
-                tool_us = await _tool_alone(n // 5, config)
+                wide = shape == "wide"
+                tool_us = await _tool_alone(n // 5, config, {} if wide else {"x": 1}, wide=wide)
                 start = time.perf_counter()
                 await ParallelPlanExecutor({"t": _noop}, max_parallel_steps=64).ainvoke(
                     Plan(steps=steps[: n // 5]), config
@@ -183,11 +185,30 @@ async def overhead(n: int) -> None:
             )
 
 
-async def _tool_alone(n: int, config: Any) -> float:
-    """Microseconds per ``ainvoke`` of the no-op tool, called ``n`` times on its own."""
+async def _tool_alone(n: int, config: Any, args: dict[str, Any], *, wide: bool) -> float:
+    """Microseconds per ``ainvoke`` of the no-op tool, called ``n`` times by hand as the plan
+    would: one after another (a chain) or 64 at a time (a wide plan, as the executor's
+    ``max_parallel_steps`` here: a sync tracer's thread hops overlap then), with the arguments
+    its steps get; traced, inside one parent run, as the plan's steps are (a child run costs
+    what a root run does not)."""
+
+    async def calls(_: Any, config: RunnableConfig) -> None:
+        if not wide:
+            for _ in range(n):
+                await _noop.ainvoke(args, config)
+            return
+        gate = asyncio.Semaphore(64)
+
+        async def one() -> None:
+            async with gate:
+                await _noop.ainvoke(args, config)
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(n):
+                tg.create_task(one())
+
     start = time.perf_counter()
-    for _ in range(n):
-        await _noop.ainvoke({}, config)
+    await RunnableLambda(calls).ainvoke(None, config)
     return (time.perf_counter() - start) / n * 1e6
 
 
