@@ -204,6 +204,8 @@ class Feedback:
             state = self.state(key)
             if answered:
                 state.throttles = 0  # the backoff of 429s without a retry-after starts over
+                if state.concurrency is not None:
+                    state.concurrency.unwall()
             margin = state.limit.safety_margin
             learns = {"requests": state.limit.learn_rpm, "tokens": state.limit.learn_tpm}
             if announcing:
@@ -371,9 +373,16 @@ class Feedback:
                 state.refusals_to_ack += 1
             window = state.concurrency
             silent = not any(name.lower().startswith("x-ratelimit-") for name in headers)
-            if window is not None and (
-                (seconds is None and window.binds(state.in_flight))
-                or (seconds is not None and silent and window.full(state.in_flight))
+            if window is not None:
+                window.outcome(self._clock(), refused=True)
+            if (
+                window is not None
+                and state.in_flight > 1  # a refused lone attempt: no count in flight did that
+                and not window.spent(self._clock())  # refusing all: a spent rate, no window
+                and (
+                    (seconds is None and window.binds(state.in_flight))
+                    or (seconds is not None and silent and window.full(state.in_flight))
+                )
             ):
                 # the window was full: the refusal is the window's, which now holds every
                 # attempt back until one completes (the refused one waits its own retry-after).
@@ -390,6 +399,8 @@ class Feedback:
                     state.throttles += 1
                     ceiling = _BACKOFF_S * 2.0 ** min(state.throttles - 1, 30)
                     seconds = min(ceiling, self.max_pause_s) * (0.5 + 0.5 * self._random())
+                    if state.throttles >= 2 and window is not None:  # refused after a pause
+                        window.wall(self._clock(), self.max_pause_s)
             self._slow_down(state, headers, silent, admitted)
         self._follow(key, headers, answered=False)
         return min(max(0.0, seconds), self.max_pause_s)  # untrusted: never longer than this
@@ -446,8 +457,11 @@ class Feedback:
             # server's queue) rather than a rate: both limits step down, and each grows back
             # only while it is used
             state.concurrency.throttled(state.in_flight, self._clock(), in_burst=in_burst)
-        if binding:  # else the rate was not what the key ran into: leave it
-            rate = learner.throttled(bucket.per_minute)
+        # a server refusing most of what comes: its rate binds, though pauses held the sends
+        # below ours (its refusals counted as a window's left 6000 RPM against 600)
+        spent = state.concurrency is not None and state.concurrency.spent(self._clock())
+        if binding or spent:  # else the rate was not what the key ran into: leave it
+            rate = learner.throttled(bucket.per_minute, spent=spent)
             if rate is not None:
                 bucket.adopt(rate)
 

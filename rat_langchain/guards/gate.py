@@ -75,6 +75,7 @@ class Gate:
         with self._lock:
             if exc is None:
                 state.concurrency.answered(self._number, state.in_flight)
+                state.concurrency.outcome(state.clock(), refused=False)
             state.concurrency.completed(state.in_flight)
             state.in_flight -= 1
             self._admit()

@@ -97,3 +97,35 @@ async def test_a_server_that_counts_requests_in_flight_is_learned(sim: Simulator
     stats = sim.stats()
     assert stats.count("chat", 200) == 30
     assert stats.count("chat", 429) <= 10  # the first burst, and a probe or two
+
+
+async def test_a_silent_per_minute_bucket_past_its_burst_fails_no_call(
+    sim: SimulatorThread,
+) -> None:
+    """Issue 32: a gateway that says nothing (no headers, no retry-after) and holds a
+    per-minute bucket: 300 at once, then 30 a second. 100 callers make 500 calls, nothing
+    configured. Its refusals past the burst came with the learned window full and were read as
+    the window's: retried at once, unpaused, into the same wall, while the rate stayed at
+    thousands a minute; about 80 calls in 500 spent their attempts (plain ChatOpenAI fails as
+    many). Now a key refused more than it is answered backs off, and its rate drops to what
+    the server answered (tests/unit/test_learn.py pins the rule)."""
+    import asyncio
+
+    sim.configure(
+        rpm=1800, limit_window_s=10.0, latency_ms=100, limit_headers="none", retry_after=False
+    )
+    config = RatConfig.from_dict(
+        {"endpoint": {"base_url": sim.base_url, "api_key": API_KEY}}, env={}
+    )
+    async with ClientPool(config) as pool:
+        llm = pool.chat_model(max_tokens=5)
+        gate = asyncio.Semaphore(100)
+
+        async def call(i: int) -> Any:
+            async with gate:
+                return await llm.ainvoke(f"question {i}")
+
+        answers = await asyncio.gather(*(call(i) for i in range(500)), return_exceptions=True)
+    failed = [a for a in answers if isinstance(a, BaseException)]
+    assert not failed, f"{len(failed)} of 500 failed: {failed[0]!r}"
+    assert sim.stats().count("chat", 429) <= 250  # about 120 (plain: 320, for 80 failed)

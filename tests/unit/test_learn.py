@@ -415,3 +415,47 @@ def test_an_absurdly_low_announced_limit_is_floored() -> None:
     configured = RateLimiter(600, 100_000, clock=clock, safety_margin=1.0)
     configured.observe(KEY, tiny)  # a ceiling the user set is lowered, but not below the floors
     assert configured.limits()[KEY]["requests"]["per_minute"] >= 1.0
+
+
+def test_a_silent_server_refusing_nearly_everything_is_a_spent_rate() -> None:
+    """Issue 32 (tests/integration/test_server_kinds.py has the calls): a silent per-minute
+    bucket past its burst refuses all but its refill. Refused more than twice as often as
+    answered over the last second, a key is spent (``Concurrency.spent``: it backs off instead
+    of reading the refusals as a full window's), and its rate drops to what the server
+    answered over that second, not to 0.7 x what was being sent."""
+    from rat_langchain.guards.learn import Concurrency
+
+    clock = FakeClock()
+    window = Concurrency(100, clock=clock)
+    for i in range(30):  # a window server: refusals of the overshoot, answers of the rest
+        clock.now += 0.01
+        window.outcome(clock.now, refused=i % 3 == 0)
+    assert not window.spent(clock.now)
+    for i in range(30):  # a spent rate: one answer in ten
+        clock.now += 0.03
+        window.outcome(clock.now, refused=i % 10 != 0)
+    assert window.spent(clock.now)
+    clock.now += 2.0  # refusals a second old say nothing now
+    assert not window.spent(clock.now)
+
+    rates = {}
+    for spent in (False, True):
+        clock = FakeClock()
+        learner = Learner(clock, floor=1.0)
+        for i in range(200):  # 100 a second sent for 2 s; the last second, 10 answered
+            clock.now += 0.01
+            learner.sent(1, 100.0, 50.0)
+            if i < 100 or i % 10 == 0:
+                learner.answered(6000.0, 100.0)
+        assert learner.throttled(6000.0) is not None  # an episode: now in cubic
+        clock.now += 1.5
+        for _ in range(100):
+            clock.now += 0.01
+            learner.sent(1, 100.0, 50.0)
+            if _ % 10 == 0:
+                learner.answered(6000.0, 100.0)
+        rates[spent] = learner.throttled(6000.0, spent=spent)
+    assert rates[False] is not None
+    assert rates[False] > 3000  # 0.7 x what was being sent
+    assert rates[True] is not None
+    assert rates[True] <= BETA * 10 * 60 + 1  # what it answered
