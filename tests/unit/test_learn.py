@@ -459,3 +459,43 @@ def test_a_silent_server_refusing_nearly_everything_is_a_spent_rate() -> None:
     assert rates[False] > 3000  # 0.7 x what was being sent
     assert rates[True] is not None
     assert rates[True] <= BETA * 10 * 60 + 1  # what it answered
+
+
+def test_a_wall_lets_one_attempt_through_at_a_time_until_an_answer_or_its_hold_ends() -> None:
+    """A silent 429 after a backoff's pause (a spent window that refuses whatever comes, such
+    as a fixed per-minute window): the callers the window held went at each pause's end, into
+    the same wall, spending an attempt each. Walled, one goes at a time; an answer, or the
+    hold (max_server_wait_s: a server that refuses for good), ends it."""
+    from rat_langchain.guards.learn import Concurrency
+
+    clock = FakeClock()
+    window = Concurrency(100, clock=clock)
+    assert window.admits(5)
+    window.wall(clock.now, 60.0)
+    assert window.admits(0)  # the probe
+    assert not window.admits(1)  # the others wait, their attempts unspent
+    window.wall(clock.now + 30, 60.0)  # a later refusal of the same wall: the hold stands
+    clock.now += 59.0
+    assert not window.admits(1)
+    clock.now += 2.0
+    assert window.admits(1)  # held 60 s: attempts go (and fail) as before
+    window.unwall()
+    window.wall(clock.now, 60.0)
+    assert not window.admits(1)
+    window.unwall()  # an answer
+    assert window.admits(1)
+
+
+def test_a_429_after_the_backoffs_pause_walls_a_silent_key() -> None:
+    clock = FakeClock()
+    limiter = auto(clock)
+    send(limiter, clock, 1.0, 10)
+    state = limiter.feedback.state(Key.of(KEY))
+    assert state.concurrency is not None
+    limiter.observe_429(KEY, NO_HEADERS)
+    assert not state.concurrency.walled  # one refusal: a backoff
+    clock.now += 60.0  # past the pause, nothing answered since
+    limiter.observe_429(KEY, NO_HEADERS)
+    assert state.concurrency.walled
+    limiter.observe(KEY, NO_HEADERS)  # an answer ends it
+    assert not state.concurrency.walled
