@@ -155,8 +155,7 @@ async def _round(
 ) -> dict[str, Run]:
     """One round: each client cold (a fresh one), then the same one warm."""
     runs: dict[str, Run] = {}
-    config = RatConfig.from_dict({"endpoint": {"base_url": sim.base_url, "api_key": KEY}}, env={})
-    pool = ClientPool(config)
+    pool = ClientPool(_config(sim, remember=False))  # cold: nothing an earlier round learned
     try:
         for label in order:
             if label == "plain":
@@ -195,6 +194,73 @@ class Cell:
     @property
     def plain_failed(self) -> bool:
         return any(self.failed[f"plain {phase}"] for phase in ("cold", "warm"))
+
+
+def _config(sim: SimulatorProcess, *, remember: bool | str) -> RatConfig:
+    """Nothing configured but the endpoint; learned limits remembered in the file
+    ``remember`` names, or not at all (False)."""
+    limits: dict[str, Any] = {"remember": remember is not False}
+    if isinstance(remember, str):
+        limits["remember_path"] = remember
+    return RatConfig.from_dict(
+        {
+            "endpoint": {"base_url": sim.base_url, "api_key": KEY},
+            "performance": {"rate_limiting": limits},
+        },
+        env={},
+    )
+
+
+async def _remembered(kinds: list[str], quick: bool) -> None:
+    """Issue 33: cold with memory. A pool runs a cell cold then warm and closes (saving what it
+    learned); a fresh pool reading that file runs it again (a CLI run or a serverless start
+    after the first): its time against a cold pool's with nothing remembered, the warm pool's,
+    and plain ChatOpenAI's cold, on the same server in the same run."""
+    import tempfile
+
+    rows = [
+        "\nCold with memory: a fresh pool starting from what the last pool learned (time in "
+        "s; ratio = over plain cold)\n",
+        "| server | concurrent x calls | plain cold | pool cold | pool cold, remembered "
+        "| pool warm | ratio cold | ratio remembered | failed (pool cold / remembered) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in kinds:
+        kind = KINDS[name]
+        with SimulatorProcess(**kind.settings) as sim:
+            for concurrency in (100, 1000):
+                calls = kind.calls(concurrency, quick)
+                runs: dict[str, Run] = {}
+                path = tempfile.mktemp(prefix="rat-limits-", suffix=".json")
+                _fresh_plain_client()
+                plain: Any = ChatOpenAI(
+                    model=MODEL, base_url=sim.base_url, api_key=KEY, max_tokens=20
+                )
+                for label, remember in (
+                    ("plain cold", None),
+                    ("pool cold", False),
+                    ("first", path),
+                    ("remembered", path),
+                ):
+                    pool = None if remember is None else ClientPool(_config(sim, remember=remember))
+                    model = plain if pool is None else pool.chat_model(model=MODEL, max_tokens=20)
+                    for phase in ("", " warm") if label == "first" else ("",):
+                        sim.configure(**kind.settings)
+                        sim.reset_stats()
+                        gc.collect()
+                        runs[label + phase] = await _timed(model, calls, concurrency)
+                    if pool is not None:
+                        await pool.aclose()  # the first one saves what it learned
+                await plain.root_async_client.close()
+                pc, cold, again, warm = (
+                    runs[k].wall for k in ("plain cold", "pool cold", "remembered", "first warm")
+                )
+                rows.append(
+                    f"| {name} | {concurrency} x {calls} | {pc:.2f} | {cold:.2f} | {again:.2f} "
+                    f"| {warm:.2f} | {_ratio(cold, pc)} | {_ratio(again, pc)} "
+                    f"| {runs['pool cold'].failed} / {runs['remembered'].failed} |"
+                )
+    print("\n".join(rows), flush=True)
 
 
 async def _cell(sim: SimulatorProcess, kind: Kind, concurrency: int, quick: bool) -> Cell:
@@ -282,6 +348,7 @@ async def _main(kinds: list[str], quick: bool) -> None:
                     f"| {goodput} | {same} | {floor:.2f} |"
                 )
         print("\n".join(rows), flush=True)
+    await _remembered(kinds, quick)
 
 
 async def _deadlines() -> None:

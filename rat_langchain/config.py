@@ -213,6 +213,20 @@ class RateLimitingConfig(_Section):
         description="Backpressure: a caller whose expected wait is longer gets "
         "BackpressureError at once. None = wait as long as it takes.",
     )
+    remember: bool = Field(
+        True,
+        description="Start from what the last run learned for the same endpoint, model and API "
+        "key (a fingerprint, never the key): limits on auto, saved when the pool closes "
+        "(docs/resilience.md). Local backend only: Redis shares what is learned already.",
+    )
+    remember_path: str | None = Field(
+        None,
+        description="The file learned limits are kept in; None = learned_limits.json in the "
+        "user cache dir (~/.cache/rat_langchain on Linux).",
+    )
+    remember_for_s: float = Field(
+        86_400.0, gt=0, description="A remembered limit older than this is forgotten."
+    )
     backend: Literal["local", "redis"] = Field(
         "local",
         description="Where the buckets live: this process, or Redis (one budget shared by "

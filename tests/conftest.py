@@ -14,6 +14,15 @@ from tests.support.redis_server import RedisServer
 API_KEY = "sk-test-SECRET-do-not-leak-0123456789"
 
 
+@pytest.fixture(autouse=True)
+def _own_cache_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each test its own user cache dir: learned limits a pool remembers when it closes
+    (rate_limiting.remember) must not carry from one test into the next, nor into ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def sim() -> Iterator[SimulatorThread]:
     """A simulator on its own loop in a thread, so sync and async client code can both use it."""

@@ -14,8 +14,10 @@ from typing import Any
 from rat_langchain.config import RatConfig
 from rat_langchain.guards.breaker import BreakerRegistry
 from rat_langchain.guards.engine import Guard
+from rat_langchain.guards.feedback import Feedback
 from rat_langchain.guards.key import Key, KeyLike
 from rat_langchain.guards.limiter import Limiter, RateLimiter
+from rat_langchain.guards.remember import LimitMemory, default_path
 from rat_langchain.guards.retry import RetryPolicy
 from rat_langchain.metrics.collector import Metrics
 
@@ -50,7 +52,13 @@ class Guards:
         )
 
     async def aclose(self) -> None:
-        """Close what talks to Redis (the shared limiter and breaker state), if anything."""
+        """Save what the limiter learned for the next run (``rate_limiting.remember``), and
+        close what talks to Redis (the shared limiter and breaker state), if anything."""
+        feedback = getattr(self.limiter, "feedback", None)
+        if isinstance(feedback, Feedback) and feedback.memory is not None:
+            learned = feedback.learned()
+            if learned:
+                feedback.memory.save(learned)
         for shared in (self.limiter, self.breakers.shared if self.breakers else None):
             closer = getattr(shared, "aclose", None)
             if closer is not None:
@@ -111,7 +119,11 @@ def _limiter(config: RatConfig) -> Limiter:
         from rat_langchain.guards.redis.limiter import RedisRateLimiter  # needs the redis extra
 
         return RedisRateLimiter.from_config(settings, **common)
-    return RateLimiter.from_config(settings, **common)
+    memory = None
+    if settings.remember:
+        path = settings.remember_path or default_path()
+        memory = LimitMemory(path, max_age_s=settings.remember_for_s, max_keys=perf.keys.max_keys)
+    return RateLimiter.from_config(settings, memory=memory, **common)
 
 
 def _shared_breakers(url: str) -> Any:

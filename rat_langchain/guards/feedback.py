@@ -26,6 +26,7 @@ from rat_langchain.guards._keytable import KeyTable
 from rat_langchain.guards.bucket import EPSILON, RateLimit
 from rat_langchain.guards.headers import announced, parse_duration, retry_after_seconds
 from rat_langchain.guards.key import Key, KeyLike
+from rat_langchain.guards.remember import LimitMemory, Remembered
 from rat_langchain.guards.state import KeyState
 
 __all__ = ["Feedback"]
@@ -59,12 +60,15 @@ class Feedback:
         open_until_refused: bool = False,
         max_keys: int = _KEYS.max_keys,
         idle_s: float = _KEYS.idle_s,
+        memory: LimitMemory | None = None,
         clock: Callable[[], float] = time.monotonic,
         random: Callable[[], float] = _random.random,
     ) -> None:
         """``open_until_refused``: limits left on auto are not applied until the server
         refuses or announces them (see ``guards.learn``); without it they start at
-        ``START_RPM``/``START_TPM`` (a rate shared through Redis must exist from the start)."""
+        ``START_RPM``/``START_TPM`` (a rate shared through Redis must exist from the start).
+        ``memory``: what earlier runs learned (``guards.remember``): a key starts from it."""
+        self.memory = memory
         self.default = default
         self.open_until_refused = open_until_refused
         self.per_model = dict(per_model or {})
@@ -129,7 +133,7 @@ class Feedback:
         return self.per_model.get(Key.of(key).model, self.default)
 
     def _new_state(self, key: Key) -> KeyState:
-        return KeyState(
+        state = KeyState(
             self.limit_for(key),
             self._clock,
             self.first_hold_s,
@@ -137,6 +141,20 @@ class Feedback:
             max_concurrency=self.max_concurrency,
             open_until_refused=self.open_until_refused,
         )
+        if self.memory is not None and state.learners:
+            remembered = self.memory.recall(key)
+            if remembered is not None:
+                state.recall(remembered, self.floors())
+        return state
+
+    def learned(self) -> dict[Key, Remembered]:
+        """What each key has learned, to be remembered for the next run (``memory.save``)."""
+        memory = self.memory
+        if memory is None:
+            return {}
+        with self.lock:
+            rows = [(key, state.learned()) for key, state in self._states.items()]
+        return {key: memory.entry(key, **row) for key, row in rows if row is not None}
 
     def state(self, key: Key) -> KeyState:
         """The state of ``key``, made on first use (or after it was forgotten idle). Lock held."""

@@ -157,6 +157,20 @@ class Learner:
             self.measured = _SMOOTH * current + (1 - _SMOOTH) * self.measured
             self._bucket_at, self._bucket_sum = bucket, 0.0
 
+    def recall(self, source: str, per_minute: float) -> None:
+        """Start from a rate an earlier run learned (``guards.remember``): announced, it is
+        the server's word until its next answer says otherwise; learned from 429s, the rate
+        sits on CUBIC's plateau around it (the last run's drop long past), so it neither
+        opens nor slow-starts again."""
+        now = self._clock()
+        if source == "announced":
+            self.phase = "announced"
+            return
+        self.phase = "cubic"
+        self.w_max = max(self.floor, per_minute)
+        self._dropped_at = now - CUBIC_K_S
+        self._moved_at = now
+
     # -- what the server said ------------------------------------------------------------------
 
     def heard(self, remaining: float | None) -> None:
@@ -605,6 +619,17 @@ class Concurrency:
         """Whether the window, slow-starting or learned, is all in flight: a refusal now is
         the window's to answer (it holds the next attempts back), not a pause of the key."""
         return self.limit is not None and in_flight >= int(self.limit)
+
+    def recall(self, limit: float | None, slow_start: bool) -> None:
+        """Start from the window an earlier run learned (``guards.remember``): ``None`` is
+        off (the server took all that was sent, or announced its limits); else that many in
+        flight, slow-starting from there if it still was, AIMD if a 429 had set it."""
+        if limit is None:
+            self._off()
+            return
+        self.limit = float(min(max(1.0, limit), self.ceiling))
+        self.slow_start = slow_start
+        self._answered = True  # the first answer's slower pace is for a server never heard
 
     def outcome(self, now: float, *, refused: bool) -> None:
         """An attempt was answered or refused (a 429) at ``now``: see ``spent``."""

@@ -35,6 +35,7 @@ from rat_langchain.guards.bucket import START_RPM, START_TPM, RateLimit, TokenBu
 from rat_langchain.guards.feedback import Feedback
 from rat_langchain.guards.gate import Gate, gate_for
 from rat_langchain.guards.key import Key, KeyLike
+from rat_langchain.guards.remember import LimitMemory
 from rat_langchain.guards.state import KeyState, TimerHandle, Waiter
 
 __all__ = [
@@ -168,6 +169,7 @@ class RateLimiter:
         open_until_refused: bool = True,
         max_keys: int = _KEYS.max_keys,
         idle_s: float = _KEYS.idle_s,
+        memory: LimitMemory | None = None,
         clock: Callable[[], float] = time.monotonic,
         call_later: CallLater | None = None,
         random: Callable[[], float] = _random.random,
@@ -204,6 +206,7 @@ class RateLimiter:
             open_until_refused=open_until_refused,
             max_keys=max_keys,
             idle_s=idle_s,
+            memory=memory,
             clock=clock,
             random=random,
         )

@@ -12,11 +12,12 @@ import asyncio
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from rat_langchain.guards.bucket import RateLimit, TokenBucket, check_size
 from rat_langchain.guards.key import Key
 from rat_langchain.guards.learn import INITIAL_WINDOW, Concurrency, Learner
+from rat_langchain.guards.remember import Remembered, clamp
 
 __all__ = ["MAX_CONCURRENCY", "KeyState", "TimerHandle", "Waiter"]
 
@@ -285,6 +286,42 @@ class KeyState:
             bucket.adopt(rate)
             bucket.take(bucket.level())
             bucket.release_hold()  # after the take: a bucket's first take arms its hold
+
+    def recall(self, remembered: Remembered, floors: tuple[float, float]) -> None:
+        """Start from what an earlier run learned for this key (``guards.remember``): each
+        dimension still learning takes its remembered rate (never below ``floors``, the
+        limiter's) or is dropped if the server announced it does not limit it; the window
+        takes its remembered size. Configured dimensions are the configuration's: untouched."""
+        for name, floor in zip(("requests", "tokens"), floors, strict=True):
+            learner, bucket = self.learners.get(name), self.bucket(name)
+            told = getattr(remembered, name)
+            if learner is None or bucket is None or told is None:
+                continue
+            if told == "unlimited":
+                self.drop(name)
+                continue
+            rate = clamp(told.per_minute, floor)
+            learner.recall(told.source, rate)
+            bucket.adopt(rate)
+        window = remembered.window
+        if self.concurrency is not None and window is not None:
+            self.concurrency.recall(window.limit, window.slow_start)
+
+    def learned(self) -> dict[str, Any] | None:
+        """What is worth remembering of this key (``Remembered``'s fields), or None: nothing
+        was learned (every dimension configured, or never answered)."""
+        out: dict[str, Any] = {}
+        for name in ("requests", "tokens"):
+            learner, bucket = self.learners.get(name), self.bucket(name)
+            if bucket is None:  # dropped: a server that announces limits, and not this one
+                learns = self.limit.learn_rpm if name == "requests" else self.limit.learn_tpm
+                out[name] = "unlimited" if learns else None
+            elif learner is not None and learner.phase in ("announced", "cubic", "slow_start"):
+                out[name] = {"per_minute": bucket.per_minute, "source": learner.phase}
+        window = self.concurrency
+        if window is not None and self.acknowledged:
+            out["window"] = {"limit": window.limit, "slow_start": window.slow_start}
+        return out if any(v is not None for v in out.values()) else None
 
     def bucket(self, name: str) -> TokenBucket | None:
         return self.requests if name == "requests" else self.tokens

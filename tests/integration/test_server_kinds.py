@@ -129,3 +129,39 @@ async def test_a_silent_per_minute_bucket_past_its_burst_fails_no_call(
     failed = [a for a in answers if isinstance(a, BaseException)]
     assert not failed, f"{len(failed)} of 500 failed: {failed[0]!r}"
     assert sim.stats().count("chat", 429) <= 250  # about 120 (plain: 320, for 80 failed)
+
+
+async def test_a_pool_started_again_begins_from_what_the_last_one_learned(
+    sim: SimulatorThread,
+) -> None:
+    """Issue 33: limits learned by one pool are saved when it closes, under the user cache dir
+    (here a test's own), and the next pool for the same endpoint, model and key starts from
+    them: the announced limits before any answer, the window of ten off."""
+    sim.configure(rpm=6000, tpm=2_000_000)
+    config = RatConfig.from_dict(
+        {"endpoint": {"base_url": sim.base_url, "api_key": API_KEY}}, env={}
+    )
+    async with ClientPool(config) as pool:
+        llm = pool.chat_model()
+        await llm.ainvoke("hi")
+        key = Key(sim.base_url, llm.model_name, tenant_of(API_KEY))
+        assert pool.limiter is not None
+        learned = pool.limiter.limits()[key]
+    saved = _saved_limits()
+    assert saved, "nothing saved under the cache dir"
+    assert API_KEY not in saved
+    async with ClientPool(config) as again:
+        limiter: Any = again.limiter
+        state = limiter._state(key)  # made now, from the file: before any call
+        assert state.requests.per_minute == learned["requests"]["per_minute"]
+        assert state.tokens.per_minute == learned["tokens"]["per_minute"]
+        assert state.concurrency is None or state.concurrency.limit is None  # no window of 10
+
+
+def _saved_limits() -> str:
+    """The learned-limits file in this test's cache dir (conftest's), or ""."""
+    import os
+    from pathlib import Path
+
+    found = list(Path(os.environ["XDG_CACHE_HOME"]).glob("**/learned_limits.json"))
+    return found[0].read_text() if found else ""
