@@ -106,6 +106,64 @@ class FaissStore(VectorStore):
         """Whether a document with this id is in the store (e.g. to skip it when resuming)."""
         return doc_id in self._docs
 
+    @property
+    def ids(self) -> list[str]:
+        """Every document id in the store, in the order they were first added."""
+        return list(self._keys)
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of ``ids`` (normalised, for cosine), one row each; ids that are
+        not in the store are left out."""
+        with self._lock:
+            keys = [self._keys[i] for i in ids if i in self._keys]
+            if not keys or self._index is None:
+                return np.zeros((0, self.dimension or 0), dtype=np.float32)
+            return np.asarray(self._index.reconstruct_batch(np.asarray(keys, dtype=np.int64)))
+
+    def add_vectors(
+        self,
+        texts: list[str],
+        vectors: np.ndarray,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+    ) -> list[str]:
+        """Add documents whose vectors are already made (checked as embedded ones are:
+        their count, size and finiteness); the same id replaces its document."""
+        texts, metadatas, ids = self._prepare(texts, metadatas, ids)
+        return self._insert(texts, metadatas, ids, vectors)
+
+    def search_among(
+        self, vector: Sequence[float] | np.ndarray, ids: Sequence[str], k: int = 4
+    ) -> list[tuple[Document, float]]:
+        """The ``k`` nearest of the documents ``ids`` only, scored as ``_search`` does. Exact,
+        and its cost is that of ``ids``, not of the store: the nearest of one user's
+        memories in a store holding everyone's (``MemoryStore``), where a filter on the whole
+        index would scan every vector, or miss the user's past ``fetch_k``."""
+        if k <= 0 or self._index is None:
+            return []
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        if query.shape[1] != self._index.d:
+            raise ValueError(self._mismatch("the query vector", query.shape[1]))
+        present = [i for i in ids if i in self._keys]
+        rows = self.vectors(present)
+        if not len(rows):
+            return []
+        if self.metric == "cosine":
+            faiss.normalize_L2(query)
+            scores = rows @ query[0]
+            order = np.argsort(-scores, kind="stable")[:k]
+        else:
+            scores = ((rows - query[0]) ** 2).sum(axis=1)  # squared, as IndexFlatL2's
+            order = np.argsort(scores, kind="stable")[:k]
+        out = []
+        for i in order:
+            doc_id = present[int(i)]
+            doc = self._docs[doc_id]
+            found = Document(id=doc_id, page_content=doc.page_content, metadata=doc.metadata)
+            out.append((found, float(scores[int(i)])))
+        return out
+
     # -- adding ----------------------------------------------------------------------------------
 
     @staticmethod

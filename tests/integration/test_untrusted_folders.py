@@ -4,6 +4,7 @@ and reaches nothing outside itself."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import resource
@@ -131,15 +132,23 @@ def test_a_memory_manifest_reaches_only_its_own_folders(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     _saved(outside)
     memory = MemoryStore(EMBEDDING)
-    memory._store("ana").add_texts(["likes tea"], ids=["m1"])
+    asyncio.run(memory.add_memories_batch("ana", ["likes tea"], ids=["m1"]))
     folder = tmp_path / "memory"
     memory.save(folder)
     manifest = json.loads((folder / "memory.json").read_text())
-    for name in ("../../outside", str(outside), "../outside"):
-        manifest["users"] = {"ana": name}
-        (folder / "memory.json").write_text(json.dumps(manifest))
+    for name in ("../../outside", str(outside), "../outside"):  # version 1: a folder per user
+        (folder / "memory.json").write_text(
+            json.dumps({**manifest, "version": 1, "users": {"ana": name}})
+        )
         with pytest.raises(IndexLoadError, match="not the folder a save makes"):
             MemoryStore.load(folder, EMBEDDING)
+    # version 2: one store, whose every id must name its user
+    memory.save(folder)
+    store = FaissStore.load(folder / "store", EMBEDDING)
+    store.add_texts(["nobody's"], ids=["no user"])
+    store.save(folder / "store")
+    with pytest.raises(IndexLoadError, match="names no user"):
+        MemoryStore.load(folder, EMBEDDING)
     for field, value in (("metric", "dot"), ("version", 99)):
         memory.save(folder)
         manifest = json.loads((folder / "memory.json").read_text())

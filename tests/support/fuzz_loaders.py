@@ -7,6 +7,7 @@ the slowest case and the peak memory above what loading an undamaged store needs
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import resource
@@ -90,7 +91,16 @@ def _faiss_view(store: FaissStore) -> Any:
 
 
 def _memory_view(memory: MemoryStore) -> Any:
-    return {user: _faiss_view(memory._stores[user]) for user in memory.users}
+    async def view() -> Any:
+        return {
+            user: sorted(
+                (d.id, d.page_content, json.dumps(d.metadata, sort_keys=True))
+                for d in await memory.search_memories(user, "memory", k=memory.count(user))
+            )
+            for user in memory.users
+        }
+
+    return asyncio.run(view())
 
 
 def main(cases: int, seed: int) -> None:
@@ -106,8 +116,8 @@ def main(cases: int, seed: int) -> None:
     store.save(work / "faiss")
     memory = MemoryStore(EMBEDDING)
     for user in ("ana", "bo"):
-        for i in range(5):
-            memory._store(user).add_texts([f"{user} memory {i}"], ids=[f"{user}{i}"])
+        texts = [f"{user} memory {i}" for i in range(5)]
+        asyncio.run(memory.add_memories_batch(user, texts, ids=[f"{user}{i}" for i in range(5)]))
     memory.save(work / "memory")
     expected = {
         "faiss": _faiss_view(FaissStore.load(work / "faiss", EMBEDDING)),
