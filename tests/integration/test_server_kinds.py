@@ -78,22 +78,9 @@ async def test_a_server_that_counts_requests_in_flight_is_learned(sim: Simulator
     """No headers, no retry-after, at most 4 requests answered at once (a self-hosted model's
     queue): nothing configured, 30 calls 20 at a time all succeed, with few 429s (whether the
     rate or the concurrency limit settles it: tests/unit/test_learn.py pins each)."""
-    import asyncio
-
     sim.configure(max_in_flight=4, latency_ms=50, limit_headers="none", retry_after=False)
-    config = RatConfig.from_dict(
-        {"endpoint": {"base_url": sim.base_url, "api_key": API_KEY}}, env={}
-    )
-    async with ClientPool(config) as pool:
-        llm = pool.chat_model(max_tokens=5)
-        gate = asyncio.Semaphore(20)
-
-        async def call(i: int) -> Any:
-            async with gate:
-                return await llm.ainvoke(f"question {i}")
-
-        answers = await asyncio.gather(*(call(i) for i in range(30)))
-        assert len(answers) == 30
+    answers = await _calls_at_zero_config(sim, 30, 20)
+    assert not [a for a in answers if isinstance(a, BaseException)]
     stats = sim.stats()
     assert stats.count("chat", 200) == 30
     assert stats.count("chat", 429) <= 10  # the first burst, and a probe or two
@@ -109,23 +96,10 @@ async def test_a_silent_per_minute_bucket_past_its_burst_fails_no_call(
     thousands a minute; about 80 calls in 500 spent their attempts (plain ChatOpenAI fails as
     many). Now a key refused more than it is answered backs off, and its rate drops to what
     the server answered (tests/unit/test_learn.py pins the rule)."""
-    import asyncio
-
     sim.configure(
         rpm=1800, limit_window_s=10.0, latency_ms=100, limit_headers="none", retry_after=False
     )
-    config = RatConfig.from_dict(
-        {"endpoint": {"base_url": sim.base_url, "api_key": API_KEY}}, env={}
-    )
-    async with ClientPool(config) as pool:
-        llm = pool.chat_model(max_tokens=5)
-        gate = asyncio.Semaphore(100)
-
-        async def call(i: int) -> Any:
-            async with gate:
-                return await llm.ainvoke(f"question {i}")
-
-        answers = await asyncio.gather(*(call(i) for i in range(500)), return_exceptions=True)
+    answers = await _calls_at_zero_config(sim, 500, 100)
     failed = [a for a in answers if isinstance(a, BaseException)]
     assert not failed, f"{len(failed)} of 500 failed: {failed[0]!r}"
     assert sim.stats().count("chat", 429) <= 250  # about 120 (plain: 320, for 80 failed)
@@ -165,3 +139,22 @@ def _saved_limits() -> str:
 
     found = list(Path(os.environ["XDG_CACHE_HOME"]).glob("**/learned_limits.json"))
     return found[0].read_text() if found else ""
+
+
+async def _calls_at_zero_config(sim: SimulatorThread, calls: int, at_once: int) -> list[Any]:
+    """``calls`` chat calls, ``at_once`` at a time, through a pool with nothing configured but
+    the endpoint: each answer, or the exception it raised."""
+    import asyncio
+
+    config = RatConfig.from_dict(
+        {"endpoint": {"base_url": sim.base_url, "api_key": API_KEY}}, env={}
+    )
+    async with ClientPool(config) as pool:
+        llm = pool.chat_model(max_tokens=5)
+        gate = asyncio.Semaphore(at_once)
+
+        async def call(i: int) -> Any:
+            async with gate:
+                return await llm.ainvoke(f"question {i}")
+
+        return await asyncio.gather(*(call(i) for i in range(calls)), return_exceptions=True)
