@@ -87,6 +87,41 @@ async def test_a_pause_or_a_rate_in_redis_is_bounded_by_the_reader(
     await client.aclose()
 
 
+async def test_a_pause_past_the_readers_longest_ends_when_the_readers_would(
+    redis_server: RedisServer,
+) -> None:
+    """Issue 32 (hostile: a Redis-held pause): each wait for a pause of 10^30 ms was bounded
+    by the reader's max_server_wait_s, but the pause itself stayed, so every call waited that
+    long again, forever. It is cut back, with an expiry, to the reader's longest; and a pause
+    key holding no number (or of another type) no longer fails pause.lua, which read as
+    "Redis is down"."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    key = Key.of(KEY)
+    cap_ms = 2_000.0
+    pause_key = f"endless:rl:{key.id}:pause"
+    await client.set(pause_key, "1e30")  # no expiry: it would outlive every process
+    a = _limiter(redis_server.url, "endless", rpm=600, tpm=None, max_pause_s=cap_ms / 1000)
+    before_ms = time.time() * 1000
+    assert 0 < await a._take(key, 0) <= cap_ms
+    assert 0 < await client.pttl(pause_key) <= cap_ms + 1
+    assert float(await client.get(pause_key)) <= time.time() * 1000 + cap_ms
+    assert float(await client.get(pause_key)) >= before_ms  # still held: cut back, not lifted
+    for held in ("not a number", "nan"):
+        await client.set(pause_key, held)
+        a.pause(KEY, 0.5)
+        await a.flush()
+        assert a.stats["redis_errors"] == 0, held
+        assert float(await client.get(pause_key)) > time.time() * 1000, held  # now held
+    await client.delete(pause_key)
+    await client.hset(pause_key, mapping={"a": "hash"})
+    a.pause(KEY, 0.5)
+    await a.flush()
+    assert a.stats["redis_errors"] == 0
+    assert float(await client.get(pause_key)) > time.time() * 1000
+    await a.aclose()
+    await client.aclose()
+
+
 async def test_fake_workers_from_the_future_are_forgotten(redis_server: RedisServer) -> None:
     """Item 19: members of the workers' set with far-future scores never expired, so during
     an outage each process's share of the limit became 1/100001."""

@@ -88,8 +88,15 @@ end
 local wait = 0
 local paused = tonumber(read('GET', KEYS[3]) or '0') or 0
 if paused ~= paused then paused = 0 end
--- a pause is at most the caller's own max_server_wait_s, whoever set it (and whatever to)
-if paused > now then wait = math.min(paused - now, tonumber(ARGV[11]) or 0) end
+-- a pause is at most the caller's own max_server_wait_s, whoever set it (and whatever to):
+-- one past it is cut back in Redis, with an expiry, so it ends when this reader's longest
+-- would (only bounding each wait left a pause of 10^30 ms holding every call, wait after wait)
+local longest = math.max(0, tonumber(ARGV[11]) or 0)
+if paused > now + longest then
+  paused = now + longest
+  redis.call('SET', KEYS[3], tostring(paused), 'PX', math.ceil(longest) + 1)
+end
+if paused > now then wait = paused - now end
 if rl ~= nil then
   -- a bucket smaller than one request (under 60 RPM with a 1 s burst) waits for a full bucket
   -- and takes the request into debt, as the tokens do: waiting for 1 would never end
