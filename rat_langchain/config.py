@@ -279,7 +279,12 @@ class RetriesConfig(_Section):
     """Retries of transient failures (429, 408, 5xx, timeouts, connection errors)."""
 
     enabled: bool = Field(True, description="Retry transient failures.")
-    max_attempts: int = Field(4, gt=0, description="Attempts in all, the first included.")
+    max_attempts: int = Field(
+        4,
+        gt=0,
+        description="Attempts in all, the first included (429s a rate limiter holds go on "
+        "being retried for up to max_server_wait_s from the first).",
+    )
     initial_backoff_s: float = Field(0.5, gt=0, description="First backoff (full jitter).")
     max_backoff_s: float = Field(20.0, gt=0, description="Cap on one backoff.")
     max_server_wait_s: float = Field(

@@ -263,6 +263,8 @@ class Guard:
             yield
         except openai.RateLimitError as exc:
             call.held = self._rate_limited(exc, number)
+            if call.held is not None and call.throttled_at is None:
+                call.throttled_at = time.monotonic()
             raise
         finally:
             if metrics is not None:
@@ -308,6 +310,8 @@ class _Call:
     # the seconds the limiter holds the key after the last attempt's 429 (None: no 429, or no
     # limiter): the limiter's pause, bucket and gate then decide when the retry goes
     held: float | None = None
+    # when the call's first 429 a limiter held came (see RetryPolicy.next_wait's throttled_s)
+    throttled_at: float | None = None
 
     def next_attempt(self) -> int:
         self.number += 1
@@ -344,7 +348,14 @@ class _Call:
         retry = self.guard.retry
         if retry is None:
             return None
-        return retry.next_wait(exc, self.number, self.remaining(), held=self.held)
+        throttled = self.throttled_at
+        return retry.next_wait(
+            exc,
+            self.number,
+            self.remaining(),
+            held=self.held,
+            throttled_s=None if throttled is None else time.monotonic() - throttled,
+        )
 
     def fail(self, error: BaseException, cause: BaseException) -> NoReturn:
         """Count and record a failed call, and raise ``error`` (401/403 become

@@ -109,6 +109,7 @@ class RetryPolicy:
         remaining_s: float | None,
         *,
         held: float | None = None,
+        throttled_s: float | None = None,
     ) -> float | None:
         """Whether to retry after attempt ``attempt_number`` failed with ``exc``, and after
         how long: None when the failure is not retryable, the attempts are spent, or the wait
@@ -122,11 +123,28 @@ class RetryPolicy:
         429, a second after a second) left the calls refused last idle after the key was free
         again: the tail of a burst on a silent per-second limit finished a second after the
         server would have taken it. The server's own retry-after is still honoured, as
-        always."""
-        if attempt_number >= self.max_attempts or not is_retryable(exc):
+        always.
+
+        ``throttled_s``: seconds since this call's first 429 that a limiter held. Such 429s
+        are not the server failing but the limiter learning, so past ``max_attempts`` they are
+        retried for as long as one wait the server may ask for (``max_server_wait_s``) from
+        the first: a bulk embedding against a silent token limit had requests refused four
+        times in a row while the limiter found the rate (6 % of them 429), and the whole
+        ``aadd_texts`` failed. A server that refuses for longer is out of capacity: the call
+        fails then, as before."""
+        if not is_retryable(exc):
             return None
         paced = held is not None and server_wait(exc) is None
         wait = held if paced and held is not None else self.delay(exc, attempt_number)
+        if attempt_number >= self.max_attempts:
+            learning = (
+                held is not None
+                and isinstance(exc, openai.RateLimitError)
+                and throttled_s is not None
+                and throttled_s + wait < self.max_server_wait_s
+            )
+            if not learning:
+                return None
         if remaining_s is not None and wait >= remaining_s:
             return None
         return 0.0 if paced else wait

@@ -158,3 +158,22 @@ async def _calls_at_zero_config(sim: SimulatorThread, calls: int, at_once: int) 
                 return await llm.ainvoke(f"question {i}")
 
         return await asyncio.gather(*(call(i) for i in range(calls)), return_exceptions=True)
+
+
+async def test_a_silent_token_bucket_fails_no_embedding(sim: SimulatorThread) -> None:
+    """Issue 32: embedding a corpus at zero config against a gateway that limits tokens per
+    minute as a bucket and says nothing (no headers, no retry-after). Requests of a thousand
+    texts were refused four times in a row while the limiter learned the rate, and the whole
+    call failed (bench_embed_limit: one call in two). 429s the limiter holds are now retried
+    for up to max_server_wait_s, whatever max_attempts says."""
+    sim.configure(
+        tpm=240_000, limit_window_s=5.0, latency_ms=20, limit_headers="none", retry_after=False
+    )
+    config = RatConfig.from_dict(
+        {"endpoint": {"base_url": sim.base_url, "api_key": API_KEY}}, env={}
+    )
+    texts = [f"document {i} about topic {i % 97} and item {i * 7919 % 1000}" for i in range(3000)]
+    async with ClientPool(config) as pool:
+        vectors = await pool.embeddings("text-embedding-3-small").aembed_documents(texts)
+    assert len(vectors) == len(texts)
+    assert sim.stats().count("embeddings", 429) >= 1  # the server did refuse

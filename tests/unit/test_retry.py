@@ -129,3 +129,22 @@ def test_a_429_a_limiter_holds_is_retried_without_a_backoff_of_its_own() -> None
     assert policy.next_wait(status_error(400), 1, None, held=0.4) is None  # still not retried
     asked = status_error(429, {"retry-after-ms": "1500"})  # the server's word still wins
     assert policy.next_wait(asked, 1, None, held=0.0) == 1.5
+
+
+def test_429s_a_limiter_holds_are_retried_past_max_attempts_for_one_server_wait() -> None:
+    """A bulk embedding against a silent token limit had requests refused four times in a
+    row while the limiter learned the rate, and the whole call failed. 429s a limiter holds
+    go on being retried past max_attempts for up to max_server_wait_s from the call's first;
+    nothing else does: a 500, an unheld 429, a held one past that minute, or the deadline."""
+    policy = RetryPolicy(max_attempts=3, max_server_wait_s=60.0)
+    refused = status_error(429)
+    assert policy.next_wait(refused, 3, None, held=0.4, throttled_s=5.0) == 0.0
+    assert policy.next_wait(refused, 9, None, held=0.4, throttled_s=59.0) == 0.0
+    assert policy.next_wait(refused, 9, None, held=0.4, throttled_s=60.0) is None  # a minute
+    assert policy.next_wait(refused, 3, None, held=0.4) is None  # not held before: counted
+    assert policy.next_wait(refused, 3, None, throttled_s=5.0) is None  # no limiter: counted
+    assert policy.next_wait(status_error(500), 3, None, held=0.4, throttled_s=5.0) is None
+    assert policy.next_wait(refused, 3, 0.2, held=0.4, throttled_s=5.0) is None  # deadline
+    asked = status_error(429, {"retry-after": "30"})  # the server's wait counts in the minute
+    assert policy.next_wait(asked, 3, None, held=0.0, throttled_s=20.0) == 30.0
+    assert policy.next_wait(asked, 3, None, held=0.0, throttled_s=40.0) is None
