@@ -27,13 +27,17 @@ minute, only when the server shows it allows more: a whole burst went since the 
 its ``remaining`` still held at least two more. It doubles at most once per answer (slow start
 again), and where the limit is announced each doubling lets the level rise at once to the
 margin of what the server says is left, within the new burst (``TokenBucket.resize_burst``): a
-per-minute bucket's minute is reached in a few answers. A 429 of a dimension that was being
+per-minute bucket's minute is reached in a few answers; and once per round trip: not again
+until the attempts out when it widened have ended (``KeyState.widen_hold``), since their
+answers have not seen the room it gave. A 429 of a dimension that was being
 sent below its announced rate, or after the burst widened into the room the server showed, means
 the server enforces a shorter window than its per-minute headers say (OpenAI documents quantised
-limits, and reports `remaining` in per-minute units even then): the burst goes back to
-``burst_s`` and stays there for this key, so such a server costs one episode of 429s, at most
-about one widened burst (halving instead would cost one per halving, each after an idle spell
-let a wide burst fill). Processes sharing a limit through Redis widen the shared burst alike
+limits, and reports `remaining` in per-minute units even then): the burst goes back to the last
+one that held (the one before a widening refused within an episode of it, else ``burst_s``) and
+never widens past it again for this key, so such a server costs one episode of 429s, at most
+about one widened burst: against a one-second window the first widening is the one refused
+(halving at each 429 instead would cost one episode per halving, each after an idle spell let a
+wide burst fill). Processes sharing a limit through Redis widen the shared burst alike
 (a take that had to wait is a spent burst; take.lua's ``room``).
 
 Everything is a pure function of a clock and the calls made, so tests drive it by hand.
@@ -113,7 +117,9 @@ class Learner:
         self._closing: tuple[float, float, int] | None = None
         self._burst_at = -math.inf
         self.burst_s = burst_s
-        self._burst_frozen = False
+        self._burst_cap = _MAX_BURST_S  # the widest burst the server has not refused
+        self._narrowed_at = -math.inf  # when a 429 last narrowed the burst
+        self._widened_at = -math.inf  # when the burst last widened
         self._roomy = False  # the burst widened: the server said it had room for it
         self.w_max = 0.0
         self._dropped_at = -math.inf
@@ -379,28 +385,42 @@ class Learner:
         once per answer, as TCP's slow start grows per acknowledgement, so a minute's burst
         is reached in about six answers, not six spent seconds."""
         spent, self._spent_burst = self._spent_burst, False
-        if self._burst_frozen or remaining is None or not spent:
+        if remaining is None or not spent or self.burst_s >= self._burst_cap:
             return None
-        if remaining >= 2.0 * capacity and self.burst_s < _MAX_BURST_S:
+        if remaining >= 2.0 * capacity:
             self._roomy = True
-            self.burst_s = min(_MAX_BURST_S, self.burst_s * 2.0)
+            self._widened_at = self._clock()
+            self.burst_s = min(self._burst_cap, self.burst_s * 2.0)
             return self.burst_s
         return None
 
     def window_shorter(self, announced_per_minute: float, base_burst_s: float) -> float | None:
         """A 429 with an announced limit: if we were sending below it, the server's window is
-        shorter than a minute. The burst to use now (``base_burst_s``, for good), or None."""
+        shorter than a minute. The burst to use now, or None, and never wider again: within
+        an episode of a widening, the burst before it (the last that held: TCP's slow-start
+        threshold; against a server whose window is one second the first widening is the one
+        refused, so this is ``base_burst_s`` there too); otherwise ``base_burst_s``. Before,
+        a refused widening went to ``base_burst_s`` as well: a 100-caller start that
+        overshot a 10 s bucket once, widening from 4 s to 8, ran at 1 s ever after."""
         self._tick()
+        now = self._clock()
+        if now - self._narrowed_at < EPISODE_S:
+            return None  # the rest of the burst that was refused: narrowed once for it
         if self.measured >= announced_per_minute and not self._roomy:
             return None  # we were over the limit itself: nothing learned about the window
         # below the rate, or refused after the server said it had room for a wider burst
         # (the room the widening added went at once, faster than the rate): either way the
-        # window the server enforces is shorter than the one its headers count in
-        self._burst_frozen = True
-        if self.burst_s == base_burst_s:
+        # window the server enforces is shorter than the one being used
+        widening = self._roomy and now - self._widened_at < EPISODE_S
+        held = self.burst_s / 2.0 if widening else base_burst_s
+        narrower = max(base_burst_s, min(held, self._burst_cap))
+        self._burst_cap = narrower
+        self._roomy = False
+        self._narrowed_at = now
+        if self.burst_s == narrower:
             return None
-        self.burst_s = base_burst_s
-        return base_burst_s
+        self.burst_s = narrower
+        return narrower
 
     def distrust(self, announced_per_minute: float) -> float | None:
         """A 429 of an announced dimension, its burst already one second's worth: if we were

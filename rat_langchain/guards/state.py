@@ -101,8 +101,18 @@ class KeyState:
         # ``remaining`` may not have counted yet (``Feedback._follow``); ``in_flight`` also
         # counts callers waiting for the buckets
         self.sent_out = 0
+        # attempts out when the burst last widened, less those ended since: until they all
+        # have, no answer has seen the room the widening gave, and none widens it again
+        # (``Feedback._follow``; the first answers of 100 callers widened it three times in
+        # 250 ms, each time into the same room, and the server refused the third)
+        self.widen_hold = 0
+        self.tokens_each = 0.0  # tokens of an attempt granted lately (a moving mean; see _granted)
         self.admissions = 0  # attempts admitted through the gate so far (see ``admit``)
         self.closed_after = 0  # admissions when an open rate closed (see ``refused``)
+        # admissions when the first announced limit was heard: an attempt admitted before it
+        # went out with no limit known, so its 429 says nothing of the window or of whether
+        # the announced limit is kept (``Feedback._slow_down``)
+        self.announced_after = 0
         self.gate_waiters: deque[asyncio.Future[int]] = deque()
         self.gate_timer: asyncio.TimerHandle | None = None  # the slow start's pace
         self.paused_until = 0.0
@@ -178,6 +188,11 @@ class KeyState:
         self._sent(tokens)
         if self.concurrency is not None:
             self.sent_out += 1
+            # what the attempts out weigh in tokens, to charge against an answer's remaining
+            # tokens (``Feedback._follow``): the mean of the last few, not each one's own
+            # (ends are counted, not matched to their grants)
+            each = self.tokens_each
+            self.tokens_each = float(tokens) if not each else each + 0.2 * (tokens - each)
 
     def _sent(self, tokens: int, *, spent: bool = False) -> None:
         """Tell the learners what was taken (their measured send rate). ``spent``: the

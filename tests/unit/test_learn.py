@@ -6,6 +6,7 @@ limiter's default, a key left open until the server refuses, is in test_open.py.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -195,17 +196,36 @@ def test_a_widened_burst_adds_the_room_a_per_minute_server_has_left_at_once() ->
 def test_a_429_after_the_burst_widened_into_the_room_narrows_it_for_good() -> None:
     """A server that reports per-minute room but enforces a shorter window (OpenAI documents
     quantised limits) refuses the room that went at once: sent faster than the announced rate,
-    but after the server said it had room, so the window is shorter than its headers say."""
+    but after the server said it had room, so the window is shorter than its headers say. The
+    burst goes back to the one before the refused widening (the last that held), for good;
+    against a one-second window the first widening is refused, so that is one second."""
     clock = FakeClock()
     limiter = auto(clock, safety_margin=0.9, open_until_refused=True)
     send(limiter, clock, 0.5, 200, announcing(600, 590))
-    assert limiter.limits()[KEY]["requests"]["burst_s"] > 1.0
+    wide = limiter.limits()[KEY]["requests"]["burst_s"]
+    assert wide > 2.0
     assert limiter.limits()[KEY]["requests"]["sending_per_minute"] >= 600  # faster than it
+    limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})
+    assert limiter.limits()[KEY]["requests"]["burst_s"] == wide / 2
+    limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})  # the same burst's
+    assert limiter.limits()[KEY]["requests"]["burst_s"] == wide / 2  # one narrowing for it
+    clock.now += 2.0
+    send(limiter, clock, 5.0, 100, announcing(600, 590))
+    assert limiter.limits()[KEY]["requests"]["burst_s"] == wide / 2  # never wider again
+
+    clock = FakeClock()  # a one-second window: the first widening is refused
+    limiter = auto(clock, safety_margin=0.9, open_until_refused=True)
+    while limiter.limits().get(KEY, {}).get("requests", {}).get("burst_s", 1.0) == 1.0:
+        clock.now += 0.01
+        if limiter.try_acquire(KEY) is not None:
+            limiter.observe(KEY, announcing(600, 590))
+            limiter.acknowledge(KEY)
+    assert limiter.limits()[KEY]["requests"]["burst_s"] == 2.0
     limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "1"})
     assert limiter.limits()[KEY]["requests"]["burst_s"] == 1.0
     clock.now += 2.0
     send(limiter, clock, 5.0, 100, announcing(600, 590))
-    assert limiter.limits()[KEY]["requests"]["burst_s"] == 1.0  # frozen: no second episode
+    assert limiter.limits()[KEY]["requests"]["burst_s"] == 1.0  # one episode, for good
 
 
 async def test_what_is_left_is_charged_with_the_others_in_flight() -> None:
@@ -499,3 +519,94 @@ def test_a_429_after_the_backoffs_pause_walls_a_silent_key() -> None:
     assert state.concurrency.walled
     limiter.observe(KEY, NO_HEADERS)  # an answer ends it
     assert not state.concurrency.walled
+
+
+async def test_the_burst_widens_once_per_round_trip() -> None:
+    """The first answers of a burst were all sent before any widening, and each said the
+    per-minute bucket was nearly full: the burst doubled on each, three times in 250 ms, each
+    time into the same room, and the server refused the third (bench_embed_limit, 100
+    callers). A widening now waits until the attempts out when it came have ended."""
+    clock = FakeClock()
+    limiter = auto(clock, safety_margin=0.9, open_until_refused=True)
+    limiter.observe(KEY, announcing(6000, 6000))  # 100 a second, a per-minute bucket
+    clock.now += 1.0
+    gates = []
+    for _ in range(100):  # a burst goes out through the gate
+        gate = limiter.gate(KEY)
+        await gate.__aenter__()  # type: ignore[union-attr]
+        gates.append(gate)
+        if limiter.try_acquire(KEY) is None:
+            break
+    limiter.observe(KEY, announcing(6000, 5990))  # its first answer: room for more
+    limiter.acknowledge(KEY)
+    first = limiter.limits()[KEY]["requests"]["burst_s"]
+    assert first == 2.0
+    while limiter.try_acquire(KEY) is not None:  # the widened burst goes
+        pass
+    for _ in range(5):  # answers to attempts sent before the widening: no second doubling
+        limiter.observe(KEY, announcing(6000, 5980))
+        limiter.acknowledge(KEY)
+        assert limiter.limits()[KEY]["requests"]["burst_s"] == first
+    for gate in gates:
+        await gate.__aexit__(None, None, None)  # type: ignore[union-attr]
+
+
+async def test_a_429_of_an_attempt_sent_before_any_limit_was_known_narrows_nothing() -> None:
+    """A zero-config start lets a first wave out before any answer says the limit; its 429s
+    are that wave's overshoot, not a window shorter than the headers say nor a limit the
+    server breaks. Read as either, they froze the key at a one-second burst, or distrusted an
+    honest announced limit."""
+    clock = FakeClock()
+    limiter = auto(clock, safety_margin=0.9, open_until_refused=True)
+    gates = []
+    while True:  # the first wave, as many as the slow start lets out: no limit known yet
+        gate = limiter.gate(KEY)
+        assert gate is not None
+        entered = asyncio.ensure_future(gate.__aenter__())
+        await asyncio.sleep(0)
+        if not entered.done():
+            entered.cancel()
+            break
+        gates.append(gate)
+    assert len(gates) >= 2
+    limiter.observe(KEY, announcing(600, 580))  # the first answer announces the limit
+    for admitted in range(1, len(gates) + 1):  # the wave's refusals
+        limiter.observe_429(KEY, {**announcing(600, 0), "retry-after": "0.1"}, admitted=admitted)
+        clock.now += 0.01
+    requests = limiter.limits()[KEY]["requests"]
+    assert requests["source"] == "announced"  # still believed
+    assert requests["per_minute"] == 0.9 * 600
+    learner = limiter.feedback.known(Key.of(KEY)).learners["requests"]  # type: ignore[union-attr]
+    assert learner._burst_cap == 60.0  # no window was learned from them
+    for gate in gates:
+        await gate.__aexit__(None, None, None)  # type: ignore[union-attr]
+
+
+async def test_the_tokens_still_in_flight_are_charged_against_what_is_left() -> None:
+    """As the requests are: an answer's remaining tokens were counted before the rest of its
+    burst, so the others in flight (at the mean size of the last grants) are charged against
+    it. Uncharged, 100 embedding requests of 1800 tokens each in flight went unseen and a
+    10 s bucket refused the room given on that word."""
+    clock = FakeClock()
+    limiter = auto(clock, open_until_refused=True, tpm="auto")
+    headers = {
+        "x-ratelimit-limit-requests": "6000",
+        "x-ratelimit-remaining-requests": "6000",
+        "x-ratelimit-limit-tokens": "6000000",
+        "x-ratelimit-remaining-tokens": "100000",
+    }
+    limiter.observe(KEY, headers)
+    clock.now += 1.0
+    gates = []
+    for _ in range(20):
+        gate = limiter.gate(KEY)
+        await gate.__aenter__()  # type: ignore[union-attr]
+        gates.append(gate)
+        assert limiter.try_acquire(KEY, tokens=1000) is not None
+    limiter.observe(KEY, {**headers, "x-ratelimit-remaining-tokens": "25000"})  # 19 still out
+    granted = 0
+    while limiter.try_acquire(KEY, tokens=1000) is not None and granted < 100:
+        granted += 1
+    assert granted <= 25 - 19 + 1  # the level was capped at 6000 tokens (and what refilled)
+    for gate in gates:
+        await gate.__aexit__(None, None, None)  # type: ignore[union-attr]
