@@ -190,7 +190,7 @@ async def _main(docs: int, tpm: int, window: float) -> None:
                             await _measure(
                                 sim,
                                 settings,
-                                lambda c=client: c.run(texts, callers),  # type: ignore[misc]
+                                lambda c=client, n=callers: c.run(texts, n),  # type: ignore[misc]
                                 capacity,
                                 tpm,
                                 docs,
